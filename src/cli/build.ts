@@ -1,0 +1,73 @@
+import { join } from 'node:path';
+import { GuestError } from '../errors.js';
+import { EventBus } from '../engine/events.js';
+import { planRun, type Selection } from '../engine/plan.js';
+import { publishOutputs } from '../engine/publish.js';
+import { createEventsFileReporter } from '../engine/report/events-file.js';
+import { createJsonReporter } from '../engine/report/json.js';
+import { createPlainReporter } from '../engine/report/plain.js';
+import { chooseProgressMode, type Reporter } from '../engine/report/reporter.js';
+import { createTraceReporter } from '../engine/report/trace.js';
+import { createTtyReporter } from '../engine/report/tty.js';
+import { runPlan } from '../engine/run.js';
+import { openCache, prepareOut, type CliEnv, type PipelineOptions } from './context.js';
+import { abortOnSignals } from './signals.js';
+
+export interface BuildOptions extends PipelineOptions, Selection {
+  jobs?: string;
+  keepGoing?: boolean;
+  progress?: string;
+  json?: boolean;
+}
+
+/** gpu-guest build: plan, run what is not cached, lay the outputs out. Returns the exit status. */
+export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<number> {
+  const jobs = parseJobs(opts.jobs);
+  const loaded = env.loadGraph(opts);
+  const { store, memo } = openCache(opts, env.env);
+  const logsDir = prepareOut(loaded.pipelineOut);
+  const signals = abortOnSignals(() => env.stderr('still cleaning up after the interrupt (mounts, scratch folders); please wait\n'));
+  try {
+    const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal });
+    const bus = new EventBus();
+    const reporters = createReporters(opts, env, logsDir);
+    for (const r of reporters) bus.subscribe(r.listen);
+    const outcome = await runPlan(plan, loaded.graph, env.steps, store, bus, {
+      jobs: jobs ?? Math.max(1, loaded.graph.tasks.length),
+      keepGoing: opts.keepGoing ?? false,
+      logsDir,
+      signal: signals.signal,
+      sourceDate: loaded.sourceDate,
+    });
+    for (const r of reporters) await r.close?.();
+    publishOutputs(plan, outcome, env.steps, loaded.pipelineOut);
+    if (outcome.status === 'interrupted') {
+      env.stderr('interrupted: running tasks were stopped and left no cache entry; run the same command again to continue\n');
+      return 130;
+    }
+    if (outcome.failure) {
+      const f = outcome.failure;
+      const lines = [`error: ${f.error.code}: ${f.error.message}`, ...f.error.details.map((d) => `  ${d}`)];
+      lines.push(`--- last ${f.tail.length} lines of ${f.id}'s log ---`, ...f.tail, `--- full log: ${f.logFile}`);
+      env.stderr(`${lines.join('\n')}\n`);
+    }
+    return outcome.status === 'succeeded' ? 0 : 1;
+  } finally {
+    signals.dispose();
+  }
+}
+
+function createReporters(opts: BuildOptions, env: CliEnv, logsDir: string): Reporter[] {
+  const mode = chooseProgressMode(opts, env.isTTY, env.env);
+  const line = (l: string) => env.stdout(`${l}\n`);
+  const view: Reporter =
+    mode === 'tty' ? createTtyReporter(env.stdout) : { listen: mode === 'json' ? createJsonReporter(line) : createPlainReporter(line) };
+  return [view, { listen: createTraceReporter(join(logsDir, 'trace.json')) }, { listen: createEventsFileReporter(join(logsDir, 'events.jsonl')) }];
+}
+
+export function parseJobs(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new GuestError('E_USAGE', `--jobs ${value}: expected a whole number of 1 or more`);
+  return n;
+}

@@ -1,0 +1,68 @@
+import { join, resolve } from 'node:path';
+import { mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { GuestError } from '../errors.js';
+import { LocalCacheStore } from '../engine/cache.js';
+import { DigestMemo } from '../engine/digest.js';
+import type { TaskGraph } from '../engine/types.js';
+import { compileTaskGraph, sourceDateEpoch } from '../pipeline/compile.js';
+import { loadPipeline } from '../pipeline/load.js';
+import { defaultCacheDir } from '../paths.js';
+import type { StepRegistry } from '../steps/types.js';
+
+/** Options every pipeline command shares (build, plan, clean, doctor). */
+export interface PipelineOptions {
+  vendor?: string;
+  pipeline?: string;
+  set: string[];
+  fragment: string[];
+  cacheDir?: string;
+  outDir: string;
+}
+
+/** What a command works on once the pipeline is loaded and compiled. */
+export interface Loaded {
+  graph: TaskGraph;
+  sourceDate: number;
+  /** out/<pipeline>/ */
+  pipelineOut: string;
+}
+
+/** How the CLI turns options into a task graph; tests substitute their own step kinds and graphs. */
+export type GraphLoader = (opts: PipelineOptions) => Loaded;
+
+/** The CLI's dependencies, injected so tests can capture output and add test-only steps. */
+export interface CliEnv {
+  steps: StepRegistry;
+  loadGraph: GraphLoader;
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  isTTY: boolean;
+  env: NodeJS.ProcessEnv;
+}
+
+export const loadFromPipelineFile: GraphLoader = (opts) => {
+  const loaded = loadPipeline({ vendor: opts.vendor, file: opts.pipeline, sets: opts.set });
+  const extraFragments = opts.fragment.map((f) => resolve(f));
+  const graph = compileTaskGraph(loaded.pipeline, { extraFragments });
+  return { graph, sourceDate: sourceDateEpoch(loaded.pipeline), pipelineOut: resolve(opts.outDir, loaded.pipeline.name) };
+};
+
+export function openCache(opts: PipelineOptions, env: NodeJS.ProcessEnv): { store: LocalCacheStore; memo: DigestMemo } {
+  const root = resolve(opts.cacheDir ?? defaultCacheDir(env));
+  const store = LocalCacheStore.open(root);
+  return { store, memo: new DigestMemo(join(root, 'digests.json')) };
+}
+
+/** Creates out/<pipeline>/logs and proves it can be written. */
+export function prepareOut(pipelineOut: string): string {
+  const logs = join(pipelineOut, 'logs');
+  try {
+    mkdirSync(logs, { recursive: true });
+    const probe = join(logs, `.probe-${process.pid}`);
+    writeFileSync(probe, '');
+    rmSync(probe);
+  } catch (err) {
+    throw new GuestError('E_OUT_UNWRITABLE', `output folder ${pipelineOut} is not writable (${(err as NodeJS.ErrnoException).code}): pass --out-dir DIR or fix its permissions`, { cause: err });
+  }
+  return logs;
+}

@@ -1,0 +1,97 @@
+import { Command, CommanderError, Option } from 'commander';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { exitStatusFor, isGuestError, messageOf } from '../errors.js';
+import { defaultCacheDir, projectRoot } from '../paths.js';
+import { builtinSteps } from '../steps/index.js';
+import { buildCommand } from './build.js';
+import { cleanCommand } from './clean.js';
+import { loadFromPipelineFile, type CliEnv } from './context.js';
+import { doctorCommand } from './doctor.js';
+import { planCommand } from './plan.js';
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+function addPipelineOptions(cmd: Command, env: CliEnv): Command {
+  return cmd
+    .option('--vendor <name>', 'load pipelines/<name>.yaml (nvidia, intel)')
+    .option('--pipeline <file>', 'load this pipeline file instead of a vendor pipeline')
+    .option('--set <key.path=value>', 'override one pipeline value, repeatable (like helm --set)', collect, [])
+    .option('--fragment <file>', 'add a kernel config fragment (file or folder of *.conf), repeatable', collect, [])
+    .option('--cache-dir <dir>', 'cache folder', defaultCacheDir(env.env))
+    .option('--out-dir <dir>', 'output folder; artifacts go to <dir>/<pipeline>/', 'out');
+}
+
+function addSelectionOptions(cmd: Command): Command {
+  return cmd
+    .option('--force <task>', 'rerun this task and every task that depends on it, repeatable', collect, [])
+    .option('--until <task>', 'stop after this task (run it and what it depends on)')
+    .option('--only <task>', 'run just this task; its inputs must be cached');
+}
+
+/** Builds the commander program. Each action resolves to an exit status. */
+export function createProgram(env: CliEnv, setStatus: (n: number) => void): Command {
+  const version = (JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { version: string }).version;
+  const program = new Command('gpu-guest')
+    .description('Build GPU-enabled guest kernels, root filesystems and images for Kata Containers and KubeVirt')
+    .version(version)
+    .option('--debug', 'print stack traces of errors', false)
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ writeOut: env.stdout, writeErr: env.stderr })
+    .exitOverride();
+
+  addSelectionOptions(addPipelineOptions(program.command('build').description('build the pipeline: run every task that is not cached, then lay the outputs out under the out folder'), env))
+    .option('-j, --jobs <n>', 'most tasks running at once (default: no limit beyond the steps\' own resources)')
+    .option('--keep-going', 'keep building branches that do not depend on a failed task', false)
+    .addOption(new Option('--progress <mode>', 'how to show progress (default: tty on a terminal, plain in CI or a pipe)').choices(['tty', 'plain', 'json']))
+    .option('--json', 'same as --progress json: one JSON event per line', false)
+    .action(async (opts) => setStatus(await buildCommand(opts, env)));
+
+  addSelectionOptions(addPipelineOptions(program.command('plan').description('show each task, its key and dependencies, and whether it is cached or must run and why'), env))
+    .option('--json', 'print the plan as JSON', false)
+    .option('--dot', 'print the task graph as Graphviz dot', false)
+    .action(async (opts) => setStatus(await planCommand(opts, env)));
+
+  addPipelineOptions(program.command('doctor').description('check the host tools the pipeline needs and print the apt-get line that installs the missing ones'), env)
+    .option('--json', 'print the checks as JSON', false)
+    .action(async (opts) => setStatus(await doctorCommand(opts, env)));
+
+  addPipelineOptions(program.command('clean').description('remove the pipeline\'s out folder (all of the out folder without --vendor/--pipeline)'), env)
+    .option('--cache', 'also remove every cache entry', false)
+    .action(async (opts) => setStatus(await cleanCommand(opts, env)));
+  return program;
+}
+
+export function defaultCliEnv(): CliEnv {
+  return {
+    steps: builtinSteps(),
+    loadGraph: loadFromPipelineFile,
+    stdout: (t) => process.stdout.write(t),
+    stderr: (t) => process.stderr.write(t),
+    isTTY: Boolean(process.stdout.isTTY),
+    env: process.env,
+  };
+}
+
+/** Runs the CLI; resolves to the exit status (0 ok, 1 task failed, 2 usage or pipeline error, 130 interrupted). */
+export async function main(argv: string[], overrides: Partial<CliEnv> = {}): Promise<number> {
+  const env = { ...defaultCliEnv(), ...overrides };
+  let status = 0;
+  const program = createProgram(env, (n) => (status = n));
+  try {
+    await program.parseAsync(argv);
+    return status;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    const debug = argv.includes('--debug');
+    if (isGuestError(err)) {
+      env.stderr(`error: ${err.code}: ${err.message}\n${err.details.map((d) => `  ${d}\n`).join('')}`);
+    } else {
+      env.stderr(`error: ${messageOf(err)} (run with --debug for the stack trace)\n`);
+    }
+    if (debug && err instanceof Error) env.stderr(`${err.stack}\n`);
+    return exitStatusFor(err);
+  }
+}

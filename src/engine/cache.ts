@@ -1,0 +1,192 @@
+import { randomBytes } from 'node:crypto';
+import { constants, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { GuestError, messageOf } from '../errors.js';
+import { mountsUnder } from '../sys/mounts.js';
+import type { KeyMaterial } from './key.js';
+import type { Json } from './types.js';
+
+/** What a cache entry records next to the task's outputs. */
+export interface EntryMeta {
+  key: string;
+  task: string;
+  pipeline: string;
+  material: KeyMaterial;
+  /** Data the step returned (resolved versions, package names …). */
+  result: { [key: string]: Json };
+  /** sha256 of every output file, by path relative to the entry's out/ folder. */
+  outputs: { [path: string]: string };
+  durationMs: number;
+}
+
+export interface CacheEntry {
+  key: string;
+  /** The task's outputs. Never write here: entries are immutable. */
+  outDir: string;
+  meta: EntryMeta;
+}
+
+/** A task's private place to write while it runs; it becomes the entry only by commit(). */
+export interface Scratch {
+  key: string;
+  /** Becomes the entry's out/ folder. */
+  outDir: string;
+  /** Thrown away after the task, whatever happens. */
+  workDir: string;
+  root: string;
+}
+
+/**
+ * Where task outputs live between runs. The engine sees only this interface, so a shared remote
+ * store (HTTP GET/PUT of content-addressed objects) can stand behind it later.
+ */
+export interface CacheStore {
+  readonly root: string;
+  get(key: string): Promise<CacheEntry | undefined>;
+  /** Holds the key's lock until the returned release() runs; onWait hears who holds it meanwhile. */
+  lock(key: string, onWait: (holder: string) => void, signal?: AbortSignal): Promise<() => Promise<void>>;
+  begin(key: string): Promise<Scratch>;
+  /** Turns the scratch into the entry with one atomic rename. */
+  commit(scratch: Scratch, meta: EntryMeta): Promise<CacheEntry>;
+  discard(scratch: Scratch): Promise<void>;
+  /** The key material a task of a pipeline had the last time it was built or used, to explain changes. */
+  lastMaterial(pipeline: string, task: string): KeyMaterial | undefined;
+  rememberMaterial(pipeline: string, task: string, material: KeyMaterial): void;
+}
+
+/** Cache in a local folder: entries/<key>/{meta.json,out/}, tmp/ for scratch, locks/ for key locks. */
+export class LocalCacheStore implements CacheStore {
+  constructor(readonly root: string) {}
+
+  /** Creates the folders and proves the cache can be written, before any task runs. */
+  static open(root: string): LocalCacheStore {
+    try {
+      for (const sub of ['entries', 'tmp', 'locks', 'index']) mkdirSync(join(root, sub), { recursive: true });
+      const probe = join(root, 'tmp', `.probe-${process.pid}`);
+      writeFileSync(probe, '');
+      readdirSync(join(root, 'tmp'));
+      void rm(probe, { force: true });
+    } catch (err) {
+      throw new GuestError('E_CACHE_UNWRITABLE', `cache folder ${root} is not writable (${(err as NodeJS.ErrnoException).code ?? messageOf(err)}): pass --cache-dir DIR or fix its permissions`, { cause: err });
+    }
+    const store = new LocalCacheStore(root);
+    store.sweepScratch();
+    return store;
+  }
+
+  async get(key: string): Promise<CacheEntry | undefined> {
+    const dir = join(this.root, 'entries', key);
+    try {
+      const meta = JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as EntryMeta;
+      return { key, outDir: join(dir, 'out'), meta };
+    } catch {
+      return undefined;
+    }
+  }
+
+  async lock(key: string, onWait: (holder: string) => void, signal?: AbortSignal): Promise<() => Promise<void>> {
+    const file = join(this.root, 'locks', `${key}.lock`);
+    let told = false;
+    for (;;) {
+      if (signal?.aborted) throw new GuestError('E_INTERRUPTED', 'interrupted while waiting for a cache lock');
+      try {
+        const handle = await open(file, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY);
+        await handle.writeFile(JSON.stringify({ pid: process.pid, host: hostname() }));
+        await handle.close();
+        return async () => {
+          await rm(file, { force: true });
+        };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const holder = await readHolder(file);
+      if (holder && holder.host === hostname() && !processAlive(holder.pid)) {
+        await rm(file, { force: true });
+        continue;
+      }
+      if (!told) {
+        onWait(holder ? `process ${holder.pid} on ${holder.host}` : 'another process');
+        told = true;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  async begin(key: string): Promise<Scratch> {
+    const root = join(this.root, 'tmp', `${key.slice(0, 16)}.${process.pid}.${randomBytes(4).toString('hex')}`);
+    const scratch = { key, root, outDir: join(root, 'entry', 'out'), workDir: join(root, 'work') };
+    mkdirSync(scratch.outDir, { recursive: true });
+    mkdirSync(scratch.workDir, { recursive: true });
+    return scratch;
+  }
+
+  async commit(scratch: Scratch, meta: EntryMeta): Promise<CacheEntry> {
+    const entryDir = join(scratch.root, 'entry');
+    await writeFile(join(entryDir, 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`);
+    const target = join(this.root, 'entries', scratch.key);
+    if (existsSync(target)) await rm(target, { recursive: true, force: true });
+    await rename(entryDir, target);
+    await this.discard(scratch);
+    return { key: scratch.key, outDir: join(target, 'out'), meta };
+  }
+
+  async discard(scratch: Scratch): Promise<void> {
+    await rm(scratch.root, { recursive: true, force: true, maxRetries: 3 });
+  }
+
+  lastMaterial(pipeline: string, task: string): KeyMaterial | undefined {
+    try {
+      return JSON.parse(readFileSync(this.indexFile(pipeline, task), 'utf8')) as KeyMaterial;
+    } catch {
+      return undefined;
+    }
+  }
+
+  rememberMaterial(pipeline: string, task: string, material: KeyMaterial): void {
+    const file = this.indexFile(pipeline, task);
+    mkdirSync(join(this.root, 'index', pipeline), { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, JSON.stringify(material));
+    // rename keeps a concurrent reader from seeing half a file
+    void rename(tmp, file).catch(() => undefined);
+  }
+
+  private indexFile(pipeline: string, task: string): string {
+    return join(this.root, 'index', pipeline, `${task}.json`);
+  }
+
+  /** Removes scratch folders of processes that no longer exist (killed outright). */
+  private sweepScratch(): void {
+    for (const name of readdirSync(join(this.root, 'tmp'))) {
+      const pid = Number(name.split('.')[1]);
+      const dir = join(this.root, 'tmp', name);
+      // Never delete through a mount (a chroot's /dev bind): leave it for the mount recovery.
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && !processAlive(pid) && mountsUnder(dir).length === 0) {
+        void rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      }
+    }
+  }
+}
+
+async function readHolder(file: string): Promise<{ pid: number; host: string } | undefined> {
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as { pid: number; host: string };
+  } catch {
+    // The holder may have created the file but not yet written it; an empty lock that stays empty
+    // for a minute belongs to a process that died in between.
+    const st = await stat(file).catch(() => undefined);
+    if (st && st.size === 0 && Date.now() - st.mtimeMs > 60_000) await rm(file, { force: true });
+    return undefined;
+  }
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

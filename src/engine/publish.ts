@@ -1,0 +1,46 @@
+import { copyFileSync, linkSync, lstatSync, mkdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { StepRegistry } from '../steps/types.js';
+import type { Plan } from './plan.js';
+import type { RunOutcome } from './run.js';
+import { listEntries } from './tree.js';
+
+/**
+ * Lays the outputs of finished tasks out under out/<pipeline>/<folder>/ (hard links into the cache
+ * where the file system allows, copies elsewhere) and writes manifest.json describing them.
+ */
+export function publishOutputs(plan: Plan, outcome: RunOutcome, steps: StepRegistry, pipelineOut: string): void {
+  const manifest: { pipeline: string; tasks: object[] } = { pipeline: plan.pipeline, tasks: [] };
+  for (const t of plan.tasks) {
+    const entry = outcome.entries.get(t.id);
+    const step = steps.get(t.kind);
+    if (!entry || !step || t.status === 'skip') continue;
+    const files: Record<string, string> = {};
+    if (step.publish) {
+      const target = join(pipelineOut, step.publish);
+      rmSync(target, { recursive: true, force: true });
+      for (const rel of listEntries(entry.outDir)) {
+        if ((step.undigested ?? []).some((p) => rel === p || rel.startsWith(`${p}/`))) continue;
+        placeEntry(join(entry.outDir, rel), join(target, rel));
+        if (entry.meta.outputs[rel]) files[`${step.publish}/${rel}`] = entry.meta.outputs[rel]!;
+      }
+    }
+    manifest.tasks.push({ id: t.id, kind: t.kind, key: t.key, params: t.params, inputs: t.inputs, result: entry.meta.result, files });
+  }
+  mkdirSync(pipelineOut, { recursive: true });
+  writeFileSync(join(pipelineOut, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+}
+
+function placeEntry(from: string, to: string): void {
+  mkdirSync(dirname(to), { recursive: true });
+  const st = lstatSync(from);
+  if (st.isSymbolicLink()) {
+    symlinkSync(readlinkSync(from), to);
+    return;
+  }
+  try {
+    linkSync(from, to);
+  } catch {
+    copyFileSync(from, to);
+  }
+}

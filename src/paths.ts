@@ -1,0 +1,13 @@
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The gpu-guest installation: the folder holding package.json, pipelines/ and kernel-configs/. */
+export const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** `$XDG_CACHE_HOME/gpu-guest`, else `~/.cache/gpu-guest`. */
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  const xdg = env.XDG_CACHE_HOME;
+  if (xdg && xdg.trim() !== '') return join(xdg, 'gpu-guest');
+  return join(homedir(), '.cache', 'gpu-guest');
+}

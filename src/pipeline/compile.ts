@@ -1,0 +1,126 @@
+import { resolve } from 'node:path';
+import { DEFAULT_KERNEL_MIRROR } from './schema.js';
+import type { Json, TaskGraph, TaskSpec } from '../engine/types.js';
+import { projectRoot } from '../paths.js';
+import type { Pipeline } from './types.js';
+
+/** Seconds since the epoch for the pipeline's sourceDate (an ISO date or a number of seconds). */
+export function sourceDateEpoch(p: Pipeline): number {
+  if (/^\d+$/.test(p.sourceDate)) return Number(p.sourceDate);
+  return Math.floor(Date.parse(p.sourceDate) / 1000);
+}
+
+/** Extra fragments given on the command line (`--fragment`), appended after the pipeline's. */
+export interface CompileOptions {
+  extraFragments?: string[];
+}
+
+/**
+ * Turns a pipeline into its task graph. Pure: reads no file and runs nothing. Local paths go into
+ * `files` (their content is keyed, not their location); everything else into `params`.
+ */
+export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): TaskGraph {
+  const sourceDate = sourceDateEpoch(p);
+  const k = p.kernel;
+  const suffix = k.localVersion;
+  const tarball = k.source.tarball;
+  const localTarball = tarball !== undefined && !/^(https?:\/\/|apt:)/.test(tarball);
+  const tasks: TaskSpec[] = [
+    {
+      id: 'kernel-source',
+      kind: 'kernel-source',
+      deps: [],
+      title: `fetch and verify the Linux ${k.version} source`,
+      params: clean({
+        version: k.version,
+        mirrors: tarball ? null : (k.source.mirrors ?? [DEFAULT_KERNEL_MIRROR]),
+        tarball: localTarball ? null : (tarball ?? null),
+        sha256: k.sha256 ?? null,
+      }),
+      files: clean({ tarball: localTarball ? tarball : undefined, keyring: k.keyring }) as TaskSpec['files'],
+    },
+    {
+      id: 'kernel-config',
+      kind: 'kernel-config',
+      deps: ['kernel-source'],
+      title: `merge the base config and ${k.fragments.length + (options.extraFragments?.length ?? 0)} fragment(s)`,
+      params: { localVersion: suffix, allowDropped: k.allowDropped.map((s) => s.replace(/^CONFIG_/, '')).sort() },
+      files: { baseConfig: k.baseConfig, fragments: [...k.fragments, ...(options.extraFragments ?? [])] },
+    },
+    {
+      id: 'kernel-build',
+      kind: 'kernel-build',
+      deps: ['kernel-source', 'kernel-config'],
+      title: `build the ${suffix.slice(1)} kernel`,
+      params: { localVersion: suffix, sourceDate },
+      files: {},
+    },
+    {
+      id: 'kernel-debs',
+      kind: 'kernel-debs',
+      deps: ['kernel-build'],
+      title: `package the kernel as ${k.packages === 'rpm' ? 'RPMs' : 'debs'}`,
+      params: clean({ format: k.packages, packageVersion: k.packageVersion ?? null, sourceDate }),
+      files: {},
+    },
+    {
+      id: 'rootfs',
+      kind: 'rootfs',
+      deps: [],
+      title: `create the ${p.rootfs.distro} ${p.rootfs.suite} root filesystem`,
+      params: {
+        distro: p.rootfs.distro,
+        suite: p.rootfs.suite,
+        mirror: p.rootfs.mirror,
+        components: p.rootfs.components,
+        variant: p.rootfs.variant,
+        packages: p.rootfs.packages,
+        extraPackages: p.vendor === 'nvidia' ? p.rootfs.extraPackages : [],
+        sourceDate,
+      },
+      files: { recipe: resolve(projectRoot, 'rootfs', p.rootfs.distro) },
+    },
+  ];
+  let lastRootfsTask = 'rootfs';
+  if (p.vendor === 'nvidia' && p.driver && p.toolkit) {
+    const d = p.driver;
+    tasks.push({
+      id: 'driver',
+      kind: 'driver',
+      deps: ['kernel-debs', 'rootfs'],
+      title: `install the NVIDIA ${d.version} driver in the rootfs`,
+      // The pinned sha256 is the .run's identity: its path or URL does not change the result.
+      params: { version: d.version, sha256: d.sha256, url: d.path ? null : (d.url ?? null), moduleType: d.moduleType, installerArgs: d.installerArgs },
+      files: {},
+    });
+    const t = p.toolkit;
+    tasks.push({
+      id: 'toolkit',
+      kind: 'toolkit',
+      deps: ['driver'],
+      title: `install the NVIDIA container toolkit ${t.version}`,
+      params: {
+        version: t.version,
+        mode: t.mode,
+        repository: t.repository ? { url: t.repository.url, suite: t.repository.suite, components: t.repository.components } : null,
+        purge: p.rootfs.keepBuildPackages ? [] : p.rootfs.extraPackages,
+      },
+      files: clean({ debs: t.debs, repositoryKey: t.repository && !/^https?:/.test(t.repository.key) ? t.repository.key : undefined }) as TaskSpec['files'],
+    });
+    lastRootfsTask = 'toolkit';
+  }
+  tasks.push({
+    id: 'image',
+    kind: 'image',
+    deps: [lastRootfsTask],
+    title: `make the ${p.image.format} guest image`,
+    params: { format: p.image.format, marginMiB: p.image.marginMiB, flavour: suffix.slice(1), vendor: p.vendor, sourceDate },
+    files: {},
+  });
+  return { pipeline: p.name, tasks };
+}
+
+/** Drops undefined values (JSON has no undefined; keys must not depend on it). */
+function clean<T extends Record<string, unknown>>(o: T): { [key: string]: Json } {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as { [key: string]: Json };
+}

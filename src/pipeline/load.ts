@@ -1,0 +1,226 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
+import { Ajv, type ErrorObject } from 'ajv';
+import { isMap, isNode, LineCounter, parseDocument, type Document } from 'yaml';
+import { GuestError } from '../errors.js';
+import { projectRoot } from '../paths.js';
+import { applyOverride, formatKeyPath, parseOverride, type KeyPath, type Override } from './overrides.js';
+import { pipelineSchema } from './schema.js';
+import type { LoadedPipeline, Pipeline } from './types.js';
+
+export interface PipelineSelection {
+  /** `--vendor X` loads `<pipelinesDir>/X.yaml`. */
+  vendor?: string;
+  /** `--pipeline FILE` loads any file. */
+  file?: string;
+  /** `--set key.path=value`, in order. */
+  sets?: string[];
+  /** Default: `<project root>/pipelines`. */
+  pipelinesDir?: string;
+  /** Folder that `--set` paths starting with ./ or ../ resolve against. Default: process.cwd(). */
+  cwd?: string;
+}
+
+const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
+const validate = ajv.compile(pipelineSchema);
+
+/** Names of the shipped pipelines (`--vendor` values). */
+export function listVendors(pipelinesDir = resolve(projectRoot, 'pipelines')): string[] {
+  if (!existsSync(pipelinesDir)) return [];
+  return readdirSync(pipelinesDir)
+    .filter((f) => f.endsWith('.yaml'))
+    .map((f) => f.slice(0, -5))
+    .sort();
+}
+
+export function pipelineFileFor(selection: PipelineSelection): string {
+  const pipelinesDir = selection.pipelinesDir ?? resolve(projectRoot, 'pipelines');
+  if (selection.file && selection.vendor) {
+    throw new GuestError('E_USAGE', 'give either --vendor or --pipeline, not both');
+  }
+  if (selection.file) {
+    const file = resolve(selection.cwd ?? process.cwd(), selection.file);
+    if (!existsSync(file)) {
+      throw new GuestError('E_PIPELINE_NOT_FOUND', `pipeline file ${selection.file} does not exist (check the path given to --pipeline)`);
+    }
+    return file;
+  }
+  if (!selection.vendor) {
+    const vendors = listVendors(pipelinesDir);
+    throw new GuestError('E_USAGE', `name a pipeline: --vendor ${vendors.join('|') || 'NAME'} or --pipeline FILE`);
+  }
+  const file = resolve(pipelinesDir, `${selection.vendor}.yaml`);
+  if (!/^[a-z0-9][a-z0-9._-]*$/.test(selection.vendor) || !existsSync(file)) {
+    const vendors = listVendors(pipelinesDir);
+    throw new GuestError('E_UNKNOWN_VENDOR', `unknown vendor '${selection.vendor}' (pipelines available: ${vendors.join(', ') || 'none'}; or pass --pipeline FILE)`);
+  }
+  return file;
+}
+
+/** Reads, overrides, validates and resolves one pipeline file. Errors name file:line:col and the key. */
+export function loadPipeline(selection: PipelineSelection): LoadedPipeline {
+  const file = pipelineFileFor(selection);
+  const shown = displayPath(file);
+  const text = readFileSync(file, 'utf8');
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0]!;
+    const pos = lines.linePos(e.pos[0]);
+    throw new GuestError('E_PIPELINE_SYNTAX', `${shown}:${pos.line}:${pos.col}: YAML syntax error: ${e.message.split('\n')[0]} (fix the file's indentation or quoting)`);
+  }
+  const data = doc.toJS() as unknown;
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+    throw new GuestError('E_PIPELINE_INVALID', `${shown}: expected a mapping of keys (name, vendor, kernel, rootfs …) at the top level`);
+  }
+  const overrides = (selection.sets ?? []).map(parseOverride);
+  for (const o of overrides) applyOverride(data as Record<string, unknown>, o);
+
+  if (!validate(data)) {
+    const problems = (validate.errors ?? []).map((e) => describeSchemaError(e, doc, lines, shown, overrides));
+    const unique = [...new Set(problems)];
+    throw new GuestError('E_PIPELINE_INVALID', unique[0]!, { details: unique.length > 1 ? unique : [] });
+  }
+  const pipeline = data as unknown as Pipeline;
+  const where = (path: KeyPath) => locate(doc, lines, shown, path, overrides);
+  checkSemantics(pipeline, where);
+  const baseDir = dirname(file);
+  resolvePaths(pipeline, baseDir, selection.cwd ?? process.cwd(), overrides, where);
+  return { pipeline, file, baseDir };
+}
+
+function displayPath(file: string): string {
+  const rel = relative(process.cwd(), file);
+  return rel.startsWith('..') ? file : rel;
+}
+
+/** `file:line:col` of a key path, or `--set …` when an override wrote it. */
+function locate(doc: Document, lines: LineCounter, shown: string, path: KeyPath, overrides: Override[]): string {
+  const override = [...overrides].reverse().find((o) => isPrefix(o.path, path) || isPrefix(path, o.path));
+  if (override) return `--set ${override.text}`;
+  for (let n = path.length; n >= 0; n--) {
+    const node = n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true);
+    if (isNode(node) && node.range) {
+      const pos = lines.linePos(node.range[0]);
+      return `${shown}:${pos.line}:${pos.col}`;
+    }
+  }
+  return shown;
+}
+
+function isPrefix(a: KeyPath, b: KeyPath): boolean {
+  return a.length <= b.length && a.every((p, i) => p === b[i]);
+}
+
+function keyRange(doc: Document, path: KeyPath, key: string): number | undefined {
+  const parent = path.length ? doc.getIn(path, true) : doc.contents;
+  if (!isMap(parent)) return undefined;
+  const pair = parent.items.find((p) => isNode(p.key) && (p.key as { value?: unknown }).value === key);
+  return pair && isNode(pair.key) ? pair.key.range?.[0] : undefined;
+}
+
+function pointerToPath(pointer: string): KeyPath {
+  if (!pointer) return [];
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((p) => (/^\d+$/.test(p) ? Number(p) : p));
+}
+
+function describeSchemaError(e: ErrorObject, doc: Document, lines: LineCounter, shown: string, overrides: Override[]): string {
+  const path = pointerToPath(e.instancePath);
+  const found = describeValue(valueAt(doc.toJS(), path, overrides));
+  const key = formatKeyPath(path) || '(top level)';
+  switch (e.keyword) {
+    case 'additionalProperties': {
+      const extra = String((e.params as { additionalProperty: string }).additionalProperty);
+      const full = [...path, extra];
+      const offset = keyRange(doc, path, extra);
+      const at = offset !== undefined ? `${shown}:${lines.linePos(offset).line}:${lines.linePos(offset).col}` : locate(doc, lines, shown, full, overrides);
+      const allowed = Object.keys((e.parentSchema as { properties?: object }).properties ?? {});
+      return `${at}: ${formatKeyPath(full)}: unknown key (expected one of: ${allowed.join(', ')})`;
+    }
+    case 'required': {
+      const missing = String((e.params as { missingProperty: string }).missingProperty);
+      return `${locate(doc, lines, shown, path, overrides)}: ${formatKeyPath([...path, missing])}: required key is missing`;
+    }
+    case 'type':
+      return `${locate(doc, lines, shown, path, overrides)}: ${key}: expected ${(e.params as { type: string }).type}, found ${found}${quoteHint(e, found)}`;
+    case 'enum':
+      return `${locate(doc, lines, shown, path, overrides)}: ${key}: expected one of ${((e.params as { allowedValues: unknown[] }).allowedValues).map(String).join(', ')}, found ${found}`;
+    case 'pattern':
+      return `${locate(doc, lines, shown, path, overrides)}: ${key}: expected a value matching ${(e.params as { pattern: string }).pattern}, found ${found}`;
+    default:
+      return `${locate(doc, lines, shown, path, overrides)}: ${key}: ${e.message ?? 'invalid'}, found ${found}`;
+  }
+}
+
+function quoteHint(e: ErrorObject, found: string): string {
+  return (e.params as { type: string }).type === 'string' && found.startsWith('number') ? ' (quote it in YAML: "…")' : '';
+}
+
+function valueAt(data: unknown, path: KeyPath, overrides: Override[]): unknown {
+  const override = [...overrides].reverse().find((o) => formatKeyPath(o.path) === formatKeyPath(path));
+  if (override) return override.value;
+  let node: unknown = data;
+  for (const p of path) node = node && typeof node === 'object' ? (node as Record<string | number, unknown>)[p] : undefined;
+  return node;
+}
+
+function describeValue(v: unknown): string {
+  if (v === null || v === undefined) return 'nothing';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return `${typeof v} ${JSON.stringify(v)}`;
+}
+
+type Where = (path: KeyPath) => string;
+
+function checkSemantics(p: Pipeline, where: Where): void {
+  if (p.kernel.source.mirrors && p.kernel.source.tarball) {
+    throw new GuestError('E_PIPELINE_INVALID', `${where(['kernel', 'source'])}: kernel.source: give either mirrors or tarball, not both`);
+  }
+  if (p.vendor === 'nvidia') {
+    for (const section of ['driver', 'toolkit'] as const) {
+      if (!p[section]) throw new GuestError('E_PIPELINE_INVALID', `${where([])}: ${section}: required for vendor nvidia (add a ${section}: section)`);
+    }
+  }
+  if (p.vendor === 'intel') {
+    for (const section of ['driver', 'toolkit'] as const) {
+      if (p[section]) throw new GuestError('E_PIPELINE_INVALID', `${where([section])}: ${section}: not used by vendor intel (i915 is built into the kernel); remove it`);
+    }
+  }
+}
+
+/**
+ * Relative paths starting with ./ or ../ resolve against the pipeline file's folder (or the current
+ * folder for values given with --set); any other relative path resolves against the gpu-guest
+ * installation, so that `kernel-configs/fragments/gpu/nvidia.conf` names the shipped fragment.
+ */
+function resolvePaths(p: Pipeline, baseDir: string, cwd: string, overrides: Override[], where: Where): void {
+  const fix = (value: string, path: KeyPath): string => {
+    if (isAbsolute(value)) return value;
+    const fromSet = overrides.some((o) => isPrefix(o.path, path));
+    const anchor = /^\.\.?(\/|$)/.test(value) ? (fromSet ? cwd : baseDir) : projectRoot;
+    return resolve(anchor, value);
+  };
+  const mustExist = (file: string, path: KeyPath): string => {
+    const abs = fix(file, path);
+    if (!existsSync(abs)) {
+      throw new GuestError('E_PIPELINE_INVALID', `${where(path)}: ${formatKeyPath(path)}: ${abs} does not exist (fix the path; relative paths resolve as README "Paths" says)`);
+    }
+    return abs;
+  };
+  p.kernel.baseConfig = mustExist(p.kernel.baseConfig, ['kernel', 'baseConfig']);
+  p.kernel.fragments = p.kernel.fragments.map((f, i) => mustExist(f, ['kernel', 'fragments', i]));
+  if (p.kernel.keyring) p.kernel.keyring = mustExist(p.kernel.keyring, ['kernel', 'keyring']);
+  const tarball = p.kernel.source.tarball;
+  if (tarball && !/^(https?:\/\/|apt:)/.test(tarball)) p.kernel.source.tarball = mustExist(tarball, ['kernel', 'source', 'tarball']);
+  if (p.driver?.path) p.driver.path = mustExist(p.driver.path, ['driver', 'path']);
+  if (p.toolkit) {
+    p.toolkit.debs = p.toolkit.debs.map((d, i) => mustExist(d, ['toolkit', 'debs', i]));
+    const repo = p.toolkit.repository;
+    if (repo && !/^https?:\/\//.test(repo.key)) repo.key = mustExist(repo.key, ['toolkit', 'repository', 'key']);
+  }
+}

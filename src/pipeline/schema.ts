@@ -1,0 +1,121 @@
+/**
+ * JSON Schema of a pipeline file. Unknown keys are errors everywhere (`additionalProperties: false`):
+ * a typo must never be silently ignored. Defaults live here so that `plan --json` shows them.
+ */
+const str = { type: 'string', minLength: 1 } as const;
+const strList = { type: 'array', items: str, default: [] } as const;
+const sha256 = { type: 'string', pattern: '^[0-9a-f]{64}$' } as const;
+
+export const DEFAULT_KERNEL_MIRROR = 'https://cdn.kernel.org/pub/linux/kernel';
+
+export const pipelineSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'vendor', 'kernel', 'rootfs'],
+  properties: {
+    name: { type: 'string', pattern: '^[a-z0-9][a-z0-9._-]*$' },
+    vendor: { enum: ['nvidia', 'intel'] },
+    sourceDate: { type: 'string', pattern: '^(\\d+|\\d{4}-\\d{2}-\\d{2}(T\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?(Z|[+-]\\d{2}:\\d{2}))?)$', default: '2024-01-01T00:00:00Z' },
+    kernel: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['version', 'baseConfig', 'localVersion'],
+      properties: {
+        version: { type: 'string', pattern: '^[0-9<>=~^ .x*|-]+$' },
+        source: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            mirrors: { type: 'array', items: { type: 'string', pattern: '^https?://' }, minItems: 1 },
+            tarball: str,
+          },
+        },
+        sha256,
+        keyring: str,
+        baseConfig: str,
+        fragments: strList,
+        allowDropped: { type: 'array', items: { type: 'string', pattern: '^(CONFIG_)?[A-Za-z0-9_]+$' }, default: [] },
+        localVersion: { type: 'string', pattern: '^-[A-Za-z0-9._+-]+$' },
+        packages: { enum: ['deb', 'rpm'], default: 'deb' },
+        packageVersion: { type: 'string', pattern: '^[0-9][A-Za-z0-9.+~-]*$' },
+      },
+    },
+    rootfs: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['distro', 'suite'],
+      properties: {
+        distro: { type: 'string', pattern: '^[a-z0-9-]+$' },
+        suite: { type: 'string', pattern: '^[a-z0-9.-]+$' },
+        mirror: { type: 'string', pattern: '^(host|https?://\\S+|file:///\\S*)$', default: 'host' },
+        components: { type: 'array', items: str, minItems: 1, default: ['main'] },
+        variant: { enum: ['minbase', 'buildd', 'required', 'important', 'standard', 'essential', 'apt'], default: 'minbase' },
+        packages: strList,
+        extraPackages: strList,
+        keepBuildPackages: { type: 'boolean', default: false },
+      },
+    },
+    driver: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['version', 'sha256'],
+      properties: {
+        version: { type: 'string', pattern: '^[0-9]+(\\.[0-9]+)+$' },
+        url: { type: 'string', pattern: '^https?://' },
+        path: str,
+        sha256,
+        moduleType: { enum: ['open', 'proprietary'], default: 'open' },
+        installerArgs: strList,
+      },
+    },
+    toolkit: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['version'],
+      properties: {
+        version: str,
+        debs: strList,
+        repository: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['url', 'suite', 'key'],
+          properties: {
+            url: { type: 'string', pattern: '^(https?|file)://' },
+            suite: str,
+            components: { type: 'array', items: str, default: ['main'] },
+            key: str,
+          },
+        },
+        mode: { enum: ['oci-hook', 'cdi'], default: 'oci-hook' },
+      },
+    },
+    image: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        format: { enum: ['ext4', 'erofs', 'initrd'], default: 'ext4' },
+        marginMiB: { type: 'integer', minimum: 0, default: 64 },
+      },
+    },
+  },
+} as const;
+
+type SchemaNode = { type?: string; properties?: Record<string, SchemaNode>; items?: SchemaNode; enum?: readonly unknown[] };
+
+/** The schema node at a key path, or undefined when the path names no key. */
+export function schemaAt(path: (string | number)[]): SchemaNode | undefined {
+  let node: SchemaNode | undefined = pipelineSchema as unknown as SchemaNode;
+  for (const part of path) {
+    if (!node) return undefined;
+    if (typeof part === 'number') node = node.items;
+    else node = node.properties?.[part];
+  }
+  return node;
+}
+
+/** Keys allowed under a path, for "did you mean" hints. */
+export function keysAt(path: (string | number)[]): string[] {
+  return Object.keys(schemaAt(path)?.properties ?? {});
+}

@@ -1,0 +1,92 @@
+/** The pipeline file, as data. README.md documents every field and its default. */
+export interface Pipeline {
+  /** Name of the pipeline: the folder under out/ and the prefix of task logs. */
+  name: string;
+  /** Which product line this is: picks the task layout and the artifact suffix. */
+  vendor: 'nvidia' | 'intel';
+  /** The one source date (ISO 8601 or seconds since the epoch) that every step stamps into artifacts. */
+  sourceDate: string;
+  kernel: KernelSection;
+  rootfs: RootfsSection;
+  driver?: DriverSection;
+  toolkit?: ToolkitSection;
+  image: ImageSection;
+}
+
+export interface KernelSection {
+  /** Exact version (`6.1.55`) or a range (`6.1`, `~6.1.50`, `>=6.1 <6.2`). */
+  version: string;
+  source: KernelSourceSection;
+  /** Pinned sha256 of the tarball; wins over the mirror's sha256sums.asc. */
+  sha256?: string;
+  /** Keyring for `gpgv` to verify the clearsigned sha256sums.asc. Default: not verified. */
+  keyring?: string;
+  /** Base config for the architecture. */
+  baseConfig: string;
+  /** Fragment files or folders of `*.conf`, merged in order after the base. */
+  fragments: string[];
+  /** Symbols that may drop out of the final .config without failing the build. */
+  allowDropped: string[];
+  /** Suffix of the kernel release; must agree with CONFIG_LOCALVERSION in the fragments. */
+  localVersion: string;
+  /** Which packages kernel-debs makes: `deb` (bindeb-pkg) or `rpm` (binrpm-pkg). Default deb. */
+  packages: 'deb' | 'rpm';
+  /** KDEB_PKGVERSION. Default: `<version>-1`. */
+  packageVersion?: string;
+}
+
+export interface KernelSourceSection {
+  /** kernel.org-style mirrors, tried in order. Default: https://cdn.kernel.org/pub/linux/kernel */
+  mirrors?: string[];
+  /** A local tarball path, an http(s) URL of a tarball, or `apt:<package>` (Debian's linux-source-X). */
+  tarball?: string;
+}
+
+export interface RootfsSection {
+  /** Recipe name under rootfs/ (`debian`, `ubuntu`). */
+  distro: string;
+  suite: string;
+  /** `host` (the host's apt sources, when the distro matches) or a mirror URL (http, https, file). */
+  mirror: string;
+  components: string[];
+  variant: string;
+  /** Packages added to the recipe's base set. */
+  packages: string[];
+  /** Build-only packages (compiler, make …), purged after the driver is installed unless kept. */
+  extraPackages: string[];
+  keepBuildPackages: boolean;
+}
+
+export interface DriverSection {
+  version: string;
+  /** URL of the .run; default the NVIDIA download layout for `version`. */
+  url?: string;
+  /** Local path of the .run; wins over url. */
+  path?: string;
+  sha256: string;
+  moduleType: 'open' | 'proprietary';
+  installerArgs: string[];
+}
+
+export interface ToolkitSection {
+  version: string;
+  /** Local .deb files or folders holding them. */
+  debs: string[];
+  repository?: { url: string; suite: string; components: string[]; key: string };
+  /** `oci-hook` writes the Kata prestart hook; `cdi` generates CDI specs at boot. */
+  mode: 'oci-hook' | 'cdi';
+}
+
+export interface ImageSection {
+  format: 'ext4' | 'erofs' | 'initrd';
+  /** Free space added to the content size, in MiB. */
+  marginMiB: number;
+}
+
+/** A pipeline as loaded: the data plus where it came from, for messages and relative paths. */
+export interface LoadedPipeline {
+  pipeline: Pipeline;
+  file: string;
+  /** Folder that relative `./` and `../` paths resolve against. */
+  baseDir: string;
+}
