@@ -11,6 +11,10 @@ import { listEntries } from './tree.js';
  */
 export function publishOutputs(plan: Plan, outcome: RunOutcome, steps: StepRegistry, pipelineOut: string): void {
   const manifest: { pipeline: string; tasks: object[] } = { pipeline: plan.pipeline, tasks: [] };
+  // Several tasks may publish into one folder: clear each folder once, before placing anything.
+  for (const folder of new Set(plan.tasks.map((t) => steps.get(t.kind)?.publish).filter(Boolean))) {
+    rmSync(join(pipelineOut, folder!), { recursive: true, force: true });
+  }
   for (const t of plan.tasks) {
     const entry = outcome.entries.get(t.id);
     const step = steps.get(t.kind);
@@ -18,7 +22,6 @@ export function publishOutputs(plan: Plan, outcome: RunOutcome, steps: StepRegis
     const files: Record<string, string> = {};
     if (step.publish) {
       const target = join(pipelineOut, step.publish);
-      rmSync(target, { recursive: true, force: true });
       for (const rel of listEntries(entry.outDir)) {
         if ((step.undigested ?? []).some((p) => rel === p || rel.startsWith(`${p}/`))) continue;
         placeEntry(join(entry.outDir, rel), join(target, rel));

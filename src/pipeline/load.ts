@@ -5,7 +5,7 @@ import { isMap, isNode, LineCounter, parseDocument, type Document } from 'yaml';
 import { GuestError } from '../errors.js';
 import { projectRoot } from '../paths.js';
 import { applyOverride, formatKeyPath, parseOverride, type KeyPath, type Override } from './overrides.js';
-import { pipelineSchema } from './schema.js';
+import { keysAt, pipelineSchema } from './schema.js';
 import type { LoadedPipeline, Pipeline } from './types.js';
 
 export interface PipelineSelection {
@@ -138,7 +138,7 @@ function describeSchemaError(e: ErrorObject, doc: Document, lines: LineCounter, 
       const full = [...path, extra];
       const offset = keyRange(doc, path, extra);
       const at = offset !== undefined ? `${shown}:${lines.linePos(offset).line}:${lines.linePos(offset).col}` : locate(doc, lines, shown, full, overrides);
-      const allowed = Object.keys((e.parentSchema as { properties?: object }).properties ?? {});
+      const allowed = keysAt(path);
       return `${at}: ${formatKeyPath(full)}: unknown key (expected one of: ${allowed.join(', ')})`;
     }
     case 'required': {

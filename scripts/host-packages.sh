@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs, with apt-get, every Debian package gpu-guest's steps and tests use. Run as root.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  build-essential flex bison bc libelf-dev libssl-dev dpkg-dev fakeroot rsync kmod cpio xz-utils \
+  linux-source-6.1 gpgv gnupg \
+  mmdebstrap debootstrap makeself e2fsprogs qemu-system-x86 busybox-static \
+  skopeo docker-registry bsdutils ca-certificates >/dev/null

@@ -1,0 +1,83 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterEach } from 'vitest';
+
+export const repoRoot = resolve(import.meta.dirname, '..');
+export const harness = join(repoRoot, 'test/fixtures/harness.mjs');
+export const cliBin = join(repoRoot, 'bin/gpu-guest.js');
+
+const made: string[] = [];
+afterEach(() => {
+  for (const d of made.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+/** A temporary folder removed after the test. */
+export function testDir(prefix = 'gpu-guest-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  made.push(dir);
+  return dir;
+}
+
+export interface Proc {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface Started {
+  child: ReturnType<typeof spawn>;
+  done: Promise<Proc>;
+  /** Resolves when stdout has printed text matching the pattern. */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<void>;
+  output(): string;
+}
+
+/** Starts a node script with arguments; collects its output. */
+export function start(script: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Started {
+  const child = spawn(process.execPath, [script, ...args], { cwd: options.cwd, env: { ...process.env, CI: 'true', ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  const waiters: { pattern: RegExp; resolve: () => void }[] = [];
+  child.stdout!.on('data', (d: Buffer) => {
+    stdout += d.toString();
+    for (const w of waiters.splice(0)) {
+      if (w.pattern.test(stdout)) w.resolve();
+      else waiters.push(w);
+    }
+  });
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<Proc>((r) => child.on('close', (code) => r({ code, stdout, stderr })));
+  return {
+    child,
+    done,
+    output: () => stdout + stderr,
+    waitFor(pattern, timeoutMs = 30_000) {
+      if (pattern.test(stdout)) return Promise.resolve();
+      return new Promise((res, rej) => {
+        const timer = setTimeout(() => rej(new Error(`timed out waiting for ${pattern}; output so far:\n${stdout}\n${stderr}`)), timeoutMs);
+        waiters.push({ pattern, resolve: () => (clearTimeout(timer), res()) });
+      });
+    },
+  };
+}
+
+export function run(script: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Proc> {
+  return start(script, args, options).done;
+}
+
+export interface ExecTask {
+  id: string;
+  deps?: string[];
+  script: string;
+  cpu?: 1 | 'all';
+  files?: Record<string, string | string[]>;
+}
+
+/** Writes a harness graph file and returns the common CLI arguments for it. */
+export function execGraph(dir: string, tasks: ExecTask[], name = 'demo'): string[] {
+  const file = join(dir, `${name}.json`);
+  writeFileSync(file, JSON.stringify({ name, tasks }));
+  return ['--pipeline', file, '--cache-dir', join(dir, 'cache'), '--out-dir', join(dir, 'out')];
+}

@@ -1,0 +1,101 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { compileTaskGraph } from '../../src/pipeline/compile.js';
+import { loadPipeline } from '../../src/pipeline/load.js';
+import { ancestorsOf, descendantsOf, topoOrder } from '../../src/engine/graph.js';
+import { canonicalJson, describeChange, taskKey } from '../../src/engine/key.js';
+import { GuestError } from '../../src/errors.js';
+import { testDir } from '../helpers.js';
+
+const SHA = 'b'.repeat(64);
+const nvidia = () => compileTaskGraph(loadPipeline({ vendor: 'nvidia', sets: [`driver.sha256=${SHA}`] }).pipeline);
+const intel = () => compileTaskGraph(loadPipeline({ vendor: 'intel' }).pipeline);
+const deps = (g: ReturnType<typeof nvidia>) => Object.fromEntries(g.tasks.map((t) => [t.id, t.deps]));
+
+describe('compileTaskGraph', () => {
+  it('gives the nvidia pipeline exactly its eight tasks and their dependencies', () => {
+    const g = nvidia();
+    expect(g.tasks.map((t) => t.id)).toEqual(['kernel-source', 'kernel-config', 'kernel-build', 'kernel-debs', 'rootfs', 'driver', 'toolkit', 'image']);
+    expect(deps(g)).toEqual({
+      'kernel-source': [],
+      'kernel-config': ['kernel-source'],
+      'kernel-build': ['kernel-source', 'kernel-config'],
+      'kernel-debs': ['kernel-build'],
+      rootfs: [],
+      driver: ['kernel-debs', 'rootfs'],
+      toolkit: ['driver'],
+      image: ['toolkit'],
+    });
+  });
+
+  it('gives the intel pipeline six tasks, the image right after the rootfs', () => {
+    const g = intel();
+    expect(g.tasks.map((t) => t.id)).toEqual(['kernel-source', 'kernel-config', 'kernel-build', 'kernel-debs', 'rootfs', 'image']);
+    expect(deps(g).image).toEqual(['rootfs']);
+    expect(ancestorsOf(g, 'rootfs')).toEqual(new Set(['rootfs']));
+  });
+
+  it('keeps machine paths out of params and puts them in files', () => {
+    for (const t of nvidia().tasks) expect(canonicalJson(t.params)).not.toMatch(/"\/(root|tmp|work|home)/);
+  });
+});
+
+describe('graph', () => {
+  const graph = (edges: Record<string, string[]>) => ({ pipeline: 'g', tasks: Object.entries(edges).map(([id, d]) => ({ id, kind: 'x', deps: d, params: {}, files: {}, title: id })) });
+  const cases: [string, Record<string, string[]>, string | null][] = [
+    ['a chain', { a: [], b: ['a'], c: ['b'] }, null],
+    ['a diamond', { a: [], b: ['a'], c: ['a'], d: ['b', 'c'] }, null],
+    ['a self loop', { a: ['a'] }, 'a → a'],
+    ['a three-task cycle', { a: ['c'], b: ['a'], c: ['b'] }, 'a → c → b → a'],
+  ];
+  it.each(cases)('orders %s or reports its cycle', (_, edges, cycle) => {
+    if (cycle === null) {
+      const order = topoOrder(graph(edges)).map((t) => t.id);
+      for (const [id, d] of Object.entries(edges)) for (const dep of d) expect(order.indexOf(dep)).toBeLessThan(order.indexOf(id));
+    } else {
+      let err: unknown;
+      try {
+        topoOrder(graph(edges));
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(GuestError);
+      expect((err as GuestError).code).toBe('E_CYCLE');
+      expect((err as GuestError).message).toContain(cycle);
+    }
+  });
+  it('finds what depends on a task', () => {
+    expect(descendantsOf(graph({ a: [], b: ['a'], c: ['b'], d: [] }), 'b')).toEqual(new Set(['b', 'c']));
+  });
+});
+
+describe('keys', () => {
+  const material = { kind: 'k', stepVersion: 1, params: { a: 1, b: [1, 2], c: { x: 'y', w: null } }, inputs: {}, upstream: { up: 'f'.repeat(64) } };
+  it('do not depend on key order', () => {
+    const reordered = { upstream: material.upstream, inputs: {}, params: { c: { w: null, x: 'y' }, b: [1, 2], a: 1 }, stepVersion: 1, kind: 'k' };
+    expect(taskKey(reordered)).toBe(taskKey(material));
+  });
+  const changes: [string, object, string][] = [
+    ['a parameter', { params: { ...material.params, a: 2 } }, 'parameter a changed'],
+    ['an upstream key', { upstream: { up: 'e'.repeat(64) } }, 'upstream up changed'],
+    ['an input file', { inputs: { fragments: [{ name: 'x.conf', sha256: '1' }] } }, 'input file fragments changed'],
+    ['the step version', { stepVersion: 2 }, 'step k changed (version 1 → 2)'],
+  ];
+  it.each(changes)('change with %s, and say why', (_, change, reason) => {
+    const next = { ...material, ...change };
+    expect(taskKey(next)).not.toBe(taskKey(material));
+    expect(describeChange(material, next)).toEqual([reason]);
+  });
+
+  it('are the same for the same pipeline whatever the YAML key order', () => {
+    const dir = testDir();
+    const a = `name: k\nvendor: intel\nkernel:\n  version: "6.1"\n  baseConfig: kernel-configs/base/x86_64.conf\n  localVersion: -intel-gpu\nrootfs:\n  distro: debian\n  suite: bookworm\n  components: [main, contrib]\n`;
+    const b = `rootfs:\n  components: [main, contrib]\n  suite: bookworm\n  distro: debian\nkernel:\n  localVersion: -intel-gpu\n  baseConfig: kernel-configs/base/x86_64.conf\n  version: "6.1"\nvendor: intel\nname: k\n`;
+    writeFileSync(join(dir, 'a.yaml'), a);
+    writeFileSync(join(dir, 'b.yaml'), b);
+    const ga = compileTaskGraph(loadPipeline({ file: join(dir, 'a.yaml') }).pipeline);
+    const gb = compileTaskGraph(loadPipeline({ file: join(dir, 'b.yaml') }).pipeline);
+    expect(ga).toEqual(gb);
+  });
+});

@@ -1,0 +1,86 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { GuestError } from '../../src/errors.js';
+import { loadPipeline } from '../../src/pipeline/load.js';
+import { repoRoot, testDir } from '../helpers.js';
+
+const SHA = 'a'.repeat(64);
+
+function pipelineFile(text: string): string {
+  const dir = testDir();
+  const file = join(dir, 'p.yaml');
+  writeFileSync(file, text);
+  return file;
+}
+
+const minimal = `name: mini
+vendor: intel
+kernel:
+  version: "6.1"
+  baseConfig: kernel-configs/base/x86_64.conf
+  localVersion: -intel-gpu
+rootfs:
+  distro: debian
+  suite: bookworm
+`;
+
+function failure(fn: () => unknown): GuestError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof GuestError) return err;
+    throw err;
+  }
+  throw new Error('expected an error');
+}
+
+describe('loadPipeline', () => {
+  it('loads the shipped pipelines and fills defaults', () => {
+    const intel = loadPipeline({ vendor: 'intel' }).pipeline;
+    expect(intel.kernel.packages).toBe('deb');
+    expect(intel.rootfs.variant).toBe('minbase');
+    expect(intel.image.format).toBe('ext4');
+    expect(intel.kernel.fragments[0]).toBe(join(repoRoot, 'kernel-configs/fragments/gpu/intel.conf'));
+    const nvidia = loadPipeline({ vendor: 'nvidia', sets: [`driver.sha256=${SHA}`] }).pipeline;
+    expect(nvidia.driver?.moduleType).toBe('open');
+  });
+
+  it('applies --set overrides with the schema type of the key', () => {
+    const p = loadPipeline({ vendor: 'intel', sets: ['kernel.version=6.1.55', 'image.marginMiB=128', 'rootfs.packages=vim,less', 'rootfs.keepBuildPackages=true'] }).pipeline;
+    expect(p.kernel.version).toBe('6.1.55');
+    expect(p.image.marginMiB).toBe(128);
+    expect(p.rootfs.packages).toEqual(['vim', 'less']);
+    expect(p.rootfs.keepBuildPackages).toBe(true);
+  });
+
+  it('resolves ./ paths against the pipeline file and bare relative paths against the project', () => {
+    const file = pipelineFile(minimal.replace('kernel-configs/base/x86_64.conf', './base.conf'));
+    writeFileSync(join(file, '..', 'base.conf'), '');
+    const p = loadPipeline({ file }).pipeline;
+    expect(p.kernel.baseConfig).toBe(join(file, '..', 'base.conf'));
+  });
+
+  const bad: [string, () => unknown, string, RegExp][] = [
+    ['unknown vendor', () => loadPipeline({ vendor: 'amd' }), 'E_UNKNOWN_VENDOR', /unknown vendor 'amd' \(pipelines available: .*intel.*nvidia/],
+    ['missing pipeline file', () => loadPipeline({ file: '/nonexistent/p.yaml' }), 'E_PIPELINE_NOT_FOUND', /pipeline file \/nonexistent\/p.yaml does not exist/],
+    ['no pipeline named', () => loadPipeline({}), 'E_USAGE', /name a pipeline: --vendor .* or --pipeline FILE/],
+    ['YAML syntax error', () => loadPipeline({ file: pipelineFile('name: x\nkernel:\n  version: "6.1\n  bad: [\n') }), 'E_PIPELINE_SYNTAX', /p\.yaml:\d+:\d+: YAML syntax error/],
+    ['unknown key', () => loadPipeline({ file: pipelineFile(minimal.replace('  localVersion', '  locaVersion: -x\n  localVersion')) }), 'E_PIPELINE_INVALID', /p\.yaml:6:3: kernel\.locaVersion: unknown key \(expected one of: version, source/],
+    ['wrong type', () => loadPipeline({ file: pipelineFile(minimal.replace('"6.1"', '6.1')) }), 'E_PIPELINE_INVALID', /p\.yaml:4:12: kernel\.version: expected string, found number 6\.1 \(quote it/],
+    ['bad enum', () => loadPipeline({ file: pipelineFile(`${minimal}image:\n  format: qcow2\n`) }), 'E_PIPELINE_INVALID', /p\.yaml:11:11: image\.format: expected one of ext4, erofs, initrd, found string "qcow2"/],
+    ['missing required key', () => loadPipeline({ file: pipelineFile(minimal.replace('  suite: bookworm\n', '')) }), 'E_PIPELINE_INVALID', /rootfs\.suite: required key is missing/],
+    ['bad --set path', () => loadPipeline({ vendor: 'intel', sets: ['kernel.verison=6.1'] }), 'E_SET_PATH', /--set kernel\.verison=6\.1: no key 'verison' under kernel \(known keys: version,/],
+    ['--set without =', () => loadPipeline({ vendor: 'intel', sets: ['kernel.version'] }), 'E_SET_PATH', /expected key\.path=value/],
+    ['--set wrong type', () => loadPipeline({ vendor: 'intel', sets: ['image.marginMiB=lots'] }), 'E_SET_PATH', /--set image\.marginMiB=lots: expected a number, found 'lots'/],
+    ['--set invalid value', () => loadPipeline({ vendor: 'intel', sets: ['image.format=qcow2'] }), 'E_PIPELINE_INVALID', /^--set image\.format=qcow2: image\.format: expected one of/],
+    ['missing fragment file', () => loadPipeline({ vendor: 'intel', sets: ['kernel.fragments=./nope.conf'] }), 'E_PIPELINE_INVALID', /kernel\.fragments\[0\]: .*nope\.conf does not exist/],
+    ['nvidia without driver sha256', () => loadPipeline({ vendor: 'nvidia' }), 'E_PIPELINE_INVALID', /nvidia\.yaml:\d+:\d+: driver\.sha256: required key is missing/],
+    ['driver in an intel pipeline', () => loadPipeline({ vendor: 'intel', sets: ['driver={version: "1.0", sha256: "' + SHA + '"}'] }), 'E_PIPELINE_INVALID', /driver: not used by vendor intel/],
+  ];
+  it.each(bad)('rejects %s', (_, fn, code, message) => {
+    const err = failure(fn);
+    expect(err.code).toBe(code);
+    expect(err.message).toMatch(message);
+  });
+});
