@@ -81,3 +81,24 @@ export function execGraph(dir: string, tasks: ExecTask[], name = 'demo'): string
   writeFileSync(file, JSON.stringify({ name, tasks }));
   return ['--pipeline', file, '--cache-dir', join(dir, 'cache'), '--out-dir', join(dir, 'out')];
 }
+
+/**
+ * The cache that expensive fixtures (kernel source, kernel build, base rootfs) share across test
+ * files and runs: built once through gpu-guest's own cache. GPU_GUEST_TEST_CACHE overrides it.
+ */
+export function sharedCacheDir(): string {
+  return process.env.GPU_GUEST_TEST_CACHE ?? join(repoRoot, '.cache', 'test-cache');
+}
+
+export const FAKE_SHA = 'c'.repeat(64);
+
+/** A pipeline file for tests: the shipped base and GPU fragment, with sections replaced as given. */
+export function writePipeline(dir: string, vendor: 'nvidia' | 'intel', kernel: string, extra = ''): string {
+  const file = join(dir, `${vendor}-test.yaml`);
+  const nvidia = vendor === 'nvidia' ? `driver:\n  version: "550.127.05"\n  sha256: ${FAKE_SHA}\ntoolkit:\n  version: "1.17.3-1"\n` : '';
+  writeFileSync(
+    file,
+    `name: ${vendor}-test\nvendor: ${vendor}\nkernel:\n  baseConfig: kernel-configs/base/x86_64.conf\n  fragments: [kernel-configs/fragments/gpu/${vendor}.conf]\n  localVersion: -${vendor}-gpu\n${kernel}rootfs:\n  distro: debian\n  suite: bookworm\n${nvidia}${extra}`,
+  );
+  return file;
+}

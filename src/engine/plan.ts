@@ -53,7 +53,7 @@ export async function planRun(graph: TaskGraph, selection: Selection, ctx: PlanC
     const material: KeyMaterial = {
       kind: task.kind,
       stepVersion: step.version,
-      params,
+      params: step.identity ? step.identity(params) : params,
       inputs: await ctx.memo.inputs(task.files),
       upstream: Object.fromEntries(task.deps.map((d) => [d, keys.get(d)!])),
     };

@@ -44,7 +44,7 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
       kind: 'kernel-config',
       deps: ['kernel-source'],
       title: `merge the base config and ${k.fragments.length + (options.extraFragments?.length ?? 0)} fragment(s)`,
-      params: { localVersion: suffix, allowDropped: k.allowDropped.map((s) => s.replace(/^CONFIG_/, '')).sort() },
+      params: { localVersion: suffix, startFrom: k.startFrom, allowDropped: k.allowDropped.map((s) => s.replace(/^CONFIG_/, '')).sort() },
       files: { baseConfig: k.baseConfig, fragments: [...k.fragments, ...(options.extraFragments ?? [])] },
     },
     {

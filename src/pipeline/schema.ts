@@ -21,7 +21,7 @@ export const pipelineSchema = {
       additionalProperties: false,
       required: ['version', 'baseConfig', 'localVersion'],
       properties: {
-        version: { type: 'string', pattern: '^[0-9<>=~^ .x*|-]+$' },
+        version: { type: 'string', pattern: '^[0-9A-Za-z<>=~^ .*|-]+$' },
         source: {
           type: 'object',
           additionalProperties: false,
@@ -34,6 +34,7 @@ export const pipelineSchema = {
         sha256,
         keyring: str,
         baseConfig: str,
+        startFrom: { enum: ['tinyconfig', 'allnoconfig', 'defconfig', 'base'], default: 'tinyconfig' },
         fragments: strList,
         allowDropped: { type: 'array', items: { type: 'string', pattern: '^(CONFIG_)?[A-Za-z0-9_]+$' }, default: [] },
         localVersion: { type: 'string', pattern: '^-[A-Za-z0-9._+-]+$' },

@@ -23,6 +23,11 @@ export interface KernelSection {
   keyring?: string;
   /** Base config for the architecture. */
   baseConfig: string;
+  /**
+   * The config the base and fragments are merged over: a kernel target (`tinyconfig`, the default,
+   * `allnoconfig`, `defconfig`), or `base` when baseConfig is itself a complete .config.
+   */
+  startFrom: 'tinyconfig' | 'allnoconfig' | 'defconfig' | 'base';
   /** Fragment files or folders of `*.conf`, merged in order after the base. */
   fragments: string[];
   /** Symbols that may drop out of the final .config without failing the build. */

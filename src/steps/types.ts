@@ -55,6 +55,11 @@ export interface StepDefinition {
    * version a mirror lists. The result replaces params and shows in `plan`.
    */
   resolve?(params: TaskSpec['params'], files: TaskSpec['files'], ctx: ResolveContext): Promise<TaskSpec['params']>;
+  /**
+   * The parameters that identify the result, for the key. Default: all of them. Where to fetch an
+   * input from (a mirror list) is not its identity when its sha256 is known.
+   */
+  identity?(params: TaskSpec['params']): TaskSpec['params'];
   /** Does the work; returns data recorded in the entry (read back by downstream steps). */
   run(ctx: StepContext): Promise<{ [key: string]: Json } | void>;
 }

@@ -1,0 +1,54 @@
+import { copyFileSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { GuestError } from '../../errors.js';
+import type { Json } from '../../engine/types.js';
+import { runLogged } from '../../sys/exec.js';
+import { ccacheArgs, compilerErrors, jobs, kbuildEnv, makeArgs } from '../../sys/kbuild.js';
+import { parseDotConfig } from '../../sys/kconfig/options.js';
+import type { StepContext, StepDefinition } from '../types.js';
+
+/**
+ * kernel-build: `make bzImage modules` out of tree with the verified .config, reproducible build
+ * metadata, and the files named as Kata expects. The object tree stays in the entry (out/build) so
+ * that kernel-debs packages it without compiling again.
+ */
+export const kernelBuild: StepDefinition = {
+  kind: 'kernel-build',
+  version: 1,
+  resources: { cpu: 'all' },
+  publish: 'kernel',
+  undigested: ['build'],
+  run: (ctx) => buildKernel(ctx),
+};
+
+async function buildKernel(ctx: StepContext): Promise<{ [k: string]: Json }> {
+  const tree = join(ctx.upstream['kernel-source']!.dir, 'tree');
+  const config = join(ctx.upstream['kernel-config']!.dir, 'config');
+  const { localVersion } = ctx.params as { localVersion: string };
+  const objtree = join(ctx.outDir, 'build');
+  mkdirSync(objtree, { recursive: true });
+  copyFileSync(config, join(objtree, '.config'));
+  const modules = parseDotConfig(readFileSync(config, 'utf8')).get('MODULES') === 'y';
+  const env = kbuildEnv(ctx.sourceDate);
+  const extra = await ccacheArgs();
+  if (extra.length) ctx.log.info('using ccache');
+  const targets = ['bzImage', ...(modules ? ['modules'] : [])];
+  await runLogged(ctx.log, 'make', [...makeArgs(tree, objtree, `-j${jobs()}`, ...targets), ...extra], { env, signal: ctx.signal, explain: compilerErrors });
+  const release = (await runLogged(ctx.log, 'make', ['-s', ...makeArgs(tree, objtree, 'kernelrelease')], { env, signal: ctx.signal, capture: true })).trim();
+  if (!release.endsWith(localVersion)) {
+    throw new GuestError('E_KERNEL_RELEASE', `built kernel release ${release} does not end in ${localVersion} (CONFIG_LOCALVERSION did not take effect)`);
+  }
+  const flavour = localVersion.slice(1);
+  const files: [string, string][] = [
+    ['arch/x86/boot/bzImage', `vmlinuz-${release}`],
+    ['vmlinux', `vmlinux-${release}`],
+    ['.config', `config-${release}`],
+    ['System.map', `System.map-${release}`],
+  ];
+  for (const [from, to] of files) copyFileSync(join(objtree, from), join(ctx.outDir, to));
+  symlinkSync(`vmlinuz-${release}`, join(ctx.outDir, `vmlinuz-${flavour}.container`));
+  symlinkSync(`vmlinux-${release}`, join(ctx.outDir, `vmlinux-${flavour}.container`));
+  const sourceResult = ctx.upstream['kernel-source']!.result;
+  ctx.log.info(`kernel release ${release}`);
+  return { kernelRelease: release, version: sourceResult.version ?? null, flavour, modules, image: `vmlinuz-${release}` };
+}

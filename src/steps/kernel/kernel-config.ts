@@ -1,0 +1,79 @@
+import { copyFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { GuestError } from '../../errors.js';
+import type { Json } from '../../engine/types.js';
+import { runLogged } from '../../sys/exec.js';
+import { kbuildEnv, makeArgs } from '../../sys/kbuild.js';
+import { parseDotConfig, readFragment, type RequestedOption } from '../../sys/kconfig/options.js';
+import { indexKconfig } from '../../sys/kconfig/tree.js';
+import { assertConfigVerdict, verifyConfig } from '../../sys/kconfig/verify.js';
+import type { StepContext, StepDefinition } from '../types.js';
+
+/**
+ * kernel-config: merges the base config and the fragments with the kernel's merge_config.sh, runs
+ * `make olddefconfig`, then checks every requested option against the final .config itself.
+ */
+export const kernelConfig: StepDefinition = {
+  kind: 'kernel-config',
+  version: 1,
+  resources: { cpu: 1 },
+  publish: 'kernel-config',
+  run: (ctx) => mergeAndVerify(ctx),
+};
+
+/** A fragment argument may be a folder: its *.conf files, sorted by name. */
+export function expandFragments(paths: string[]): string[] {
+  return paths.flatMap((p) => {
+    if (!existsSync(p)) throw new GuestError('E_FRAGMENT_NOT_FOUND', `fragment ${p} does not exist (fix the pipeline's kernel.fragments or --fragment)`);
+    if (!statSync(p).isDirectory()) return [p];
+    const confs = readdirSync(p).filter((f) => f.endsWith('.conf')).sort().map((f) => join(p, f));
+    if (!confs.length) throw new GuestError('E_FRAGMENT_NOT_FOUND', `fragment folder ${p} holds no *.conf file`);
+    return confs;
+  });
+}
+
+async function mergeAndVerify(ctx: StepContext): Promise<{ [k: string]: Json }> {
+  const tree = join(ctx.upstream['kernel-source']!.dir, 'tree');
+  const { localVersion, startFrom, allowDropped } = ctx.params as { localVersion: string; startFrom: string; allowDropped: string[] };
+  const base = ctx.files.baseConfig as string;
+  const fragments = expandFragments(ctx.files.fragments as string[]);
+  const requested: RequestedOption[] = [];
+  for (const f of [...(startFrom === 'base' ? [] : [base]), ...fragments]) requested.push(...readFragment(f));
+  checkLocalVersion(requested, localVersion);
+  const generated = join(ctx.workDir, 'gpu-guest-localversion.conf');
+  writeFileSync(generated, `CONFIG_LOCALVERSION="${localVersion}"\n# CONFIG_LOCALVERSION_AUTO is not set\n`);
+  requested.push(...readFragment(generated));
+
+  const objtree = join(ctx.workDir, 'build');
+  const env = kbuildEnv(ctx.sourceDate);
+  const run = (cmd: string, args: string[]) => runLogged(ctx.log, cmd, args, { env, signal: ctx.signal, cwd: ctx.workDir });
+  if (startFrom === 'base') {
+    await run('mkdir', ['-p', objtree]);
+    copyFileSync(base, join(objtree, '.config'));
+  } else {
+    await run('make', makeArgs(tree, objtree, startFrom));
+  }
+  // -m: merge only; olddefconfig below resolves the result against Kconfig
+  const merged = [...(startFrom === 'base' ? [] : [base]), ...fragments, generated];
+  await run('sh', [join(tree, 'scripts/kconfig/merge_config.sh'), '-m', '-O', objtree, join(objtree, '.config'), ...merged]);
+  await run('make', makeArgs(tree, objtree, 'olddefconfig'));
+
+  const finalText = readFileSync(join(objtree, '.config'), 'utf8');
+  const verdict = verifyConfig(requested, parseDotConfig(finalText), indexKconfig(tree), allowDropped);
+  for (const line of verdict.allowed) ctx.log.info(`allowed to drop (kernel.allowDropped): ${line}`);
+  assertConfigVerdict(verdict);
+  writeFileSync(join(ctx.outDir, 'config'), finalText);
+  writeFileSync(join(ctx.outDir, 'requested.conf'), requested.map((r) => `${r.value === null ? `# CONFIG_${r.symbol} is not set` : `CONFIG_${r.symbol}=${r.value}`}  # ${basename(r.file)}:${r.line}`).join('\n') + '\n');
+  const enabled = [...parseDotConfig(finalText).values()].filter((v) => v !== null).length;
+  ctx.log.info(`verified ${requested.length} requested options; ${enabled} options set in the final .config`);
+  return { fragments: fragments.map((f) => basename(f)), requested: requested.length, enabled, allowedDrops: verdict.allowed };
+}
+
+/** CONFIG_LOCALVERSION in a fragment must agree with the pipeline's kernel.localVersion. */
+function checkLocalVersion(requested: RequestedOption[], localVersion: string): void {
+  for (const r of requested) {
+    if (r.symbol === 'LOCALVERSION' && r.value !== `"${localVersion}"`) {
+      throw new GuestError('E_FRAGMENT_CONFLICT', `${basename(r.file)}:${r.line}: CONFIG_LOCALVERSION=${r.value} disagrees with kernel.localVersion ${localVersion} (make them the same)`);
+    }
+  }
+}

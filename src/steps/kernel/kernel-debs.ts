@@ -1,0 +1,82 @@
+import { chmodSync, copyFileSync, mkdirSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { which } from 'zx';
+import { GuestError } from '../../errors.js';
+import { sha256File } from '../../engine/digest.js';
+import type { Json } from '../../engine/types.js';
+import { runLogged } from '../../sys/exec.js';
+import { compilerErrors, jobs, kbuildEnv, makeArgs } from '../../sys/kbuild.js';
+import type { StepContext, StepDefinition } from '../types.js';
+
+/**
+ * kernel-debs: `make bindeb-pkg` (or binrpm-pkg) on a copy of the object tree kernel-build left, so
+ * nothing is compiled twice and the build entry stays untouched. Package names and versions are
+ * read back from the files, never predicted.
+ */
+export const kernelDebs: StepDefinition = {
+  kind: 'kernel-debs',
+  version: 1,
+  resources: { cpu: 'all' },
+  publish: 'debs',
+  run: (ctx) => packageKernel(ctx),
+};
+
+async function packageKernel(ctx: StepContext): Promise<{ [k: string]: Json }> {
+  const { format, packageVersion } = ctx.params as { format: 'deb' | 'rpm'; packageVersion: string | null };
+  const build = ctx.upstream['kernel-build']!;
+  // kbuild leaves a `source` link in an out-of-tree object folder: the tree it was built from
+  const sourceTree = readlinkSync(join(build.dir, 'build', 'source'));
+  const objtree = join(ctx.workDir, 'build');
+  // cp -a keeps timestamps, so make finds every object up to date
+  await runLogged(ctx.log, 'cp', ['-a', join(build.dir, 'build'), objtree], { signal: ctx.signal });
+  const version = packageVersion ?? `${build.result.version}-1`;
+  const env = kbuildEnv(ctx.sourceDate, { KDEB_PKGVERSION: version, PATH: `${dateShim(ctx.workDir)}:${process.env.PATH}` });
+  if (format === 'rpm') {
+    if (!(await which('rpmbuild', { nothrow: true }))) throw new GuestError('E_MISSING_TOOL', 'kernel.packages is rpm, but rpmbuild is not installed (apt-get install rpm, or use packages: deb)');
+    const top = join(ctx.workDir, 'rpmbuild');
+    await runLogged(ctx.log, 'make', makeArgs(sourceTree, objtree, `-j${jobs()}`, `RPMOPTS=--define "_topdir ${top}"`, 'binrpm-pkg'), { env, signal: ctx.signal, explain: compilerErrors });
+    return collectRpms(ctx, join(top, 'RPMS'));
+  }
+  await runLogged(ctx.log, 'make', makeArgs(sourceTree, objtree, `-j${jobs()}`, 'bindeb-pkg'), { env, signal: ctx.signal, explain: compilerErrors });
+  return collectDebs(ctx, ctx.workDir, String(build.result.kernelRelease));
+}
+
+/**
+ * Linux 6.1's mkdebian stamps the changelog with `date -R` and ignores SOURCE_DATE_EPOCH: a `date`
+ * first on PATH answers with the source date unless asked about another one.
+ */
+function dateShim(workDir: string): string {
+  const dir = join(workDir, 'shim');
+  mkdirSync(dir, { recursive: true });
+  const script = `#!/bin/sh\ncase " $* " in *" -d"*|*" --date"*|*" -r"*|*" --reference"*|*" -f"*|*" --file"*) exec /bin/date "$@";; esac\nexec /bin/date -d "@$SOURCE_DATE_EPOCH" "$@"\n`;
+  writeFileSync(join(dir, 'date'), script);
+  chmodSync(join(dir, 'date'), 0o755);
+  return dir;
+}
+
+async function collectDebs(ctx: StepContext, dir: string, release: string): Promise<{ [k: string]: Json }> {
+  const debs = readdirSync(dir).filter((f) => f.endsWith('.deb')).sort();
+  const packages: { [k: string]: Json }[] = [];
+  for (const file of debs) {
+    const fields = await runLogged(ctx.log, 'dpkg-deb', ['-f', join(dir, file), 'Package', 'Version', 'Architecture'], { capture: true, signal: ctx.signal });
+    const get = (k: string) => new RegExp(`^${k}: (.+)$`, 'm').exec(fields)?.[1]?.trim() ?? '';
+    copyFileSync(join(dir, file), join(ctx.outDir, file));
+    packages.push({ file, package: get('Package'), version: get('Version'), architecture: get('Architecture'), sha256: await sha256File(join(dir, file)) });
+  }
+  const names = packages.map((p) => String(p.package));
+  if (!names.includes(`linux-image-${release}`)) {
+    throw new GuestError('E_PACKAGE_MISSING', `bindeb-pkg produced no linux-image-${release} package (got: ${names.join(', ') || 'nothing'})`);
+  }
+  return { kernelRelease: release, format: 'deb', packages, headers: names.includes(`linux-headers-${release}`) ? `linux-headers-${release}` : null };
+}
+
+async function collectRpms(ctx: StepContext, dir: string): Promise<{ [k: string]: Json }> {
+  const found = (await runLogged(ctx.log, 'find', [dir, '-name', '*.rpm'], { capture: true })).trim().split('\n').filter(Boolean);
+  const packages: { [k: string]: Json }[] = [];
+  for (const path of found) {
+    const file = path.split('/').pop()!;
+    copyFileSync(path, join(ctx.outDir, file));
+    packages.push({ file, sha256: await sha256File(path) });
+  }
+  return { format: 'rpm', packages };
+}

@@ -1,0 +1,151 @@
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { GuestError } from '../../errors.js';
+import { sha256File } from '../../engine/digest.js';
+import type { Json } from '../../engine/types.js';
+import { aptShow } from '../../sys/apt.js';
+import { checkSha256, downloadVerified, fetchText, redactUrl } from '../../sys/download.js';
+import { runLogged } from '../../sys/exec.js';
+import type { ResolveContext, StepContext, StepDefinition } from '../types.js';
+import { majorFolder, listedVersions, pickVersion, sha256FromSums, versionFromMakefile, versionSatisfies } from './versions.js';
+
+interface SourceParams {
+  version: string;
+  mirrors?: string[] | null;
+  tarball?: string | null;
+  sha256?: string | null;
+  /** Filled by resolve(): */
+  resolvedVersion?: string;
+  tarballName?: string;
+  aptVersion?: string;
+}
+
+/**
+ * kernel-source: fetches the kernel tarball (kernel.org-style mirrors, a URL, a local file or
+ * Debian's linux-source package), verifies its sha256, and extracts it to out/tree.
+ */
+export const kernelSource: StepDefinition = {
+  kind: 'kernel-source',
+  version: 1,
+  resources: { cpu: 1 },
+  undigested: ['tree'],
+  resolve: (params, files, ctx) => resolveSource(params as unknown as SourceParams, files, ctx),
+  // once the sha256 is known, the mirrors are only where the bytes come from
+  identity: ({ mirrors, ...rest }) => (rest.sha256 ? rest : { mirrors, ...rest }),
+  run: (ctx) => fetchAndExtract(ctx),
+};
+
+async function resolveSource(p: SourceParams, files: StepContext['files'], ctx: ResolveContext): Promise<{ [k: string]: Json }> {
+  const out = { ...p } as unknown as { [k: string]: Json };
+  if (files.tarball) return out; // a local file: keyed by its content digest
+  if (p.tarball?.startsWith('apt:')) {
+    const pkg = await aptShow(p.tarball.slice(4));
+    return { ...out, aptVersion: pkg.version, sha256: pkg.sha256 };
+  }
+  if (p.tarball) {
+    if (!p.sha256) throw new GuestError('E_PIPELINE_INVALID', `kernel.source.tarball ${redactUrl(p.tarball)} is a URL: pin its kernel.sha256 so the download can be verified`);
+    return out;
+  }
+  const mirrors = p.mirrors ?? [];
+  const folder = majorFolder(p.version);
+  let version = /^\d+\.\d+\.\d+$/.test(p.version) ? p.version : undefined;
+  if (!version || !p.sha256) {
+    if (ctx.offline) throw new GuestError('E_OFFLINE', `kernel ${p.version}: resolving needs the mirror, but the build is offline (pin kernel.version and kernel.sha256)`);
+    if (!version) {
+      const listing = await fetchText(mirrors.map((m) => `${m.replace(/\/$/, '')}/${folder}/`), `the kernel listing ${folder}/`, ctx.signal);
+      version = pickVersion(p.version, listedVersions(listing.text));
+      if (!version) throw new GuestError('E_NOT_FOUND', `kernel ${p.version}: no matching version in ${redactUrl(listing.url)} (check kernel.version)`);
+    }
+  }
+  const tarballName = `linux-${version}.tar.xz`;
+  let sha256 = p.sha256 ?? undefined;
+  if (!sha256) {
+    const sums = await fetchText(mirrors.map((m) => `${m.replace(/\/$/, '')}/${folder}/sha256sums.asc`), `${folder}/sha256sums.asc`, ctx.signal);
+    sha256 = sha256FromSums(sums.text, tarballName);
+    if (!sha256) throw new GuestError('E_NOT_FOUND', `kernel ${version}: ${tarballName} is not listed in ${redactUrl(sums.url)} (no such version: check kernel.version)`);
+    if (files.keyring) await verifySignature(sums.text, files.keyring as string, ctx);
+  }
+  return { ...out, resolvedVersion: version, tarballName, sha256 };
+}
+
+async function verifySignature(text: string, keyring: string, ctx: ResolveContext): Promise<void> {
+  const dir = join(ctx.cacheDir, 'tmp', `gpgv.${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, 'sha256sums.asc');
+  writeFileSync(file, text);
+  const { execFile } = await import('node:child_process');
+  await new Promise<void>((resolve, reject) => {
+    execFile('gpgv', ['--keyring', keyring, file], (err, _out, stderr) => {
+      if (!err) return resolve();
+      const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+      reject(new GuestError(missing ? 'E_MISSING_TOOL' : 'E_SIGNATURE', missing ? 'gpgv is not installed (apt-get install gpgv)' : `sha256sums.asc: signature does not verify against ${keyring} (${stderr.trim().split('\n').pop()})`));
+    });
+  });
+}
+
+async function fetchAndExtract(ctx: StepContext): Promise<{ [k: string]: Json }> {
+  const p = ctx.params as unknown as SourceParams;
+  const { tarball, origin, name } = await obtainTarball(ctx, p);
+  const digest = await sha256File(tarball);
+  ctx.log.info(`tarball ${basename(tarball)} sha256 ${digest}`);
+  const extract = join(ctx.workDir, 'extract');
+  mkdirSync(extract, { recursive: true });
+  await runLogged(ctx.log, 'tar', ['-xf', tarball, '-C', extract, '--no-same-owner'], { signal: ctx.signal });
+  const top = findTopDir(extract, name);
+  const makefile = readFileSync(join(extract, top, 'Makefile'), 'utf8');
+  const version = versionFromMakefile(makefile)!;
+  if (!versionSatisfies(version, p.resolvedVersion ?? p.version)) {
+    throw new GuestError('E_VERSION_MISMATCH', `${name} holds Linux ${version}, but kernel.version asks for ${p.resolvedVersion ?? p.version} (fix kernel.version or the source)`);
+  }
+  renameSync(join(extract, top), join(ctx.outDir, 'tree'));
+  ctx.log.info(`extracted Linux ${version} (top folder ${top}/)`);
+  return { version, sha256: digest, origin, topDir: top };
+}
+
+async function obtainTarball(ctx: StepContext, p: SourceParams): Promise<{ tarball: string; origin: string; name: string }> {
+  if (ctx.files.tarball) {
+    const file = ctx.files.tarball as string;
+    if (p.sha256) await checkSha256Copy(file, p.sha256);
+    return { tarball: file, origin: `local ${basename(file)}`, name: basename(file) };
+  }
+  if (p.tarball?.startsWith('apt:')) return fromAptPackage(ctx, p.tarball.slice(4), p.aptVersion!);
+  const downloads = join(ctx.cacheDir, 'downloads');
+  const urls = p.tarball ? [p.tarball] : (p.mirrors ?? []).map((m) => `${m.replace(/\/$/, '')}/${majorFolder(p.version)}/${p.tarballName}`);
+  const name = p.tarballName ?? basename(new URL(p.tarball!).pathname);
+  const dest = join(downloads, `${p.sha256}-${name}`);
+  const what = `kernel tarball ${name}`;
+  await downloadVerified({ urls, dest, sha256: p.sha256!, what, signal: ctx.signal, onProgress: (d, t) => ctx.progress('download', d, t), log: (l) => ctx.log.info(l) });
+  return { tarball: dest, name, origin: urls.length === 1 ? redactUrl(urls[0]!) : `mirrors (${urls.map(redactUrl).join(', ')})` };
+}
+
+/** A pinned sha256 for a local tarball: never delete the user's file on mismatch. */
+async function checkSha256Copy(file: string, expected: string): Promise<void> {
+  const actual = await sha256File(file);
+  if (actual !== expected) throw new GuestError('E_CHECKSUM_MISMATCH', `kernel tarball ${basename(file)}: sha256 is ${actual}, kernel.sha256 says ${expected} (check the file or the pin)`);
+}
+
+async function fromAptPackage(ctx: StepContext, pkg: string, version: string): Promise<{ tarball: string; origin: string; name: string }> {
+  const dir = join(ctx.workDir, 'apt');
+  mkdirSync(dir, { recursive: true });
+  await runLogged(ctx.log, 'apt-get', ['download', `${pkg}=${version}`], { cwd: dir, signal: ctx.signal });
+  const deb = readdirSync(dir).find((f) => f.endsWith('.deb'));
+  if (!deb) throw new GuestError('E_NOT_FOUND', `apt-get download ${pkg}=${version} produced no .deb`);
+  const expected = (await aptShow(pkg)).sha256;
+  await checkSha256(join(dir, deb), expected, `apt package ${deb}`);
+  await runLogged(ctx.log, 'dpkg-deb', ['-x', join(dir, deb), join(dir, 'root')], { signal: ctx.signal });
+  const src = join(dir, 'root', 'usr', 'src');
+  const tar = existsSync(src) ? readdirSync(src).find((f) => /\.tar(\.(xz|gz|bz2|zst))?$/.test(f)) : undefined;
+  if (!tar) throw new GuestError('E_NOT_KERNEL_TREE', `apt package ${pkg} holds no kernel tarball under /usr/src (use a linux-source-X package)`);
+  return { tarball: join(src, tar), origin: `apt ${pkg}=${version}`, name: `${tar} from ${deb}` };
+}
+
+/** The tarball's one top folder, which must look like a kernel tree (its name is not assumed). */
+function findTopDir(extract: string, name: string): string {
+  const entries = readdirSync(extract).filter((e) => statSync(join(extract, e)).isDirectory());
+  const top = entries.length === 1 ? entries[0]! : undefined;
+  const looksLikeKernel = (d: string) => ['Makefile', 'Kconfig', 'scripts/kconfig/merge_config.sh', 'arch/x86/Kconfig'].every((f) => existsSync(join(extract, d, f)));
+  if (!top || !looksLikeKernel(top) || !versionFromMakefile(readFileSync(join(extract, top, 'Makefile'), 'utf8'))) {
+    throw new GuestError('E_NOT_KERNEL_TREE', `${name} is not a Linux kernel source tarball (expected one top folder with Makefile, Kconfig, scripts/kconfig/merge_config.sh and arch/x86)`);
+  }
+  return top;
+}

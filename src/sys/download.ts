@@ -1,0 +1,143 @@
+import { createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
+import { basename, dirname } from 'node:path';
+import got, { HTTPError, RequestError } from 'got';
+import { GuestError } from '../errors.js';
+import { sha256File } from '../engine/digest.js';
+
+/** Shown in every message instead of a URL's userinfo. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.username || u.password) {
+      u.username = '***';
+      u.password = '';
+    }
+    return u.toString();
+  } catch {
+    return url;
+  }
+}
+
+export interface DownloadOptions {
+  /** Tried in order: a mirror that fails moves on to the next. */
+  urls: string[];
+  /** Final path; the partial download lives next to it as `<dest>.part` and resumes from there. */
+  dest: string;
+  /** Expected sha256; a mismatch deletes the file and throws E_CHECKSUM_MISMATCH. */
+  sha256?: string;
+  /** What the file is, for messages (`kernel tarball linux-6.1.55.tar.xz`). */
+  what: string;
+  signal?: AbortSignal;
+  onProgress?(done: number, total?: number): void;
+  log?(line: string): void;
+  /** Attempts per URL; a dropped connection resumes where it stopped. Default 4. */
+  attempts?: number;
+  /** Default 30 s without a byte. */
+  idleTimeoutMs?: number;
+}
+
+const NO_NETWORK = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH']);
+
+/** Downloads with got: retries, resume of a partial file, mirror failover, progress, sha256. */
+export async function downloadVerified(opts: DownloadOptions): Promise<string> {
+  mkdirSync(dirname(opts.dest), { recursive: true });
+  if (existsSync(opts.dest) && opts.sha256) {
+    if ((await sha256File(opts.dest)) === opts.sha256) return opts.dest;
+    rmSync(opts.dest, { force: true });
+  }
+  const part = `${opts.dest}.part`;
+  const failures: string[] = [];
+  for (const url of opts.urls) {
+    try {
+      await fetchWithResume(url, part, opts);
+      renameSync(part, opts.dest);
+      if (opts.sha256) await checkSha256(opts.dest, opts.sha256, opts.what, url);
+      return opts.dest;
+    } catch (err) {
+      if (opts.signal?.aborted) throw new GuestError('E_INTERRUPTED', `download of ${opts.what} interrupted`);
+      if (err instanceof GuestError && err.code === 'E_CHECKSUM_MISMATCH') throw err;
+      failures.push(`${redactUrl(url)}: ${describeFailure(err)}`);
+      opts.log?.(`download from ${redactUrl(url)} failed: ${describeFailure(err)}`);
+      // a partial file from another mirror must not be glued to this one's bytes
+      rmSync(part, { force: true });
+    }
+  }
+  const allOffline = failures.every((f) => [...NO_NETWORK].some((c) => f.includes(c)));
+  const allMissing = failures.every((f) => f.includes('HTTP 404'));
+  const code = allMissing ? 'E_NOT_FOUND' : 'E_DOWNLOAD';
+  const hint = allOffline ? 'no mirror could be reached: check the network or proxy, or give a local file instead' : allMissing ? 'no mirror has it: check the version or the URL' : 'check the mirrors';
+  throw new GuestError(code, `cannot download ${opts.what} (${hint})`, { details: failures });
+}
+
+async function fetchWithResume(url: string, part: string, opts: DownloadOptions): Promise<void> {
+  const attempts = opts.attempts ?? 4;
+  let lastError: unknown;
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    const have = existsSync(part) ? statSync(part).size : 0;
+    try {
+      const stream = got.stream(url, {
+        headers: have > 0 ? { range: `bytes=${have}-` } : {},
+        retry: { limit: 0 },
+        timeout: { connect: 10_000, socket: opts.idleTimeoutMs ?? 30_000 },
+        signal: opts.signal,
+        decompress: false,
+      });
+      const response = await new Promise<{ statusCode: number }>((resolve, reject) => {
+        stream.once('response', resolve);
+        stream.once('error', reject);
+      });
+      // append only to a 206 answer; a server that ignores the range sends the whole file again
+      const append = have > 0 && response.statusCode === 206;
+      if (have > 0) opts.log?.(append ? `resuming ${basename(opts.dest)} at byte ${have}` : `server ignored the range; restarting ${basename(opts.dest)}`);
+      stream.on('downloadProgress', (p: { transferred: number; total?: number }) => {
+        const base = append ? have : 0;
+        opts.onProgress?.(base + p.transferred, p.total ? base + p.total : undefined);
+      });
+      await pipeline(stream, createWriteStream(part, { flags: append ? 'a' : 'w' }));
+      return;
+    } catch (err) {
+      lastError = err;
+      if (opts.signal?.aborted) throw err;
+      // the partial file is already whole: nothing is left to send
+      if (err instanceof HTTPError && err.response.statusCode === 416 && have > 0) return;
+      if (err instanceof HTTPError && err.response.statusCode < 500 && err.response.statusCode !== 408 && err.response.statusCode !== 429) throw err;
+      const code = (err as RequestError).code;
+      if (NO_NETWORK.has(code) && attempt >= 2) throw err;
+      await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** attempt, 2000)));
+    }
+  }
+  throw lastError;
+}
+
+export async function checkSha256(file: string, expected: string, what: string, source?: string): Promise<void> {
+  const actual = await sha256File(file);
+  if (actual !== expected) {
+    rmSync(file, { force: true });
+    throw new GuestError('E_CHECKSUM_MISMATCH', `${what}: sha256 is ${actual}, expected ${expected}${source ? ` (from ${redactUrl(source)})` : ''}; the download was deleted (check the mirror, or the pinned sha256)`);
+  }
+}
+
+function describeFailure(err: unknown): string {
+  if (err instanceof HTTPError) return `HTTP ${err.response.statusCode}`;
+  if (err instanceof RequestError) return `${err.code}: ${err.message.split('\n')[0]}`;
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Fetches a small text (a directory listing, sha256sums.asc) from the first mirror that answers. */
+export async function fetchText(urls: string[], what: string, signal?: AbortSignal): Promise<{ text: string; url: string }> {
+  const failures: string[] = [];
+  for (const url of urls) {
+    try {
+      const text = await got(url, { retry: { limit: 1 }, timeout: { request: 20_000 }, signal }).text();
+      return { text, url };
+    } catch (err) {
+      if (signal?.aborted) throw new GuestError('E_INTERRUPTED', `fetching ${what} interrupted`);
+      failures.push(`${redactUrl(url)}: ${describeFailure(err)}`);
+    }
+  }
+  const offline = failures.every((f) => [...NO_NETWORK].some((c) => f.includes(c)));
+  const missing = failures.every((f) => f.includes('HTTP 404'));
+  const hint = offline ? 'no mirror could be reached: check the network, or use kernel.source.tarball with a local file' : missing ? 'no mirror has it' : 'check the mirrors';
+  throw new GuestError(missing ? 'E_NOT_FOUND' : 'E_DOWNLOAD', `cannot fetch ${what} (${hint})`, { details: failures });
+}

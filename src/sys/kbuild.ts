@@ -1,0 +1,41 @@
+import { cpus } from 'node:os';
+import { which } from 'zx';
+
+/**
+ * The environment of every kernel make: build metadata from the pipeline's source date instead of
+ * the clock, user and host fixed, and LOCALVERSION set (empty) so setlocalversion never appends "+".
+ */
+export function kbuildEnv(sourceDate: number, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    LC_ALL: 'C',
+    TZ: 'UTC',
+    SOURCE_DATE_EPOCH: String(sourceDate),
+    KBUILD_BUILD_TIMESTAMP: new Date(sourceDate * 1000).toUTCString(),
+    KBUILD_BUILD_USER: 'gpu-guest',
+    KBUILD_BUILD_HOST: 'gpu-guest',
+    KBUILD_BUILD_VERSION: '1',
+    LOCALVERSION: '',
+    ...extra,
+  };
+}
+
+/** `make -C <tree> O=<objtree> ARCH=x86_64 …`: always out of tree, so the source entry stays untouched. */
+export function makeArgs(tree: string, objtree: string, ...targets: string[]): string[] {
+  return ['-C', tree, `O=${objtree}`, 'ARCH=x86_64', ...targets];
+}
+
+export function jobs(): number {
+  return Math.max(1, cpus().length);
+}
+
+/** `CC=ccache gcc` when the host has ccache: a hit gives the same object, so the output is unchanged. */
+export async function ccacheArgs(): Promise<string[]> {
+  return (await which('ccache', { nothrow: true })) ? ['CC=ccache gcc', 'HOSTCC=ccache gcc'] : [];
+}
+
+/** Lines worth showing when a kernel build fails: compiler and make errors, not the whole log. */
+export function compilerErrors(tail: string[]): string[] {
+  const picked = tail.filter((l) => /(\berror\b|Error \d+|undefined reference|\*\*\*|fatal:|No rule to make target)/.test(l));
+  return [...new Set(picked)].slice(-15);
+}

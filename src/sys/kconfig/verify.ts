@@ -1,0 +1,79 @@
+import { basename } from 'node:path';
+import { GuestError } from '../../errors.js';
+import { evaluate } from './expr.js';
+import { createAllowList, findMismatches, formatValue, type Mismatch, type OptionValue, type RequestedOption } from './options.js';
+import { PROMPT_IF, type KconfigIndex } from './tree.js';
+
+/** What verifying a final .config against the requests found. */
+export interface ConfigVerdict {
+  /** Symbols no Kconfig file of this kernel defines. */
+  unknown: string[];
+  /** One line per offender: requested vs. final value and the reason. */
+  offenders: string[];
+  /** Offenders the allow-list let through. */
+  allowed: string[];
+}
+
+/**
+ * Compares the final .config with every request (both ways) and explains each difference from the
+ * Kconfig tree: an undefined symbol, the unmet `depends on`, or who `select`s an option asked off.
+ */
+export function verifyConfig(requests: RequestedOption[], final: Map<string, OptionValue>, index: KconfigIndex, allowDropped: string[]): ConfigVerdict {
+  const allowed = createAllowList(allowDropped);
+  const verdict: ConfigVerdict = { unknown: [], offenders: [], allowed: [] };
+  for (const m of findMismatches(requests, final)) {
+    const where = `${basename(m.request.file)}:${m.request.line}`;
+    const head = `${formatValue(m.request.symbol, m.request.value)} (${where})`;
+    if (!index.definitions.has(m.request.symbol)) {
+      verdict.unknown.push(`${head}: CONFIG_${m.request.symbol} does not exist in this kernel (misspelled, renamed or removed)`);
+      continue;
+    }
+    const line = `${head}: final .config has ${m.actual === null ? 'it not set' : `${m.request.symbol}=${m.actual}`} — ${explain(m, final, index)}`;
+    if (allowed(m.request.symbol)) verdict.allowed.push(line);
+    else verdict.offenders.push(line);
+  }
+  return verdict;
+}
+
+function explain(m: Mismatch, final: Map<string, OptionValue>, index: KconfigIndex): string {
+  const symbol = m.request.symbol;
+  if (m.request.value === null) {
+    const on = (index.selectors.get(symbol) ?? []).filter((s) => isOn(final.get(s.by)) && (!s.condition || evaluate(s.condition, final).value > 0));
+    if (on.length) return `forced on by ${on.map((s) => `${s.by} (select in ${s.file}:${s.line})`).join(', ')}; turn those off too`;
+    return 'enabled by a default or another option; set the options that enable it off too';
+  }
+  const defs = index.definitions.get(symbol)!;
+  const unmet: string[] = [];
+  for (const def of defs) {
+    for (const expr of def.dependsOn) {
+      const prompt = expr.startsWith(PROMPT_IF);
+      const cond = prompt ? expr.slice(PROMPT_IF.length) : expr;
+      const { value, symbols } = evaluate(cond, final);
+      const need = m.request.value === 'm' ? 1 : 2;
+      if (value < need) {
+        const off = symbols.filter((s) => !isOn(final.get(s)));
+        const modular = symbols.filter((s) => final.get(s) === 'm');
+        const why = [off.length ? `not set: ${off.join(', ')}` : '', modular.length && need === 2 ? `${modular.map((s) => `${s}=m`).join(', ')} allows only =m` : ''].filter(Boolean).join('; ');
+        unmet.push(`${prompt ? 'its prompt needs' : 'depends on'} ${cond}${why ? ` (${why})` : ''} [${def.file}:${def.line}]`);
+      }
+    }
+  }
+  if (unmet.length) return `unmet ${[...new Set(unmet)].join('; ')}`;
+  return 'its dependencies are met, but another option (a choice, a select or a range) overrides the value';
+}
+
+function isOn(v: OptionValue | undefined): boolean {
+  return v !== undefined && v !== null && v !== 'n';
+}
+
+/** Throws E_UNKNOWN_SYMBOL or E_OPTION_DROPPED listing every offender, one per line. */
+export function assertConfigVerdict(verdict: ConfigVerdict): void {
+  if (verdict.unknown.length) {
+    const n = verdict.unknown.length;
+    throw new GuestError('E_UNKNOWN_SYMBOL', `${n} requested option${n > 1 ? 's name symbols' : ' names a symbol'} this kernel does not have (fix the fragment)`, { details: [...verdict.unknown, ...verdict.offenders] });
+  }
+  if (verdict.offenders.length) {
+    const n = verdict.offenders.length;
+    throw new GuestError('E_OPTION_DROPPED', `${n} requested option${n > 1 ? 's' : ''} did not survive make olddefconfig (add the unmet dependencies to a fragment, or list the symbol in kernel.allowDropped)`, { details: verdict.offenders });
+  }
+}
