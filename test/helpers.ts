@@ -98,7 +98,7 @@ export function writePipeline(dir: string, vendor: 'nvidia' | 'intel', kernel: s
   const nvidia = vendor === 'nvidia' ? `driver:\n  version: "550.127.05"\n  sha256: ${FAKE_SHA}\ntoolkit:\n  version: "1.17.3-1"\n` : '';
   writeFileSync(
     file,
-    `name: ${vendor}-test\nvendor: ${vendor}\nkernel:\n  baseConfig: kernel-configs/base/x86_64.conf\n  fragments: [kernel-configs/fragments/gpu/${vendor}.conf]\n  localVersion: -${vendor}-gpu\n${kernel}rootfs:\n  distro: debian\n  suite: bookworm\n${nvidia}${extra}`,
+    `name: ${vendor}-test\nvendor: ${vendor}\nkernel:\n  baseConfig: kernel-configs/base/x86_64.conf\n  fragments: [kernel-configs/fragments/gpu/${vendor}.conf]\n  localVersion: -${vendor}-gpu\n${kernel}rootfs:\n  distro: debian\n  suite: bookworm\n${vendor === 'nvidia' ? '  extraPackages: [gcc, make, libelf1]\n' : ''}${nvidia}${extra}`,
   );
   return file;
 }

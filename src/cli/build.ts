@@ -24,7 +24,7 @@ export interface BuildOptions extends PipelineOptions, Selection {
 export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<number> {
   const jobs = parseJobs(opts.jobs);
   const loaded = env.loadGraph(opts);
-  const { store, memo } = openCache(opts, env.env);
+  const { store, memo } = openCache(opts, env.env, env.stderr);
   const logsDir = prepareOut(loaded.pipelineOut);
   const signals = abortOnSignals(() => env.stderr('still cleaning up after the interrupt (mounts, scratch folders); please wait\n'));
   try {

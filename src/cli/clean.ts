@@ -13,7 +13,7 @@ export async function cleanCommand(opts: PipelineOptions & { cache?: boolean }, 
   if (opts.cache) {
     const cache = resolve(opts.cacheDir ?? defaultCacheDir(env.env));
     // keep locks/: a concurrent build holds its lock files there
-    for (const sub of ['entries', 'tmp', 'index', 'digests.json']) targets.push(join(cache, sub));
+    for (const sub of ['entries', 'tmp', 'index', 'kbuild', 'downloads', 'digests.json']) targets.push(join(cache, sub));
   }
   for (const target of targets) {
     if (!existsSync(target)) continue;

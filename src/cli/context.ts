@@ -1,5 +1,6 @@
 import { join, resolve } from 'node:path';
-import { mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { recoverStaleMounts } from '../sys/chroot.js';
 import { GuestError } from '../errors.js';
 import { LocalCacheStore } from '../engine/cache.js';
 import { DigestMemo } from '../engine/digest.js';
@@ -47,8 +48,14 @@ export const loadFromPipelineFile: GraphLoader = (opts) => {
   return { graph, sourceDate: sourceDateEpoch(loaded.pipeline), pipelineOut: resolve(opts.outDir, loaded.pipeline.name) };
 };
 
-export function openCache(opts: PipelineOptions, env: NodeJS.ProcessEnv): { store: LocalCacheStore; memo: DigestMemo } {
+export function openCache(opts: PipelineOptions, env: NodeJS.ProcessEnv, say?: (line: string) => void): { store: LocalCacheStore; memo: DigestMemo } {
   const root = resolve(opts.cacheDir ?? defaultCacheDir(env));
+  // mounts of chroot sessions whose process was killed outright: remove them (and say so) before
+  // anything else, so that the scratch sweep below can delete their folders
+  if (existsSync(root)) {
+    const removed = recoverStaleMounts(root);
+    if (removed.length) say?.(`removed ${removed.length} stale mount(s) left by a killed gpu-guest:\n${removed.map((r) => `  ${r}`).join('\n')}\n`);
+  }
   const store = LocalCacheStore.open(root);
   return { store, memo: new DigestMemo(join(root, 'digests.json')) };
 }

@@ -9,6 +9,7 @@ import { cleanCommand } from './clean.js';
 import { loadFromPipelineFile, type CliEnv } from './context.js';
 import { doctorCommand } from './doctor.js';
 import { planCommand } from './plan.js';
+import { verifyCommand } from './verify.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -55,6 +56,13 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
   addPipelineOptions(program.command('doctor').description('check the host tools the pipeline needs and print the apt-get line that installs the missing ones'), env)
     .option('--json', 'print the checks as JSON', false)
     .action(async (opts) => setStatus(await doctorCommand(opts, env)));
+
+  addPipelineOptions(program.command('verify').description('boot the built kernel and image in QEMU and check the guest from inside'), env)
+    .addOption(new Option('--accel <accel>', 'QEMU accelerator: tcg (software) or kvm where the host\'s KVM works').choices(['tcg', 'kvm']).default('tcg'))
+    .option('--timeout <seconds>', 'give up on the boot after this long', '300')
+    .option('--memory <MiB>', 'guest memory', '1024')
+    .option('--json', 'print the check results as JSON', false)
+    .action(async (opts) => setStatus(await verifyCommand(opts, env)));
 
   addPipelineOptions(program.command('clean').description('remove the pipeline\'s out folder (all of the out folder without --vendor/--pipeline)'), env)
     .option('--cache', 'also remove every cache entry', false)

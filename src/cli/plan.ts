@@ -29,6 +29,8 @@ export function planToText(plan: Plan): string {
     lines.push(`${t.status.padEnd(6)} ${t.id.padEnd(14)} ${t.key.slice(0, 12)}  ${t.title}`);
     if (t.deps.length) lines.push(`         after: ${t.deps.join(', ')}`);
     for (const r of t.reasons) lines.push(`         why: ${r}`);
+    const resolved = Object.entries(t.resolved).map(([k, v]) => `${k} ${typeof v === 'string' && /^[0-9a-f]{64}$/.test(v) ? `${v.slice(0, 12)}…` : JSON.stringify(v)}`);
+    if (resolved.length) lines.push(`         resolved: ${resolved.join(', ')}`);
     for (const [role, value] of Object.entries(t.inputs)) {
       const items = Array.isArray(value) ? value : [value];
       const names = items.map((v) => (v && typeof v === 'object' && !Array.isArray(v) ? String(v.name) : String(v)));

@@ -16,6 +16,8 @@ export interface PlannedTask {
   reasons: string[];
   /** Parameters after resolution (the exact kernel version a range resolved to …). */
   params: { [key: string]: Json };
+  /** Parameters resolve() added or changed (the exact version a range resolved to …). */
+  resolved: { [key: string]: Json };
   /** Input files by role, with their digests. */
   inputs: { [role: string]: Json };
 }

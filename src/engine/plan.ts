@@ -4,7 +4,7 @@ import type { CacheStore } from './cache.js';
 import type { DigestMemo } from './digest.js';
 import type { PlannedTask } from './events.js';
 import { ancestorsOf, descendantsOf, requireTask, topoOrder } from './graph.js';
-import { describeChange, taskKey, type KeyMaterial } from './key.js';
+import { canonicalJson, describeChange, taskKey, type KeyMaterial } from './key.js';
 import type { TaskGraph } from './types.js';
 
 /** Which tasks a command selects. Defaults: every task, nothing forced. */
@@ -61,7 +61,8 @@ export async function planRun(graph: TaskGraph, selection: Selection, ctx: PlanC
     keys.set(task.id, key);
     materials.set(task.id, material);
     const cached = (await ctx.store.get(key)) !== undefined;
-    const planned: PlannedTask = { id: task.id, kind: task.kind, title: task.title, key, deps: task.deps, params, inputs: material.inputs, status: 'run', cached, reasons: [] };
+    const resolved = Object.fromEntries(Object.entries(params).filter(([k, v]) => canonicalJson(v) !== canonicalJson(task.params[k] ?? null)));
+    const planned: PlannedTask = { id: task.id, kind: task.kind, title: task.title, key, deps: task.deps, params, resolved, inputs: material.inputs, status: 'run', cached, reasons: [] };
     if (wanted && !wanted.has(task.id)) {
       planned.status = 'skip';
       planned.reasons = [selection.only ? `not selected (--only ${selection.only})` : `after --until ${selection.until}`];

@@ -1,4 +1,4 @@
-import { copyFileSync, linkSync, lstatSync, mkdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { StepRegistry } from '../steps/types.js';
 import type { Plan } from './plan.js';
@@ -12,8 +12,13 @@ import { listEntries } from './tree.js';
 export function publishOutputs(plan: Plan, outcome: RunOutcome, steps: StepRegistry, pipelineOut: string): void {
   const manifest: { pipeline: string; tasks: object[] } = { pipeline: plan.pipeline, tasks: [] };
   // Several tasks may publish into one folder: clear each folder once, before placing anything.
-  for (const folder of new Set(plan.tasks.map((t) => steps.get(t.kind)?.publish).filter(Boolean))) {
-    rmSync(join(pipelineOut, folder!), { recursive: true, force: true });
+  for (const t of plan.tasks) {
+    const folder = steps.get(t.kind)?.publish;
+    if (!folder) continue;
+    // '.' publishes the entry's own folders (kata/, rootfs/ …) at the top of out/<pipeline>/
+    const entry = outcome.entries.get(t.id);
+    const names = folder === '.' ? (entry ? readdirSync(entry.outDir) : []) : [folder];
+    for (const name of names) rmSync(join(pipelineOut, name), { recursive: true, force: true });
   }
   for (const t of plan.tasks) {
     const entry = outcome.entries.get(t.id);
@@ -21,11 +26,11 @@ export function publishOutputs(plan: Plan, outcome: RunOutcome, steps: StepRegis
     if (!entry || !step || t.status === 'skip') continue;
     const files: Record<string, string> = {};
     if (step.publish) {
-      const target = join(pipelineOut, step.publish);
+      const target = step.publish === '.' ? pipelineOut : join(pipelineOut, step.publish);
       for (const rel of listEntries(entry.outDir)) {
         if ((step.undigested ?? []).some((p) => rel === p || rel.startsWith(`${p}/`))) continue;
         placeEntry(join(entry.outDir, rel), join(target, rel));
-        if (entry.meta.outputs[rel]) files[`${step.publish}/${rel}`] = entry.meta.outputs[rel]!;
+        if (entry.meta.outputs[rel]) files[step.publish === '.' ? rel : `${step.publish}/${rel}`] = entry.meta.outputs[rel]!;
       }
     }
     manifest.tasks.push({ id: t.id, kind: t.kind, key: t.key, params: t.params, inputs: t.inputs, result: entry.meta.result, files });

@@ -167,8 +167,10 @@ async function executeStep(t: PlannedTask, spec: TaskSpec, step: NonNullable<Ret
   }
   const ctx: StepContext = {
     task: spec,
+    key: t.key,
     params: t.params,
     files: spec.files,
+    locations: spec.locations ?? {},
     outDir: scratch.outDir,
     workDir: scratch.workDir,
     upstream,

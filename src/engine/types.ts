@@ -13,6 +13,11 @@ export interface TaskSpec {
   params: { [key: string]: Json };
   /** Local input files by role; their content digests (not their paths) go into the key. */
   files: { [role: string]: string | string[] };
+  /**
+   * Local files used at run time whose identity is already in params (a pinned sha256): their
+   * paths are not keyed, so moving the file does not rebuild anything.
+   */
+  locations?: { [role: string]: string };
   /** One line for `plan` and the progress view. */
   title: string;
 }

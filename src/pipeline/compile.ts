@@ -92,6 +92,7 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
       // The pinned sha256 is the .run's identity: its path or URL does not change the result.
       params: { version: d.version, sha256: d.sha256, url: d.path ? null : (d.url ?? null), moduleType: d.moduleType, installerArgs: d.installerArgs },
       files: {},
+      ...(d.path ? { locations: { run: d.path } } : {}),
     });
     const t = p.toolkit;
     tasks.push({
@@ -105,7 +106,7 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
         repository: t.repository ? { url: t.repository.url, suite: t.repository.suite, components: t.repository.components } : null,
         purge: p.rootfs.keepBuildPackages ? [] : p.rootfs.extraPackages,
       },
-      files: clean({ debs: t.debs, repositoryKey: t.repository && !/^https?:/.test(t.repository.key) ? t.repository.key : undefined }) as TaskSpec['files'],
+      files: clean({ debs: t.debs, repositoryKey: t.repository && !/^https?:/.test(t.repository.key) ? t.repository.key : undefined, recipe: resolve(projectRoot, 'rootfs', p.rootfs.distro) }) as TaskSpec['files'],
     });
     lastRootfsTask = 'toolkit';
   }
@@ -114,8 +115,8 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
     kind: 'image',
     deps: [lastRootfsTask],
     title: `make the ${p.image.format} guest image`,
-    params: { format: p.image.format, marginMiB: p.image.marginMiB, flavour: suffix.slice(1), vendor: p.vendor, sourceDate },
-    files: {},
+    params: { format: p.image.format, marginMiB: p.image.marginMiB, sizeMiB: p.image.sizeMiB ?? null, flavour: suffix.slice(1), vendor: p.vendor, sourceDate },
+    files: { recipe: resolve(projectRoot, 'rootfs', p.rootfs.distro) },
   });
   return { pipeline: p.name, tasks };
 }

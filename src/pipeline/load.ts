@@ -1,5 +1,5 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { dirname, isAbsolute, relative, resolve } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import { isMap, isNode, LineCounter, parseDocument, type Document } from 'yaml';
 import { GuestError } from '../errors.js';
@@ -178,6 +178,11 @@ function describeValue(v: unknown): string {
 type Where = (path: KeyPath) => string;
 
 function checkSemantics(p: Pipeline, where: Where): void {
+  const recipes = join(projectRoot, 'rootfs');
+  if (!existsSync(join(recipes, p.rootfs.distro, 'recipe.yaml'))) {
+    const known = existsSync(recipes) ? readdirSync(recipes).filter((d) => existsSync(join(recipes, d, 'recipe.yaml'))) : [];
+    throw new GuestError('E_PIPELINE_INVALID', `${where(['rootfs', 'distro'])}: rootfs.distro: no recipe for '${p.rootfs.distro}' (known: ${known.join(', ')}; recipes live in rootfs/<distro>/recipe.yaml)`);
+  }
   if (p.kernel.source.mirrors && p.kernel.source.tarball) {
     throw new GuestError('E_PIPELINE_INVALID', `${where(['kernel', 'source'])}: kernel.source: give either mirrors or tarball, not both`);
   }

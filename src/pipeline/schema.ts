@@ -98,6 +98,7 @@ export const pipelineSchema = {
       properties: {
         format: { enum: ['ext4', 'erofs', 'initrd'], default: 'ext4' },
         marginMiB: { type: 'integer', minimum: 0, default: 64 },
+        sizeMiB: { type: 'integer', minimum: 1 },
       },
     },
   },

@@ -84,8 +84,10 @@ export interface ToolkitSection {
 
 export interface ImageSection {
   format: 'ext4' | 'erofs' | 'initrd';
-  /** Free space added to the content size, in MiB. */
+  /** Free space added to the content size, in MiB. Default 64. */
   marginMiB: number;
+  /** A fixed image size in MiB instead of content + margin; too small is an error. */
+  sizeMiB?: number;
 }
 
 /** A pipeline as loaded: the data plus where it came from, for messages and relative paths. */

@@ -4,9 +4,13 @@ import type { TaskLog } from '../sys/task-log.js';
 /** What a running step may use. It writes only under outDir (kept) and workDir (thrown away). */
 export interface StepContext {
   task: TaskSpec;
+  /** This task's cache key. */
+  key: string;
   params: TaskSpec['params'];
   /** Local input files by role, as absolute paths. */
   files: TaskSpec['files'];
+  /** Local files identified by a pinned sha256 in params (see TaskSpec.locations). */
+  locations: { [role: string]: string };
   /** Becomes the cache entry's out/ folder when the step succeeds. */
   outDir: string;
   /** Scratch space, deleted after the task. */

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { which } from 'zx';
+import { GuestError } from '../errors.js';
 
 /** A host tool a step needs, and the Debian package that provides it. */
 export interface HostTool {
@@ -21,6 +22,7 @@ export const HOST_TOOLS: HostTool[] = [
   { name: 'flex', probe: 'flex', aptPackage: 'flex', neededBy: KERNEL },
   { name: 'bison', probe: 'bison', aptPackage: 'bison', neededBy: KERNEL },
   { name: 'bc', probe: 'bc', aptPackage: 'bc', neededBy: KERNEL },
+  { name: 'tar', probe: 'tar', aptPackage: 'tar', neededBy: ['kernel-source'] },
   { name: 'xz', probe: 'xz', aptPackage: 'xz-utils', neededBy: ['kernel-source'] },
   { name: 'libelf headers', probe: '/usr/include/libelf.h', aptPackage: 'libelf-dev', neededBy: KERNEL },
   { name: 'openssl headers', probe: '/usr/include/openssl/ssl.h', aptPackage: 'libssl-dev', neededBy: KERNEL },
@@ -32,9 +34,12 @@ export const HOST_TOOLS: HostTool[] = [
   { name: 'depmod', probe: 'depmod', aptPackage: 'kmod', neededBy: ['kernel-debs'] },
   { name: 'mmdebstrap', probe: 'mmdebstrap', aptPackage: 'mmdebstrap', neededBy: ['rootfs'], alternative: 'debootstrap' },
   { name: 'debootstrap', probe: 'debootstrap', aptPackage: 'debootstrap', neededBy: [], alternative: 'mmdebstrap' },
-  { name: 'makeself', probe: 'makeself', aptPackage: 'makeself', neededBy: ['driver'] },
+  { name: 'makeself', probe: 'makeself', aptPackage: 'makeself', neededBy: ['tests'] },
   { name: 'mkfs.ext4', probe: 'mkfs.ext4', aptPackage: 'e2fsprogs', neededBy: ['image'] },
   { name: 'qemu-system-x86_64', probe: 'qemu-system-x86_64', aptPackage: 'qemu-system-x86', neededBy: ['verify'] },
+  { name: 'busybox (static)', probe: '/bin/busybox', aptPackage: 'busybox-static', neededBy: ['verify'] },
+  { name: 'unshare', probe: 'unshare', aptPackage: 'util-linux', neededBy: ['kernel-build', 'kernel-debs'] },
+  { name: 'chroot', probe: 'chroot', aptPackage: 'coreutils', neededBy: ['driver', 'toolkit'] },
   { name: 'skopeo', probe: 'skopeo', aptPackage: 'skopeo', neededBy: ['vgpu-image'] },
 ];
 
@@ -68,4 +73,16 @@ export async function checkHostTools(tasks?: string[]): Promise<ToolCheck[]> {
 export function aptInstallLine(checks: ToolCheck[]): string | undefined {
   const missing = [...new Set(checks.filter((c) => !c.present && !c.coveredBy).map((c) => c.tool.aptPackage))].sort();
   return missing.length ? `apt-get install -y ${missing.join(' ')}` : undefined;
+}
+
+/**
+ * Fails fast, before any work, when tools a step needs are missing: one line naming them and the
+ * apt-get line that installs them (alternatives such as debootstrap for mmdebstrap count).
+ */
+export async function requireHostTools(task: string): Promise<void> {
+  const checks = await checkHostTools([task]);
+  const missing = checks.filter((c) => !c.present && !c.coveredBy && c.tool.neededBy.includes(task));
+  if (!missing.length) return;
+  const fix = aptInstallLine(missing)!;
+  throw new GuestError('E_MISSING_TOOL', `${task} needs ${missing.map((m) => m.tool.name).join(', ')}, not found on this host (run as root: ${fix})`);
 }

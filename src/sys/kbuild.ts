@@ -1,4 +1,6 @@
+import { mkdirSync } from 'node:fs';
 import { cpus } from 'node:os';
+import { join } from 'node:path';
 import { which } from 'zx';
 
 /**
@@ -38,4 +40,22 @@ export async function ccacheArgs(): Promise<string[]> {
 export function compilerErrors(tail: string[]): string[] {
   const picked = tail.filter((l) => /(\berror\b|Error \d+|undefined reference|\*\*\*|fatal:|No rule to make target)/.test(l));
   return [...new Set(picked)].slice(-15);
+}
+
+/**
+ * Where a kernel object tree is built and later packaged. kbuild records absolute object-tree
+ * paths (objtool's own build), so packaging a copy at another path recompiles everything. Each
+ * make therefore runs in a private mount namespace with its folder bind-mounted at this one path
+ * per kernel-build key: the same path for the build and for the packaging, and nothing left
+ * mounted on the host whatever happens to the process.
+ */
+export function stableBuildPath(cacheDir: string, buildKey: string): string {
+  return join(cacheDir, 'kbuild', buildKey.slice(0, 16));
+}
+
+/** Arguments that run `make …` with `folder` visible at `stable` (see stableBuildPath). */
+export function inStablePath(folder: string, stable: string, makeArgv: string[]): { cmd: string; args: string[] } {
+  mkdirSync(stable, { recursive: true });
+  const script = 'mount --bind "$1" "$2" && shift 2 && exec make "$@"';
+  return { cmd: 'unshare', args: ['--mount', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', folder, stable, ...makeArgv] };
 }

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { GuestError } from '../../errors.js';
 import type { Json } from '../../engine/types.js';
 import { runLogged } from '../../sys/exec.js';
-import { ccacheArgs, compilerErrors, jobs, kbuildEnv, makeArgs } from '../../sys/kbuild.js';
+import { requireHostTools } from '../../sys/host-tools.js';
+import { ccacheArgs, compilerErrors, inStablePath, jobs, kbuildEnv, makeArgs, stableBuildPath } from '../../sys/kbuild.js';
 import { parseDotConfig } from '../../sys/kconfig/options.js';
 import type { StepContext, StepDefinition } from '../types.js';
 
@@ -14,7 +15,7 @@ import type { StepContext, StepDefinition } from '../types.js';
  */
 export const kernelBuild: StepDefinition = {
   kind: 'kernel-build',
-  version: 1,
+  version: 2,
   resources: { cpu: 'all' },
   publish: 'kernel',
   undigested: ['build'],
@@ -22,19 +23,26 @@ export const kernelBuild: StepDefinition = {
 };
 
 async function buildKernel(ctx: StepContext): Promise<{ [k: string]: Json }> {
+  await requireHostTools('kernel-build');
   const tree = join(ctx.upstream['kernel-source']!.dir, 'tree');
   const config = join(ctx.upstream['kernel-config']!.dir, 'config');
   const { localVersion } = ctx.params as { localVersion: string };
-  const objtree = join(ctx.outDir, 'build');
-  mkdirSync(objtree, { recursive: true });
-  copyFileSync(config, join(objtree, '.config'));
-  const modules = parseDotConfig(readFileSync(config, 'utf8')).get('MODULES') === 'y';
+  mkdirSync(join(ctx.outDir, 'build'), { recursive: true });
+  copyFileSync(config, join(ctx.outDir, 'build', '.config'));
+  // make sees out/ at a path that kernel-debs will use again (see stableBuildPath)
+  const stable = stableBuildPath(ctx.cacheDir, ctx.key);
+  const objtree = join(stable, 'build');
+  const make = (args: string[], capture = false) => {
+    const { cmd, args: argv } = inStablePath(ctx.outDir, stable, args);
+    return runLogged(ctx.log, cmd, argv, { env, signal: ctx.signal, explain: compilerErrors, capture });
+  };
   const env = kbuildEnv(ctx.sourceDate);
+  const modules = parseDotConfig(readFileSync(config, 'utf8')).get('MODULES') === 'y';
   const extra = await ccacheArgs();
   if (extra.length) ctx.log.info('using ccache');
   const targets = ['bzImage', ...(modules ? ['modules'] : [])];
-  await runLogged(ctx.log, 'make', [...makeArgs(tree, objtree, `-j${jobs()}`, ...targets), ...extra], { env, signal: ctx.signal, explain: compilerErrors });
-  const release = (await runLogged(ctx.log, 'make', ['-s', ...makeArgs(tree, objtree, 'kernelrelease')], { env, signal: ctx.signal, capture: true })).trim();
+  await make([...makeArgs(tree, objtree, `-j${jobs()}`, ...targets), ...extra]);
+  const release = (await make(['-s', ...makeArgs(tree, objtree, 'kernelrelease')], true)).trim();
   if (!release.endsWith(localVersion)) {
     throw new GuestError('E_KERNEL_RELEASE', `built kernel release ${release} does not end in ${localVersion} (CONFIG_LOCALVERSION did not take effect)`);
   }
@@ -45,10 +53,10 @@ async function buildKernel(ctx: StepContext): Promise<{ [k: string]: Json }> {
     ['.config', `config-${release}`],
     ['System.map', `System.map-${release}`],
   ];
-  for (const [from, to] of files) copyFileSync(join(objtree, from), join(ctx.outDir, to));
+  for (const [from, to] of files) copyFileSync(join(ctx.outDir, 'build', from), join(ctx.outDir, to));
   symlinkSync(`vmlinuz-${release}`, join(ctx.outDir, `vmlinuz-${flavour}.container`));
   symlinkSync(`vmlinux-${release}`, join(ctx.outDir, `vmlinux-${flavour}.container`));
   const sourceResult = ctx.upstream['kernel-source']!.result;
   ctx.log.info(`kernel release ${release}`);
-  return { kernelRelease: release, version: sourceResult.version ?? null, flavour, modules, image: `vmlinuz-${release}` };
+  return { kernelRelease: release, buildKey: ctx.key, version: sourceResult.version ?? null, flavour, modules, image: `vmlinuz-${release}` };
 }

@@ -3,6 +3,7 @@ import { basename, join } from 'node:path';
 import { GuestError } from '../../errors.js';
 import type { Json } from '../../engine/types.js';
 import { runLogged } from '../../sys/exec.js';
+import { requireHostTools } from '../../sys/host-tools.js';
 import { kbuildEnv, makeArgs } from '../../sys/kbuild.js';
 import { parseDotConfig, readFragment, type RequestedOption } from '../../sys/kconfig/options.js';
 import { indexKconfig } from '../../sys/kconfig/tree.js';
@@ -33,6 +34,7 @@ export function expandFragments(paths: string[]): string[] {
 }
 
 async function mergeAndVerify(ctx: StepContext): Promise<{ [k: string]: Json }> {
+  await requireHostTools('kernel-config');
   const tree = join(ctx.upstream['kernel-source']!.dir, 'tree');
   const { localVersion, startFrom, allowDropped } = ctx.params as { localVersion: string; startFrom: string; allowDropped: string[] };
   const base = ctx.files.baseConfig as string;

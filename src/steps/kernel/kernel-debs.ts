@@ -5,7 +5,8 @@ import { GuestError } from '../../errors.js';
 import { sha256File } from '../../engine/digest.js';
 import type { Json } from '../../engine/types.js';
 import { runLogged } from '../../sys/exec.js';
-import { compilerErrors, jobs, kbuildEnv, makeArgs } from '../../sys/kbuild.js';
+import { requireHostTools } from '../../sys/host-tools.js';
+import { compilerErrors, inStablePath, jobs, kbuildEnv, makeArgs, stableBuildPath } from '../../sys/kbuild.js';
 import type { StepContext, StepDefinition } from '../types.js';
 
 /**
@@ -15,30 +16,39 @@ import type { StepContext, StepDefinition } from '../types.js';
  */
 export const kernelDebs: StepDefinition = {
   kind: 'kernel-debs',
-  version: 1,
+  version: 2,
   resources: { cpu: 'all' },
   publish: 'debs',
   run: (ctx) => packageKernel(ctx),
 };
 
 async function packageKernel(ctx: StepContext): Promise<{ [k: string]: Json }> {
+  await requireHostTools('kernel-debs');
   const { format, packageVersion } = ctx.params as { format: 'deb' | 'rpm'; packageVersion: string | null };
   const build = ctx.upstream['kernel-build']!;
   // kbuild leaves a `source` link in an out-of-tree object folder: the tree it was built from
   const sourceTree = readlinkSync(join(build.dir, 'build', 'source'));
-  const objtree = join(ctx.workDir, 'build');
-  // cp -a keeps timestamps, so make finds every object up to date
-  await runLogged(ctx.log, 'cp', ['-a', join(build.dir, 'build'), objtree], { signal: ctx.signal });
+  const pkgDir = join(ctx.workDir, 'pkg');
+  mkdirSync(pkgDir);
+  // cp -a keeps timestamps; the stable path keeps the recorded paths: make finds everything up to date
+  await runLogged(ctx.log, 'cp', ['-a', join(build.dir, 'build'), join(pkgDir, 'build')], { signal: ctx.signal });
+  const stable = stableBuildPath(ctx.cacheDir, String(build.result.buildKey));
+  const objtree = join(stable, 'build');
+  const make = (args: string[]) => {
+    const { cmd, args: argv } = inStablePath(pkgDir, stable, args);
+    return runLogged(ctx.log, cmd, argv, { env, signal: ctx.signal, explain: compilerErrors });
+  };
   const version = packageVersion ?? `${build.result.version}-1`;
   const env = kbuildEnv(ctx.sourceDate, { KDEB_PKGVERSION: version, PATH: `${dateShim(ctx.workDir)}:${process.env.PATH}` });
   if (format === 'rpm') {
     if (!(await which('rpmbuild', { nothrow: true }))) throw new GuestError('E_MISSING_TOOL', 'kernel.packages is rpm, but rpmbuild is not installed (apt-get install rpm, or use packages: deb)');
     const top = join(ctx.workDir, 'rpmbuild');
-    await runLogged(ctx.log, 'make', makeArgs(sourceTree, objtree, `-j${jobs()}`, `RPMOPTS=--define "_topdir ${top}"`, 'binrpm-pkg'), { env, signal: ctx.signal, explain: compilerErrors });
+    await make(makeArgs(sourceTree, objtree, `-j${jobs()}`, `RPMOPTS=--define "_topdir ${top}"`, 'binrpm-pkg'));
     return collectRpms(ctx, join(top, 'RPMS'));
   }
-  await runLogged(ctx.log, 'make', makeArgs(sourceTree, objtree, `-j${jobs()}`, 'bindeb-pkg'), { env, signal: ctx.signal, explain: compilerErrors });
-  return collectDebs(ctx, ctx.workDir, String(build.result.kernelRelease));
+  await make(makeArgs(sourceTree, objtree, `-j${jobs()}`, 'bindeb-pkg'));
+  // bindeb-pkg writes the packages next to the object tree
+  return collectDebs(ctx, pkgDir, String(build.result.kernelRelease));
 }
 
 /**

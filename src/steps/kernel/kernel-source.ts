@@ -6,6 +6,7 @@ import type { Json } from '../../engine/types.js';
 import { aptShow } from '../../sys/apt.js';
 import { checkSha256, downloadVerified, fetchText, redactUrl } from '../../sys/download.js';
 import { runLogged } from '../../sys/exec.js';
+import { requireHostTools } from '../../sys/host-tools.js';
 import type { ResolveContext, StepContext, StepDefinition } from '../types.js';
 import { majorFolder, listedVersions, pickVersion, sha256FromSums, versionFromMakefile, versionSatisfies } from './versions.js';
 
@@ -84,6 +85,7 @@ async function verifySignature(text: string, keyring: string, ctx: ResolveContex
 }
 
 async function fetchAndExtract(ctx: StepContext): Promise<{ [k: string]: Json }> {
+  await requireHostTools('kernel-source');
   const p = ctx.params as unknown as SourceParams;
   const { tarball, origin, name } = await obtainTarball(ctx, p);
   const digest = await sha256File(tarball);

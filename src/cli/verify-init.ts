@@ -1,0 +1,65 @@
+/** One check the guest runs; its result comes back on the serial console. */
+export interface GuestCheck {
+  name: string;
+  /** Shell (busybox sh) that exits 0 on pass; what it prints becomes the detail. */
+  script: string;
+}
+
+function quote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * The init of the boot check's initramfs: busybox mounts the image read-only at /mnt, runs each
+ * check, prints `GG-CHECK <name> pass|fail <detail>` lines and powers off.
+ */
+export function verifyInit(checks: GuestCheck[], fsType: string): string {
+  const lines = [
+    '#!/bin/busybox sh',
+    '/bin/busybox --install -s /bin',
+    'export PATH=/bin',
+    'mkdir -p /proc /sys /dev /mnt /tmp',
+    'mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev',
+    'echo GG-BOOTED',
+    `if mount -t ${fsType} -o ro /dev/vda /mnt; then echo "GG-CHECK image-mounts pass /dev/vda"; else echo "GG-CHECK image-mounts fail cannot mount /dev/vda as ${fsType}"; fi`,
+    'mount -t proc proc /mnt/proc 2>/dev/null; mount -t sysfs sysfs /mnt/sys 2>/dev/null; mount --bind /dev /mnt/dev 2>/dev/null',
+  ];
+  for (const c of checks) {
+    lines.push(`out=$( ( ${c.script} ) 2>&1 ); if [ $? -eq 0 ]; then echo "GG-CHECK ${c.name} pass $(echo $out | head -c 300)"; else echo "GG-CHECK ${c.name} fail $(echo $out | head -c 300)"; fi`);
+  }
+  lines.push('echo GG-DONE', 'poweroff -f', 'sleep 5');
+  return `${lines.join('\n')}\n`;
+}
+
+/** Checks for a built guest: release, config options, driver modules, OCI hook. */
+export function guestChecks(o: { release: string; options: string[]; modules: string[]; hook?: string }): GuestCheck[] {
+  const checks: GuestCheck[] = [{ name: 'kernel-release', script: `r=$(uname -r); echo "$r"; [ "$r" = ${quote(o.release)} ]` }];
+  for (const opt of o.options) {
+    const unset = /^# (CONFIG_[A-Za-z0-9_]+) is not set$/.exec(opt);
+    const script = unset ? `! zcat /proc/config.gz | grep -q '^${unset[1]}=' && echo off` : `zcat /proc/config.gz | grep -qxF ${quote(opt)} && echo on`;
+    const symbol = unset ? unset[1]! : opt.split('=')[0]!;
+    checks.push({ name: `config:${symbol}`, script });
+  }
+  for (const m of o.modules) {
+    const name = m.split('/').pop()!.replace(/\.ko.*$/, '');
+    const path = `/mnt/lib/modules/${o.release}/${m}`;
+    checks.push({ name: `module-present:${name}`, script: `test -f ${quote(path)} && echo ${quote(m)}` });
+    checks.push({ name: `module-vermagic:${name}`, script: `v=$(chroot /mnt /sbin/modinfo -F vermagic ${quote(`/lib/modules/${o.release}/${m}`)}); echo "$v"; case "$v" in ${quote(o.release)}' '*) true;; *) false;; esac` });
+    checks.push({ name: `module-loads:${name}`, script: `chroot /mnt /sbin/modprobe ${quote(name)} && grep -q "^${name} " /proc/modules && echo loaded` });
+  }
+  if (o.hook) checks.push({ name: 'oci-hook', script: `test -x ${quote(`/mnt/${o.hook}`)} && head -n 2 ${quote(`/mnt/${o.hook}`)} | tr '\\n' ' '` });
+  return checks;
+}
+
+export interface CheckResult {
+  name: string;
+  pass: boolean;
+  detail: string;
+}
+
+/** Reads the GG-CHECK lines back; a check that never reported counts as failed. */
+export function parseChecks(console: string, expected: string[]): CheckResult[] {
+  const found = new Map<string, CheckResult>();
+  for (const m of console.matchAll(/^GG-CHECK (\S+) (pass|fail) ?(.*?)\r?$/gm)) found.set(m[1]!, { name: m[1]!, pass: m[2] === 'pass', detail: m[3]!.trim() });
+  return ['image-mounts', ...expected].map((name) => found.get(name) ?? { name, pass: false, detail: 'no result (the guest did not get this far)' });
+}

@@ -1,0 +1,101 @@
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { GuestError } from '../errors.js';
+import type { CacheEntry } from '../engine/cache.js';
+import { planRun } from '../engine/plan.js';
+import { runLogged } from '../sys/exec.js';
+import { requireHostTools } from '../sys/host-tools.js';
+import { bootGuest } from '../sys/qemu.js';
+import { TaskLog } from '../sys/task-log.js';
+import { openCache, prepareOut, type CliEnv, type PipelineOptions } from './context.js';
+import { abortOnSignals } from './signals.js';
+import { guestChecks, parseChecks, verifyInit } from './verify-init.js';
+
+export interface VerifyOptions extends PipelineOptions {
+  accel: string;
+  timeout: string;
+  memory: string;
+  json?: boolean;
+}
+
+const HOOK = 'usr/share/oci/hooks/prestart/nvidia-container-toolkit.sh';
+
+/** gpu-guest verify: boots the built kernel with the built image in QEMU and checks the guest from inside. */
+export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<number> {
+  if (!['tcg', 'kvm'].includes(opts.accel)) throw new GuestError('E_USAGE', `--accel ${opts.accel}: expected tcg or kvm`);
+  const timeoutS = Number(opts.timeout);
+  if (!Number.isFinite(timeoutS) || timeoutS <= 0) throw new GuestError('E_USAGE', `--timeout ${opts.timeout}: expected seconds > 0`);
+  const loaded = env.loadGraph(opts);
+  const { store, memo } = openCache(opts, env.env, env.stderr);
+  const logs = prepareOut(loaded.pipelineOut);
+  const signals = abortOnSignals(() => undefined);
+  const work = mkdtempSync(join(tmpdir(), 'gpu-guest-verify-'));
+  try {
+    await requireHostTools('verify');
+    const plan = await planRun(loaded.graph, {}, { steps: env.steps, store, memo, signal: signals.signal });
+    const entry = async (id: string): Promise<CacheEntry | undefined> => {
+      const t = plan.tasks.find((x) => x.id === id);
+      return t ? store.get(t.key) : undefined;
+    };
+    const [build, config, image, driver, toolkit] = await Promise.all(['kernel-build', 'kernel-config', 'image', 'driver', 'toolkit'].map(entry));
+    const missing = [['kernel-build', build], ['image', image]].filter(([, e]) => !e).map(([id]) => id);
+    if (missing.length) throw new GuestError('E_NOT_CACHED', `verify needs the built ${missing.join(' and ')} of ${plan.pipeline}: run gpu-guest build with the same pipeline and flags first`);
+    const release = String(build!.meta.result.kernelRelease);
+    const format = String(image!.meta.result.format);
+    if (format === 'initrd') throw new GuestError('E_USAGE', 'verify boots ext4 and erofs images; this pipeline builds an initrd (set image.format: ext4 to verify it)');
+    const options = config ? readFileSync(join(config.outDir, 'requested.conf'), 'utf8').split('\n').map((l) => l.replace(/\s+#\s[^#]*$/, '').trim()).filter(Boolean) : [];
+    const modules = (driver?.meta.result.modules as string[] | undefined) ?? [];
+    const hook = toolkit && toolkit.meta.result.mode === 'oci-hook' ? HOOK : undefined;
+    const checks = guestChecks({ release, options: [...new Set(options)], modules, hook });
+    const initrd = await buildVerifyInitrd(work, verifyInit(checks, format), signals.signal);
+    const consoleLog = join(logs, 'verify.log');
+    env.stdout(`booting ${release} with ${image!.meta.result.image} in qemu (${opts.accel}, at most ${timeoutS} s)\n`);
+    const boot = await bootGuest({
+      kernel: join(build!.outDir, String(build!.meta.result.image)),
+      initrd,
+      disk: join(image!.outDir, String(image!.meta.result.image)),
+      append: 'console=ttyS0 panic=-1 loglevel=4',
+      accel: opts.accel as 'tcg' | 'kvm',
+      machine: driver || loaded.graph.tasks.some((t) => t.id === 'driver') ? 'q35' : 'pc',
+      memoryMiB: Number(opts.memory),
+      timeoutMs: timeoutS * 1000,
+      logFile: consoleLog,
+      signal: signals.signal,
+      doneMarker: /^GG-DONE/m,
+    });
+    const results = parseChecks(boot.console, checks.map((c) => c.name));
+    if (opts.json) env.stdout(`${JSON.stringify({ release, results, timedOut: boot.timedOut, console: consoleLog })}\n`);
+    else for (const r of results) env.stdout(`${r.pass ? 'pass' : 'FAIL'}  ${r.name}${r.detail ? `  ${r.detail}` : ''}\n`);
+    const failed = results.filter((r) => !r.pass);
+    if (boot.timedOut && !/GG-DONE/.test(boot.console)) {
+      throw new GuestError('E_BOOT_TIMEOUT', `the guest did not finish its checks within ${timeoutS} s (serial console: ${consoleLog}; raise --timeout, or check the kernel boots)`, { details: boot.console.trimEnd().split('\n').slice(-15) });
+    }
+    if (failed.length) throw new GuestError('E_VERIFY_FAILED', `${failed.length} of ${results.length} checks failed in the guest (serial console: ${consoleLog})`, { details: failed.map((f) => `${f.name}: ${f.detail}`) });
+    env.stdout(`all ${results.length} checks passed\n`);
+    return 0;
+  } finally {
+    signals.dispose();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** A gzip'd cpio with the host's static busybox and the check script as /init. */
+async function buildVerifyInitrd(work: string, init: string, signal: AbortSignal): Promise<string> {
+  const root = join(work, 'initramfs');
+  mkdirSync(join(root, 'bin'), { recursive: true });
+  const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));
+  if (!busybox) throw new GuestError('E_MISSING_TOOL', 'verify needs a static busybox (apt-get install busybox-static)');
+  copyFileSync(busybox, join(root, 'bin/busybox'));
+  chmodSync(join(root, 'bin/busybox'), 0o755);
+  writeFileSync(join(root, 'init'), init);
+  chmodSync(join(root, 'init'), 0o755);
+  const out = join(work, 'verify.cpio.gz');
+  const log = new TaskLog(join(work, 'initrd.log'));
+  try {
+    await runLogged(log, 'sh', ['-c', 'cd "$1" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -n > "$2"', 'sh', root, out], { signal });
+  } finally {
+    log.close();
+  }
+  return out;
+}

@@ -1,0 +1,86 @@
+import { linkSync, mkdirSync, writeFileSync, copyFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { GuestError } from '../../errors.js';
+import { sha256Hex } from '../../engine/key.js';
+import type { Json } from '../../engine/types.js';
+import { applyCleanupList, treeSize } from '../../sys/cleanup.js';
+import { runLogged } from '../../sys/exec.js';
+import { requireHostTools } from '../../sys/host-tools.js';
+import { unpackRootfs } from '../../sys/rootfs-tar.js';
+import type { StepContext, StepDefinition } from '../types.js';
+import { readRecipe } from '../rootfs/recipe.js';
+import { kataConfig } from './kata-config.js';
+
+interface ImageParams {
+  format: 'ext4' | 'erofs' | 'initrd';
+  marginMiB: number;
+  sizeMiB: number | null;
+  flavour: string;
+  vendor: 'nvidia' | 'intel';
+}
+
+/**
+ * image: the guest disk image from the finished rootfs, without loop devices or mounts (ext4 with
+ * mkfs.ext4 -d, erofs with mkfs.erofs, or a gzip'd cpio initrd), plus the Kata snippet.
+ */
+export const image: StepDefinition = {
+  kind: 'image',
+  version: 1,
+  resources: { cpu: 1 },
+  publish: '.',
+  run: (ctx) => makeImage(ctx),
+};
+
+/** A UUID derived from the task key: the same inputs give the same file system. */
+function stableUuid(seed: string): string {
+  const h = sha256Hex(seed);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+async function makeImage(ctx: StepContext): Promise<{ [k: string]: Json }> {
+  await requireHostTools('image');
+  const p = ctx.params as unknown as ImageParams;
+  const upstream = Object.values(ctx.upstream)[0]!;
+  const tarball = join(upstream.dir, 'rootfs.tar');
+  const root = join(ctx.workDir, 'root');
+  await unpackRootfs(ctx.log, tarball, root, ctx.signal);
+  applyCleanupList(root, readRecipe(ctx.files.recipe as string).cleanup);
+  const contentBytes = treeSize(root);
+  mkdirSync(join(ctx.outDir, 'rootfs'), { recursive: true });
+  mkdirSync(join(ctx.outDir, 'kata'), { recursive: true });
+  const name = p.format === 'initrd' ? `kata-containers-initrd-${p.flavour}.img` : `kata-containers-${p.flavour}.img`;
+  const out = join(ctx.outDir, 'rootfs', name);
+  const env = { ...process.env, SOURCE_DATE_EPOCH: String(ctx.sourceDate), E2FSPROGS_FAKE_TIME: String(ctx.sourceDate), LC_ALL: 'C' };
+  const uuid = stableUuid(ctx.key);
+  let sizeMiB: number | null = null;
+  if (p.format === 'ext4') {
+    // content plus a quarter for ext4's own metadata and inodes, plus the margin
+    const needed = Math.ceil((contentBytes * 1.25) / 2 ** 20) + 16;
+    sizeMiB = p.sizeMiB ?? needed + p.marginMiB;
+    if (p.sizeMiB !== null && p.sizeMiB < needed) {
+      throw new GuestError('E_IMAGE_TOO_SMALL', `image.sizeMiB ${p.sizeMiB} is too small for the rootfs (${(contentBytes / 2 ** 20).toFixed(0)} MiB of files need about ${needed} MiB): raise image.sizeMiB or remove it to size from the content`);
+    }
+    try {
+      await runLogged(ctx.log, 'mkfs.ext4', ['-q', '-F', '-L', 'gpu-guest', '-U', uuid, '-E', `root_owner=0:0,hash_seed=${uuid}`, '-d', root, out, `${sizeMiB}M`], { env, signal: ctx.signal });
+    } catch (err) {
+      if (err instanceof GuestError && err.code === 'E_COMMAND_FAILED') {
+        throw new GuestError('E_IMAGE_TOO_SMALL', `mkfs.ext4 could not fit the rootfs into ${sizeMiB} MiB: raise image.sizeMiB or image.marginMiB`, { cause: err });
+      }
+      throw err;
+    }
+  } else if (p.format === 'erofs') {
+    await runLogged(ctx.log, 'mkfs.erofs', ['-T', String(ctx.sourceDate), '-U', uuid, '--all-root', out, root], { env, signal: ctx.signal });
+  } else {
+    await runLogged(ctx.log, 'sh', ['-c', 'cd "$1" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --reproducible --quiet | gzip -n -9 > "$2"', 'sh', root, out], { env, signal: ctx.signal });
+  }
+  // the tarball next to the image: a hard link to the upstream entry's file, not a copy
+  const tarName = `kata-containers-${p.flavour}.tar`;
+  try {
+    linkSync(tarball, join(ctx.outDir, 'rootfs', tarName));
+  } catch {
+    copyFileSync(tarball, join(ctx.outDir, 'rootfs', tarName));
+  }
+  writeFileSync(join(ctx.outDir, 'kata', `configuration-${p.flavour}.toml`), kataConfig({ vendor: p.vendor, flavour: p.flavour, imageFile: name, initrd: p.format === 'initrd' }));
+  ctx.log.info(`${name}: ${p.format}${sizeMiB ? `, ${sizeMiB} MiB` : ''}, rootfs content ${(contentBytes / 2 ** 20).toFixed(1)} MiB`);
+  return { image: `rootfs/${name}`, format: p.format, sizeMiB, contentBytes, uuid, kata: `kata/configuration-${p.flavour}.toml`, kernelRelease: (upstream.result.kernelRelease as string | undefined) ?? null };
+}

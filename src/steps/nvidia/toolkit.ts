@@ -1,0 +1,142 @@
+import { chmodSync, copyFileSync, mkdirSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { GuestError } from '../../errors.js';
+import type { Json } from '../../engine/types.js';
+import { withChroot, type ChrootSession } from '../../sys/chroot.js';
+import { applyCleanupList, treeSize } from '../../sys/cleanup.js';
+import { runLogged } from '../../sys/exec.js';
+import { packRootfs, unpackRootfs } from '../../sys/rootfs-tar.js';
+import type { StepContext, StepDefinition } from '../types.js';
+import { readRecipe } from '../rootfs/recipe.js';
+
+/** The four packages of the NVIDIA container toolkit; all must have one version. */
+export const TOOLKIT_PACKAGES = ['nvidia-container-toolkit', 'nvidia-container-toolkit-base', 'libnvidia-container1', 'libnvidia-container-tools'];
+
+export const HOOK_PATH = 'usr/share/oci/hooks/prestart/nvidia-container-toolkit.sh';
+const STAGE = 'var/tmp/gpu-guest-toolkit';
+
+interface ToolkitParams {
+  version: string;
+  mode: 'oci-hook' | 'cdi';
+  repository: { url: string; suite: string; components: string[] } | null;
+  purge: string[];
+}
+
+/**
+ * toolkit: installs the NVIDIA container toolkit (local debs or an apt repository), writes the Kata
+ * prestart hook (or a CDI generator), then purges build-only packages and caches.
+ */
+export const toolkit: StepDefinition = {
+  kind: 'toolkit',
+  version: 1,
+  resources: { cpu: 1 },
+  run: (ctx) => installToolkit(ctx),
+};
+
+interface LocalDeb {
+  file: string;
+  package: string;
+  version: string;
+}
+
+async function readDebs(ctx: StepContext, paths: string[]): Promise<LocalDeb[]> {
+  const files = paths.flatMap((p) => (statSync(p).isDirectory() ? readdirSync(p).filter((f) => f.endsWith('.deb')).sort().map((f) => join(p, f)) : [p]));
+  const debs: LocalDeb[] = [];
+  for (const file of files) {
+    const out = await runLogged(ctx.log, 'dpkg-deb', ['-f', file, 'Package', 'Version'], { capture: true });
+    const get = (k: string) => new RegExp(`^${k}: (.+)$`, 'm').exec(out)?.[1]?.trim() ?? '';
+    debs.push({ file, package: get('Package'), version: get('Version') });
+  }
+  return debs;
+}
+
+/** All four packages present, all of the pipeline's version: checked before anything is installed. */
+export function checkToolkitSet(debs: LocalDeb[], version: string): LocalDeb[] {
+  const chosen = TOOLKIT_PACKAGES.map((name) => debs.find((d) => d.package === name));
+  const missing = TOOLKIT_PACKAGES.filter((_, i) => !chosen[i]);
+  if (missing.length) throw new GuestError('E_TOOLKIT_INCOMPLETE', `toolkit.debs lacks ${missing.join(', ')} (all four toolkit packages are needed)`);
+  const found = chosen as LocalDeb[];
+  if (found.some((d) => d.version !== version)) {
+    throw new GuestError('E_TOOLKIT_VERSION', `the toolkit packages must all be version ${version} (toolkit.version)`, { details: found.map((d) => `${d.package} ${d.version}${d.version === version ? '' : '  <- differs'} (${basename(d.file)})`) });
+  }
+  return found;
+}
+
+async function installToolkit(ctx: StepContext): Promise<{ [k: string]: Json }> {
+  const p = ctx.params as unknown as ToolkitParams;
+  const debPaths = (ctx.files.debs as string[] | undefined) ?? [];
+  if (!debPaths.length && !p.repository) throw new GuestError('E_PIPELINE_INVALID', 'toolkit: give toolkit.debs (local .deb files or folders) or toolkit.repository');
+  const debs = debPaths.length ? checkToolkitSet(await readDebs(ctx, debPaths), p.version) : [];
+  const recipe = readRecipe(ctx.files.recipe as string);
+  const root = join(ctx.workDir, 'root');
+  await unpackRootfs(ctx.log, join(ctx.upstream.driver!.dir, 'rootfs.tar'), root, ctx.signal);
+  const release = String(ctx.upstream.driver!.result.kernelRelease);
+  const stage = join(root, STAGE);
+  mkdirSync(stage, { recursive: true });
+  for (const d of debs) copyFileSync(d.file, join(stage, basename(d.file)));
+  const sizeBefore = treeSize(root);
+  let purged: string[] = [];
+  await withChroot(root, ctx, async (chroot) => {
+    if (debs.length) await chroot.run('dpkg', ['-i', ...debs.map((d) => `/${STAGE}/${basename(d.file)}`)]);
+    else await installFromRepository(chroot, root, p, ctx);
+    // asked inside the chroot: the postinst's link is absolute
+    const hook = await chroot.run('sh', ['-c', 'test -x /usr/bin/nvidia-container-toolkit && echo ok || echo missing'], { capture: true });
+    if (hook.trim() !== 'ok') {
+      throw new GuestError('E_TOOLKIT_INSTALL', 'nvidia-container-toolkit installed, but /usr/bin/nvidia-container-toolkit is missing (its postinst did not run)');
+    }
+    purged = await purgeBuildPackages(chroot, [...p.purge, `linux-headers-${release}`]);
+  });
+  rmSync(stage, { recursive: true, force: true });
+  writeHookOrCdi(root, p.mode);
+  const removed = applyCleanupList(root, recipe.cleanup);
+  const sizeAfter = treeSize(root);
+  ctx.log.info(`rootfs ${(sizeBefore / 2 ** 20).toFixed(1)} MiB before cleanup, ${(sizeAfter / 2 ** 20).toFixed(1)} MiB after (${purged.length} packages purged, ${removed} paths removed)`);
+  await packRootfs(ctx.log, root, join(ctx.outDir, 'rootfs.tar'), ctx.sourceDate, ctx.signal);
+  return { toolkitVersion: p.version, mode: p.mode, packages: debs.map((d) => `${d.package}=${d.version}`), purged, sizeBeforeBytes: sizeBefore, sizeAfterBytes: sizeAfter, kernelRelease: release, tarball: 'rootfs.tar' };
+}
+
+async function installFromRepository(chroot: ChrootSession, root: string, p: ToolkitParams, ctx: StepContext): Promise<void> {
+  const repo = p.repository!;
+  const key = ctx.files.repositoryKey as string | undefined;
+  if (!key) throw new GuestError('E_PIPELINE_INVALID', 'toolkit.repository.key must be a local keyring file');
+  mkdirSync(join(root, 'etc/apt/keyrings'), { recursive: true });
+  copyFileSync(key, join(root, 'etc/apt/keyrings/nvidia-container-toolkit.gpg'));
+  writeFileSync(join(root, 'etc/apt/sources.list.d/nvidia-container-toolkit.list'), `deb [signed-by=/etc/apt/keyrings/nvidia-container-toolkit.gpg] ${repo.url} ${repo.suite} ${repo.components.join(' ')}\n`);
+  // name resolution for apt inside the chroot, removed again below
+  copyFileSync('/etc/resolv.conf', join(root, 'etc/resolv.conf'));
+  try {
+    await chroot.run('apt-get', ['update']);
+    await chroot.run('apt-get', ['install', '-y', '--no-install-recommends', ...TOOLKIT_PACKAGES.map((n) => `${n}=${p.version}`)]);
+  } finally {
+    rmSync(join(root, 'etc/resolv.conf'), { force: true });
+  }
+}
+
+/** Purges the build-only packages that are installed; returns their names. */
+async function purgeBuildPackages(chroot: ChrootSession, names: string[]): Promise<string[]> {
+  if (!names.length) return [];
+  const listed = await chroot.run('dpkg-query', ['-W', '-f=${Package} ${db:Status-Abbrev}\\n'], { capture: true });
+  const installed = new Set(listed.split('\n').filter((l) => /\sii\s*$/.test(l)).map((l) => l.split(' ')[0]));
+  const present = names.filter((n) => installed.has(n));
+  if (present.length) await chroot.run('apt-get', ['purge', '-y', '--auto-remove', ...present]);
+  await chroot.run('apt-get', ['clean']);
+  return present;
+}
+
+/** The Kata prestart hook (`oci-hook`), or a boot-time CDI generator (`cdi`). */
+function writeHookOrCdi(root: string, mode: ToolkitParams['mode']): void {
+  if (mode === 'oci-hook') {
+    const hook = join(root, HOOK_PATH);
+    mkdirSync(join(hook, '..'), { recursive: true });
+    writeFileSync(hook, '#!/bin/bash -x\n/usr/bin/nvidia-container-toolkit -debug "$@"\n');
+    chmodSync(hook, 0o755);
+    return;
+  }
+  const unit = join(root, 'etc/systemd/system/nvidia-cdi-generate.service');
+  mkdirSync(join(unit, '..'), { recursive: true });
+  writeFileSync(unit, '[Unit]\nDescription=Generate the NVIDIA CDI specification\nBefore=kata-agent.service\n\n[Service]\nType=oneshot\nExecStart=/usr/bin/nvidia-ctk cdi generate --output=/var/run/cdi/nvidia.yaml\n\n[Install]\nWantedBy=multi-user.target\n');
+  mkdirSync(join(root, 'etc/systemd/system/multi-user.target.wants'), { recursive: true });
+  const link = join(root, 'etc/systemd/system/multi-user.target.wants/nvidia-cdi-generate.service');
+  rmSync(link, { force: true });
+  symlinkSync('/etc/systemd/system/nvidia-cdi-generate.service', link);
+}

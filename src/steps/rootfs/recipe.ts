@@ -1,0 +1,40 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse } from 'yaml';
+import { GuestError } from '../../errors.js';
+
+/** A distro recipe: rootfs/<distro>/recipe.yaml, plus files/ to place and cleanup.list. */
+export interface Recipe {
+  distro: string;
+  /** Archive keyring on the host that signs the distro's mirror. */
+  keyring: string;
+  /** Installed in every guest of this distro. */
+  basePackages: string[];
+  /** Paths (globs) removed from the finished guest, from cleanup.list. */
+  cleanup: string[];
+  /** rootfs/<distro>/files/, copied over the root filesystem, when present. */
+  filesDir?: string;
+}
+
+export function readRecipe(dir: string): Recipe {
+  const file = join(dir, 'recipe.yaml');
+  if (!existsSync(file)) throw new GuestError('E_PIPELINE_INVALID', `no rootfs recipe at ${file} (rootfs.distro names a folder under rootfs/)`);
+  const data = parse(readFileSync(file, 'utf8')) as Partial<Recipe>;
+  const cleanupFile = join(dir, 'cleanup.list');
+  const cleanup = existsSync(cleanupFile)
+    ? readFileSync(cleanupFile, 'utf8')
+        .split('\n')
+        .map((l) => l.replace(/#.*$/, '').trim())
+        .filter(Boolean)
+    : [];
+  if (cleanup.some((p) => !p.startsWith('/') || p.includes('..') || p === '/')) {
+    throw new GuestError('E_PIPELINE_INVALID', `${cleanupFile}: every entry must be an absolute path below / without ..`);
+  }
+  return {
+    distro: String(data.distro),
+    keyring: String(data.keyring),
+    basePackages: data.basePackages ?? [],
+    cleanup,
+    filesDir: existsSync(join(dir, 'files')) ? join(dir, 'files') : undefined,
+  };
+}

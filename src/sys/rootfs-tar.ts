@@ -1,0 +1,22 @@
+import { mkdirSync } from 'node:fs';
+import { runLogged } from './exec.js';
+import type { TaskLog } from './task-log.js';
+
+/** Unpacks a root filesystem tarball as root, keeping owners, modes and device nodes. */
+export async function unpackRootfs(log: TaskLog, tarball: string, dir: string, signal?: AbortSignal): Promise<void> {
+  mkdirSync(dir, { recursive: true });
+  await runLogged(log, 'tar', ['-xpf', tarball, '-C', dir, '--numeric-owner', '--xattrs', '--xattrs-include=*'], { signal });
+}
+
+/**
+ * Packs a root filesystem reproducibly: names sorted, mtimes clamped to the source date, numeric
+ * owners, no atime/ctime — the same tree always gives the same bytes.
+ */
+export async function packRootfs(log: TaskLog, dir: string, tarball: string, sourceDate: number, signal?: AbortSignal): Promise<void> {
+  await runLogged(
+    log,
+    'tar',
+    ['-cf', tarball, '-C', dir, '--sort=name', `--mtime=@${sourceDate}`, '--clamp-mtime', '--numeric-owner', '--xattrs', '--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime', '.'],
+    { signal, env: { ...process.env, LC_ALL: 'C' } },
+  );
+}

@@ -1,0 +1,71 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, openSync, readFileSync, readlinkSync, readSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
+import { cliBin, run, sharedCacheDir, testDir, writePipeline } from '../helpers.js';
+
+const version = debianKernelVersion();
+const release = `${version}-nvidia-gpu`;
+let server: KernelOrg;
+let out: string;
+let pipelineFile: string;
+let first: Awaited<ReturnType<typeof run>>;
+
+// One real kernel build for the whole run, kept in the shared test cache for later runs and files.
+beforeAll(async () => {
+  server = await startKernelOrg([{ path: `v6.x/linux-${version}.tar.xz`, file: DEBIAN_TARBALL }]);
+  const dir = testDir('gpu-guest-e2e-');
+  out = join(dir, 'out');
+  pipelineFile = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
+  first = await run(cliBin, ['build', '--until', 'kernel-debs', '--pipeline', pipelineFile, '--cache-dir', sharedCacheDir(), '--out-dir', out]);
+}, 1_800_000);
+afterAll(async () => server?.close());
+
+describe('nvidia kernel path end to end (kernel.org-style mirror → debs)', () => {
+  it('builds', () => {
+    expect(first.code, `${first.stdout}\n${first.stderr}`).toBe(0);
+  });
+
+  it('lays out the kernel under the names Kata expects', () => {
+    const kernel = join(out, 'nvidia-test/kernel');
+    for (const f of [`vmlinuz-${release}`, `vmlinux-${release}`, `config-${release}`, `System.map-${release}`]) expect(existsSync(join(kernel, f)), f).toBe(true);
+    expect(readlinkSync(join(kernel, 'vmlinuz-nvidia-gpu.container'))).toBe(`vmlinuz-${release}`);
+    expect(readlinkSync(join(kernel, 'vmlinux-nvidia-gpu.container'))).toBe(`vmlinux-${release}`);
+    // a bzImage carries the "HdrS" boot protocol signature at 0x202
+    const fd = openSync(join(kernel, `vmlinuz-${release}`), 'r');
+    const buf = Buffer.alloc(4);
+    readSync(fd, buf, 0, 4, 0x202);
+    closeSync(fd);
+    expect(buf.toString()).toBe('HdrS');
+  });
+
+  it('keeps every option of the nvidia fragment in the built config', () => {
+    const config = readFileSync(join(out, `nvidia-test/kernel/config-${release}`), 'utf8');
+    for (const line of ['CONFIG_HOTPLUG_PCI_PCIE=y', 'CONFIG_PCI_MMCONFIG=y', 'CONFIG_MODULES=y', 'CONFIG_MODULE_UNLOAD=y', '# CONFIG_DRM_NOUVEAU is not set', 'CONFIG_LOCALVERSION="-nvidia-gpu"', 'CONFIG_X86_PAT=y', 'CONFIG_FW_LOADER=y']) {
+      expect(config).toContain(line);
+    }
+  });
+
+  it('produces linux-headers and linux-image debs, read back with dpkg-deb', () => {
+    const debs = join(out, 'nvidia-test/debs');
+    for (const pkg of [`linux-headers-${release}`, `linux-image-${release}`]) {
+      const file = join(debs, `${pkg}_${version}-1_amd64.deb`);
+      expect(existsSync(file), file).toBe(true);
+      expect(execFileSync('dpkg-deb', ['-f', file, 'Package'], { encoding: 'utf8' }).trim()).toBe(pkg);
+    }
+    const contents = execFileSync('dpkg-deb', ['-c', join(debs, `linux-headers-${release}_${version}-1_amd64.deb`)], { encoding: 'utf8' });
+    expect(contents).toContain(`./usr/src/linux-headers-${release}/Makefile`);
+    const manifest = JSON.parse(readFileSync(join(out, 'nvidia-test/manifest.json'), 'utf8'));
+    const debsTask = manifest.tasks.find((t: { id: string }) => t.id === 'kernel-debs');
+    expect(debsTask.result.packages.map((p: { package: string }) => p.package)).toEqual(expect.arrayContaining([`linux-headers-${release}`, `linux-image-${release}`]));
+    expect(manifest.tasks.find((t: { id: string }) => t.id === 'kernel-source').result.version).toBe(version);
+  });
+
+  it('does nothing on a second run: every task comes from the cache', async () => {
+    const again = await run(cliBin, ['build', '--until', 'kernel-debs', '--pipeline', pipelineFile, '--cache-dir', sharedCacheDir(), '--out-dir', out]);
+    expect(again.code, again.stderr).toBe(0);
+    for (const id of ['kernel-source', 'kernel-config', 'kernel-build', 'kernel-debs']) expect(again.stdout).toMatch(new RegExp(`cached ${id}`));
+    expect(again.stdout).toMatch(/0 to run/);
+  });
+});

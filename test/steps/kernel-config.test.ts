@@ -1,0 +1,103 @@
+import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { DEBIAN_TARBALL } from '../fixtures/kernel-org.js';
+import { cliBin, run, sharedCacheDir, testDir, writePipeline } from '../helpers.js';
+
+// The Debian tarball as a local source: its extracted tree is shared through the test cache.
+const localSource = `  version: "6.1"\n  source:\n    tarball: ${DEBIAN_TARBALL}\n`;
+
+async function configure(vendor: 'nvidia' | 'intel', fragment?: string, options: { kernelExtra?: string; env?: NodeJS.ProcessEnv; fragmentName?: string } = {}) {
+  const dir = testDir();
+  const file = writePipeline(dir, vendor, localSource + (options.kernelExtra ?? ''));
+  const extra: string[] = [];
+  if (fragment !== undefined) {
+    const frag = join(dir, options.fragmentName ?? 'extra.conf');
+    writeFileSync(frag, fragment);
+    extra.push('--fragment', frag);
+  }
+  const r = await run(cliBin, ['build', '--until', 'kernel-config', '--pipeline', file, '--cache-dir', sharedCacheDir(), '--out-dir', join(dir, 'out'), ...extra], { env: options.env });
+  return { ...r, dir };
+}
+
+describe('kernel-config on the real kernel tree', () => {
+  it('merges base and the intel fragment; every requested option survives', async () => {
+    const r = await configure('intel');
+    expect(r.code, r.stderr).toBe(0);
+    const config = readFileSync(join(r.dir, 'out/intel-test/kernel-config/config'), 'utf8');
+    for (const line of ['CONFIG_DRM=y', 'CONFIG_DRM_I915=y', 'CONFIG_DRM_I915_USERPTR=y', 'CONFIG_LOCALVERSION="-intel-gpu"', 'CONFIG_64BIT=y', 'CONFIG_VIRTIO_BLK=y']) {
+      expect(config).toContain(`${line}\n`);
+    }
+  });
+
+  it('reports a misspelled symbol as unknown', async () => {
+    const r = await configure('nvidia', 'CONFIG_VIRTIO_BLKK=y\n');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: E_UNKNOWN_SYMBOL: /m);
+    expect(r.stderr).toMatch(/CONFIG_VIRTIO_BLKK=y \(extra\.conf:1\): CONFIG_VIRTIO_BLKK does not exist in this kernel/);
+  });
+
+  it('names the unmet dependency of an option that cannot survive', async () => {
+    const r = await configure('nvidia', '# needs USB\nCONFIG_USB_STORAGE=y\n');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: E_OPTION_DROPPED: 1 requested option did not survive make olddefconfig/m);
+    expect(r.stderr).toMatch(/CONFIG_USB_STORAGE=y \(extra\.conf:2\): final \.config has it not set — unmet depends on .*USB.*\(not set: .*USB/);
+  });
+
+  it('names what forces on an option asked to be off', async () => {
+    const r = await configure('nvidia', '# CONFIG_VIRTIO is not set\n');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/# CONFIG_VIRTIO is not set \(extra\.conf:1\): final \.config has VIRTIO=y — forced on by .*VIRTIO_PCI/);
+  });
+
+  it('lets an allow-listed symbol drop, matching whole names; blank entries allow nothing', async () => {
+    const ok = await configure('nvidia', 'CONFIG_USB_STORAGE=y\n', { kernelExtra: '  allowDropped: [CONFIG_USB_STORAGE]\n' });
+    expect(ok.code, ok.stderr).toBe(0);
+    const still = await configure('nvidia', 'CONFIG_USB_STORAGE=y\n', { kernelExtra: '  allowDropped: [USB, USB_STORAGE_X, CONFIG_USB_STOR]\n' });
+    expect(still.code).toBe(1);
+    expect(still.stderr).toContain('E_OPTION_DROPPED');
+    const blank = await configure('nvidia', 'CONFIG_USB_STORAGE=y\n', { kernelExtra: '  allowDropped: ["", USB]\n' });
+    expect(blank.code).toBe(2);
+    expect(blank.stderr).toMatch(/kernel\.allowDropped\[0\]: expected a value matching/);
+  });
+
+  it('rejects a malformed fragment line before running make', async () => {
+    const r = await configure('nvidia', 'CONFIG_A=y\nCONFIG_B yes\n', { fragmentName: 'typo.conf' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/E_FRAGMENT_SYNTAX: typo\.conf:2: 'CONFIG_B yes' is not a config line/);
+  });
+
+  it('rejects a CONFIG_LOCALVERSION that disagrees with kernel.localVersion', async () => {
+    const r = await configure('nvidia', 'CONFIG_LOCALVERSION="-other"\n');
+    expect(r.stderr).toMatch(/E_FRAGMENT_CONFLICT: extra\.conf:1: CONFIG_LOCALVERSION="-other" disagrees with kernel\.localVersion -nvidia-gpu/);
+  });
+
+  it('takes a folder of fragments in name order', async () => {
+    const dir = testDir();
+    mkdirSync(join(dir, 'frags'));
+    writeFileSync(join(dir, 'frags', '10-a.conf'), 'CONFIG_VIRTIO_BALLOON=y\n');
+    writeFileSync(join(dir, 'frags', '20-b.conf'), '# CONFIG_VIRTIO_BALLOON is not set\n');
+    const file = writePipeline(dir, 'nvidia', localSource);
+    const r = await run(cliBin, ['build', '--until', 'kernel-config', '--pipeline', file, '--fragment', join(dir, 'frags'), '--cache-dir', sharedCacheDir(), '--out-dir', join(dir, 'out')]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(readFileSync(join(dir, 'out/nvidia-test/kernel-config/config'), 'utf8')).toContain('# CONFIG_VIRTIO_BALLOON is not set');
+  });
+
+  it('names the apt package of a missing host tool', async () => {
+    const bin = join(testDir(), 'bin');
+    mkdirSync(bin);
+    for (const d of ['/usr/bin', '/bin', '/usr/sbin', '/sbin']) {
+      for (const f of readdirSync(d)) {
+        if (f === 'make') continue;
+        try {
+          symlinkSync(join(d, f), join(bin, f));
+        } catch {
+          // already linked from an earlier folder
+        }
+      }
+    }
+    const r = await configure('nvidia', undefined, { env: { PATH: bin } });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/E_MISSING_TOOL: kernel-config needs make, not found on this host \(run as root: apt-get install -y make\)/);
+  });
+});
