@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { afterEach } from 'vitest';
+import { afterAll, afterEach } from 'vitest';
 
 export const repoRoot = resolve(import.meta.dirname, '..');
 export const harness = join(repoRoot, 'test/fixtures/harness.mjs');
@@ -12,6 +12,18 @@ const made: string[] = [];
 afterEach(() => {
   for (const d of made.splice(0)) rmSync(d, { recursive: true, force: true });
 });
+
+const suiteMade: string[] = [];
+afterAll(() => {
+  for (const d of suiteMade.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+/** A temporary folder for a whole test file (made in beforeAll), removed after its last test. */
+export function suiteDir(prefix = 'gpu-guest-suite-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  suiteMade.push(dir);
+  return dir;
+}
 
 /** A temporary folder removed after the test. */
 export function testDir(prefix = 'gpu-guest-test-'): string {
@@ -70,7 +82,10 @@ export function run(script: string, args: string[], options: { cwd?: string; env
 export interface ExecTask {
   id: string;
   deps?: string[];
-  script: string;
+  script?: string;
+  /** Instead of a script: enter this root with a chroot session and sleep `seconds` there. */
+  chroot?: string;
+  seconds?: number;
   cpu?: 1 | 'all';
   files?: Record<string, string | string[]>;
 }

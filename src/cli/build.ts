@@ -12,8 +12,12 @@ import { createTtyReporter } from '../engine/report/tty.js';
 import { runPlan } from '../engine/run.js';
 import { openCache, prepareOut, type CliEnv, type PipelineOptions } from './context.js';
 import { abortOnSignals } from './signals.js';
+import { pushEntry, type PushOptions } from './push.js';
+import { TaskLog } from '../sys/task-log.js';
 
-export interface BuildOptions extends PipelineOptions, Selection {
+export interface BuildOptions extends PipelineOptions, Selection, PushOptions {
+  /** After a successful build, push the vGPU manager image (nvidia-vgpu). */
+  push?: boolean;
   jobs?: string;
   keepGoing?: boolean;
   progress?: string;
@@ -51,7 +55,18 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
       lines.push(`--- last ${f.tail.length} lines of ${f.id}'s log ---`, ...f.tail, `--- full log: ${f.logFile}`);
       env.stderr(`${lines.join('\n')}\n`);
     }
-    return outcome.status === 'succeeded' ? 0 : 1;
+    if (outcome.status !== 'succeeded') return 1;
+    if (opts.push) {
+      const entry = outcome.entries.get('vgpu-image');
+      if (!entry) throw new GuestError('E_USAGE', `--push: pipeline ${plan.pipeline} builds no vGPU manager image (use --vendor nvidia-vgpu)`);
+      const log = new TaskLog(join(logsDir, 'push.log'));
+      try {
+        return await pushEntry(entry.outDir, entry.meta.result as Record<string, string>, loaded.pipelineOut, opts, env, log, signals.signal);
+      } finally {
+        log.close();
+      }
+    }
+    return 0;
   } finally {
     signals.dispose();
   }

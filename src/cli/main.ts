@@ -10,6 +10,7 @@ import { loadFromPipelineFile, type CliEnv } from './context.js';
 import { doctorCommand } from './doctor.js';
 import { planCommand } from './plan.js';
 import { verifyCommand } from './verify.js';
+import { pushCommand } from './push.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -46,6 +47,10 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .option('--keep-going', 'keep building branches that do not depend on a failed task', false)
     .addOption(new Option('--progress <mode>', 'how to show progress (default: tty on a terminal, plain in CI or a pipe)').choices(['tty', 'plain', 'json']))
     .option('--json', 'same as --progress json: one JSON event per line', false)
+    .option('--push', 'nvidia-vgpu: push the image after a successful build (same flags as push)', false)
+    .option('--registry-auth <file>', 'with --push: a Docker config.json with the registry credentials')
+    .option('--insecure-registry', 'with --push: the registry speaks plain HTTP', false)
+    .addOption(new Option('--push-with <tool>', 'with --push: skopeo, or the OCI distribution API directly').choices(['auto', 'skopeo', 'api']).default('auto'))
     .action(async (opts) => setStatus(await buildCommand(opts, env)));
 
   addSelectionOptions(addPipelineOptions(program.command('plan').description('show each task, its key and dependencies, and whether it is cached or must run and why'), env))
@@ -56,6 +61,12 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
   addPipelineOptions(program.command('doctor').description('check the host tools the pipeline needs and print the apt-get line that installs the missing ones'), env)
     .option('--json', 'print the checks as JSON', false)
     .action(async (opts) => setStatus(await doctorCommand(opts, env)));
+
+  addPipelineOptions(program.command('push').description('push the built vGPU manager image to its registry and write the GPU Operator values'), env)
+    .option('--registry-auth <file>', 'a Docker config.json with credentials for the registry (default: REGISTRY_USERNAME/REGISTRY_PASSWORD, else ~/.docker/config.json)')
+    .option('--insecure-registry', 'the registry speaks plain HTTP', false)
+    .addOption(new Option('--push-with <tool>', 'skopeo, or the OCI distribution API directly').choices(['auto', 'skopeo', 'api']).default('auto'))
+    .action(async (opts) => setStatus(await pushCommand(opts, env)));
 
   addPipelineOptions(program.command('verify').description('boot the built kernel and image in QEMU and check the guest from inside'), env)
     .addOption(new Option('--accel <accel>', 'QEMU accelerator: tcg (software) or kvm where the host\'s KVM works').choices(['tcg', 'kvm']).default('tcg'))

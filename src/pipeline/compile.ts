@@ -20,6 +20,7 @@ export interface CompileOptions {
  * `files` (their content is keyed, not their location); everything else into `params`.
  */
 export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): TaskGraph {
+  if (p.vendor === 'nvidia-vgpu') return compileVgpuGraph(p);
   const sourceDate = sourceDateEpoch(p);
   const k = p.kernel;
   const suffix = k.localVersion;
@@ -63,23 +64,7 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
       params: clean({ format: k.packages, packageVersion: k.packageVersion ?? null, sourceDate }),
       files: {},
     },
-    {
-      id: 'rootfs',
-      kind: 'rootfs',
-      deps: [],
-      title: `create the ${p.rootfs.distro} ${p.rootfs.suite} root filesystem`,
-      params: {
-        distro: p.rootfs.distro,
-        suite: p.rootfs.suite,
-        mirror: p.rootfs.mirror,
-        components: p.rootfs.components,
-        variant: p.rootfs.variant,
-        packages: p.rootfs.packages,
-        extraPackages: p.vendor === 'nvidia' ? p.rootfs.extraPackages : [],
-        sourceDate,
-      },
-      files: { recipe: resolve(projectRoot, 'rootfs', p.rootfs.distro) },
-    },
+    rootfsTask(p, p.vendor === 'nvidia' ? p.rootfs.extraPackages : []),
   ];
   let lastRootfsTask = 'rootfs';
   if (p.vendor === 'nvidia' && p.driver && p.toolkit) {
@@ -117,6 +102,60 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
     title: `make the ${p.image.format} guest image`,
     params: { format: p.image.format, marginMiB: p.image.marginMiB, sizeMiB: p.image.sizeMiB ?? null, flavour: suffix.slice(1), vendor: p.vendor, sourceDate },
     files: { recipe: resolve(projectRoot, 'rootfs', p.rootfs.distro) },
+  });
+  return { pipeline: p.name, tasks };
+}
+
+function rootfsTask(p: Pipeline, extraPackages: string[]): TaskSpec {
+  return {
+    id: 'rootfs',
+    kind: 'rootfs',
+    deps: [],
+    title: `create the ${p.rootfs.distro} ${p.rootfs.suite} root filesystem`,
+    params: {
+      distro: p.rootfs.distro,
+      suite: p.rootfs.suite,
+      mirror: p.rootfs.mirror,
+      components: p.rootfs.components,
+      variant: p.rootfs.variant,
+      packages: p.rootfs.packages,
+      extraPackages,
+      sourceDate: sourceDateEpoch(p),
+    },
+    files: { recipe: resolve(projectRoot, 'rootfs', p.rootfs.distro) },
+  };
+}
+
+/** The tools a host driver install needs in the vGPU manager image. */
+export const VGPU_TOOLS = ['gcc', 'make', 'kmod', 'pciutils', 'procps', 'ca-certificates'];
+
+/** nvidia-vgpu: the base rootfs (unless the user brings a base image), then the image. */
+function compileVgpuGraph(p: Pipeline): TaskGraph {
+  const v = p.vgpu!;
+  const tasks: TaskSpec[] = [];
+  if (!v.baseImage && v.engine === 'builtin') {
+    const base = rootfsTask(p, []);
+    base.params.packages = [...new Set([...p.rootfs.packages, ...VGPU_TOOLS])].sort();
+    tasks.push(base);
+  }
+  const name = v.path ? v.path.split('/').pop()! : v.url ? new URL(v.url).pathname.split('/').pop()! : `NVIDIA-Linux-x86_64-${v.version}-vgpu-kvm.run`;
+  tasks.push({
+    id: 'vgpu-image',
+    kind: 'vgpu-image',
+    deps: tasks.length ? ['rootfs'] : [],
+    title: `build the vGPU manager image ${v.registry}/vgpu-manager:${v.version}-${v.osTag}`,
+    params: {
+      version: v.version!,
+      sha256: v.sha256,
+      url: v.path ? null : (v.url ?? null),
+      imageName: name.replace(/-vgpu-kvm-aie\.run$/, '-vgpu-kvm.run'),
+      osTag: v.osTag,
+      registry: v.registry,
+      engine: v.engine,
+      sourceDate: sourceDateEpoch(p),
+    },
+    files: clean({ entrypoint: resolve(projectRoot, 'vgpu-manager', 'nvidia-driver'), baseImage: v.baseImage, dockerfile: v.dockerfileDir }) as TaskSpec['files'],
+    locations: clean({ run: v.path, baseImage: v.baseImage, dockerfileDir: v.dockerfileDir }) as { [role: string]: string },
   });
   return { pipeline: p.name, tasks };
 }

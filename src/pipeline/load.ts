@@ -1,5 +1,6 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { checkRegistry, osBase, parseVgpuRunName } from '../steps/vgpu/naming.js';
 import { Ajv, type ErrorObject } from 'ajv';
 import { isMap, isNode, LineCounter, parseDocument, type Document } from 'yaml';
 import { GuestError } from '../errors.js';
@@ -178,11 +179,21 @@ function describeValue(v: unknown): string {
 type Where = (path: KeyPath) => string;
 
 function checkSemantics(p: Pipeline, where: Where): void {
-  const recipes = join(projectRoot, 'rootfs');
-  if (!existsSync(join(recipes, p.rootfs.distro, 'recipe.yaml'))) {
-    const known = existsSync(recipes) ? readdirSync(recipes).filter((d) => existsSync(join(recipes, d, 'recipe.yaml'))) : [];
-    throw new GuestError('E_PIPELINE_INVALID', `${where(['rootfs', 'distro'])}: rootfs.distro: no recipe for '${p.rootfs.distro}' (known: ${known.join(', ')}; recipes live in rootfs/<distro>/recipe.yaml)`);
+  if (p.vendor === 'nvidia-vgpu') checkVgpu(p, where);
+  if (!p.rootfs) {
+    if (p.vendor !== 'nvidia-vgpu' || (!p.vgpu?.baseImage && p.vgpu?.engine === 'builtin')) {
+      throw new GuestError('E_PIPELINE_INVALID', `${where([])}: rootfs: required (add a rootfs: section${p.vendor === 'nvidia-vgpu' ? ', or vgpu.baseImage' : ''})`);
+    }
+  } else {
+    const recipes = join(projectRoot, 'rootfs');
+    if (!existsSync(join(recipes, p.rootfs.distro, 'recipe.yaml'))) {
+      const known = existsSync(recipes) ? readdirSync(recipes).filter((d) => existsSync(join(recipes, d, 'recipe.yaml'))) : [];
+      throw new GuestError('E_PIPELINE_INVALID', `${where(['rootfs', 'distro'])}: rootfs.distro: no recipe for '${p.rootfs.distro}' (known: ${known.join(', ')}; recipes live in rootfs/<distro>/recipe.yaml)`);
+    }
   }
+  if (p.vendor === 'nvidia-vgpu') return;
+  if (!p.kernel) throw new GuestError('E_PIPELINE_INVALID', `${where([])}: kernel: required for vendor ${p.vendor} (add a kernel: section)`);
+  if (p.vgpu) throw new GuestError('E_PIPELINE_INVALID', `${where(['vgpu'])}: vgpu: only for vendor nvidia-vgpu; remove it`);
   if (p.kernel.source.mirrors && p.kernel.source.tarball) {
     throw new GuestError('E_PIPELINE_INVALID', `${where(['kernel', 'source'])}: kernel.source: give either mirrors or tarball, not both`);
   }
@@ -195,6 +206,43 @@ function checkSemantics(p: Pipeline, where: Where): void {
     for (const section of ['driver', 'toolkit'] as const) {
       if (p[section]) throw new GuestError('E_PIPELINE_INVALID', `${where([section])}: ${section}: not used by vendor intel (i915 is built into the kernel); remove it`);
     }
+  }
+}
+
+function checkVgpu(p: Pipeline, where: Where): void {
+  const v = p.vgpu;
+  if (!v) throw new GuestError('E_PIPELINE_INVALID', `${where([])}: vgpu: required for vendor nvidia-vgpu (add a vgpu: section)`);
+  for (const section of ['kernel', 'driver', 'toolkit'] as const) {
+    if (p[section]) throw new GuestError('E_PIPELINE_INVALID', `${where([section])}: ${section}: not used by vendor nvidia-vgpu; remove it`);
+  }
+  const at = (key: string, err: unknown) => new GuestError('E_PIPELINE_INVALID', `${where(['vgpu', key])}: ${(err as Error).message}`);
+  try {
+    checkRegistry(v.registry);
+  } catch (err) {
+    throw at('registry', err);
+  }
+  let base;
+  try {
+    base = osBase(v.osTag);
+  } catch (err) {
+    throw at('osTag', err);
+  }
+  if (base.needsBaseImage && !v.baseImage && v.engine === 'builtin') {
+    throw new GuestError('E_PIPELINE_INVALID', `${where(['vgpu', 'osTag'])}: vgpu.osTag ${v.osTag} has a RHEL-family base, which cannot be bootstrapped from a Debian-format mirror: give vgpu.baseImage (an OCI layout or oci-archive of your base image)`);
+  }
+  const name = v.path ? basename(v.path) : v.url ? basename(new URL(v.url).pathname) : undefined;
+  if (!name && !v.version) throw new GuestError('E_PIPELINE_INVALID', `${where(['vgpu'])}: vgpu: give path or url of the .run (or at least version, for NVIDIA's download layout)`);
+  if (name) {
+    let parsed;
+    try {
+      parsed = parseVgpuRunName(name);
+    } catch (err) {
+      if (!v.version) throw new GuestError('E_VGPU_NAME', `${where(['vgpu', v.path ? 'path' : 'url'])}: ${(err as Error).message}`);
+    }
+    if (parsed && v.version && parsed.version !== v.version) {
+      throw new GuestError('E_PIPELINE_INVALID', `${where(['vgpu', 'version'])}: vgpu.version ${v.version} disagrees with the file name ${name} (${parsed.version})`);
+    }
+    if (parsed) v.version = parsed.version;
   }
 }
 
@@ -217,6 +265,12 @@ function resolvePaths(p: Pipeline, baseDir: string, cwd: string, overrides: Over
     }
     return abs;
   };
+  if (p.vgpu) {
+    if (p.vgpu.path) p.vgpu.path = mustExist(p.vgpu.path, ['vgpu', 'path']);
+    if (p.vgpu.baseImage) p.vgpu.baseImage = mustExist(p.vgpu.baseImage, ['vgpu', 'baseImage']);
+    if (p.vgpu.dockerfileDir) p.vgpu.dockerfileDir = mustExist(p.vgpu.dockerfileDir, ['vgpu', 'dockerfileDir']);
+  }
+  if (!p.kernel) return;
   p.kernel.baseConfig = mustExist(p.kernel.baseConfig, ['kernel', 'baseConfig']);
   p.kernel.fragments = p.kernel.fragments.map((f, i) => mustExist(f, ['kernel', 'fragments', i]));
   if (p.kernel.keyring) p.kernel.keyring = mustExist(p.kernel.keyring, ['kernel', 'keyring']);

@@ -11,10 +11,10 @@ export const DEFAULT_KERNEL_MIRROR = 'https://cdn.kernel.org/pub/linux/kernel';
 export const pipelineSchema = {
   type: 'object',
   additionalProperties: false,
-  required: ['name', 'vendor', 'kernel', 'rootfs'],
+  required: ['name', 'vendor'],
   properties: {
     name: { type: 'string', pattern: '^[a-z0-9][a-z0-9._-]*$' },
-    vendor: { enum: ['nvidia', 'intel'] },
+    vendor: { enum: ['nvidia', 'intel', 'nvidia-vgpu'] },
     sourceDate: { type: 'string', pattern: '^(\\d+|\\d{4}-\\d{2}-\\d{2}(T\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?(Z|[+-]\\d{2}:\\d{2}))?)$', default: '2024-01-01T00:00:00Z' },
     kernel: {
       type: 'object',
@@ -89,6 +89,22 @@ export const pipelineSchema = {
           },
         },
         mode: { enum: ['oci-hook', 'cdi'], default: 'oci-hook' },
+      },
+    },
+    vgpu: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['sha256', 'osTag', 'registry'],
+      properties: {
+        version: { type: 'string', pattern: '^[0-9]+(\\.[0-9]+)+$' },
+        path: str,
+        url: { type: 'string', pattern: '^https?://' },
+        sha256,
+        osTag: str,
+        registry: str,
+        baseImage: str,
+        engine: { enum: ['builtin', 'buildah', 'podman', 'docker'], default: 'builtin' },
+        dockerfileDir: str,
       },
     },
     image: {

@@ -3,11 +3,13 @@ export interface Pipeline {
   /** Name of the pipeline: the folder under out/ and the prefix of task logs. */
   name: string;
   /** Which product line this is: picks the task layout and the artifact suffix. */
-  vendor: 'nvidia' | 'intel';
+  vendor: 'nvidia' | 'intel' | 'nvidia-vgpu';
   /** The one source date (ISO 8601 or seconds since the epoch) that every step stamps into artifacts. */
   sourceDate: string;
+  /** Required for nvidia and intel; nvidia-vgpu builds no guest kernel. */
   kernel: KernelSection;
   rootfs: RootfsSection;
+  vgpu?: VgpuSection;
   driver?: DriverSection;
   toolkit?: ToolkitSection;
   image: ImageSection;
@@ -80,6 +82,27 @@ export interface ToolkitSection {
   repository?: { url: string; suite: string; components: string[]; key: string };
   /** `oci-hook` writes the Kata prestart hook; `cdi` generates CDI specs at boot. */
   mode: 'oci-hook' | 'cdi';
+}
+
+/** The vGPU manager container image (GPU Operator on KubeVirt nodes). */
+export interface VgpuSection {
+  /** Driver version; default: parsed from the .run's file name. */
+  version?: string;
+  /** Local NVIDIA-Linux-x86_64-<version>-vgpu-kvm.run (or -vgpu-kvm-aie.run). */
+  path?: string;
+  /** Or a URL of it. */
+  url?: string;
+  /** Required: an unverified driver is refused. */
+  sha256: string;
+  /** ubuntu20.04, ubuntu22.04, ubuntu24.04, rhel8, rhel9, rhcos4.<n>: picks the base, ends the tag. */
+  osTag: string;
+  /** Private registry and path, e.g. registry.example.com/nvidia. */
+  registry: string;
+  /** An OCI layout folder or oci-archive of your own base image (needed for rhel/rhcos tags). */
+  baseImage?: string;
+  /** builtin (no daemon) or an engine that builds dockerfileDir. Default builtin. */
+  engine: 'builtin' | 'buildah' | 'podman' | 'docker';
+  dockerfileDir?: string;
 }
 
 export interface ImageSection {

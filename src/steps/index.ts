@@ -7,8 +7,9 @@ import { driver } from './nvidia/driver.js';
 import { toolkit } from './nvidia/toolkit.js';
 import { rootfs } from './rootfs/rootfs.js';
 import { createStepRegistry, type StepRegistry } from './types.js';
+import { vgpuImage } from './vgpu/vgpu-image.js';
 
 /** Every step kind a pipeline can use. */
 export function builtinSteps(): StepRegistry {
-  return createStepRegistry([kernelSource, kernelConfig, kernelBuild, kernelDebs, rootfs, driver, toolkit, image]);
+  return createStepRegistry([kernelSource, kernelConfig, kernelBuild, kernelDebs, rootfs, driver, toolkit, image, vgpuImage]);
 }

@@ -3,7 +3,7 @@ import { existsSync, openSync, readFileSync, readlinkSync, readSync, closeSync }
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
-import { cliBin, run, sharedCacheDir, testDir, writePipeline } from '../helpers.js';
+import { cliBin, run, sharedCacheDir, suiteDir, writePipeline } from '../helpers.js';
 
 const version = debianKernelVersion();
 const release = `${version}-nvidia-gpu`;
@@ -15,7 +15,7 @@ let first: Awaited<ReturnType<typeof run>>;
 // One real kernel build for the whole run, kept in the shared test cache for later runs and files.
 beforeAll(async () => {
   server = await startKernelOrg([{ path: `v6.x/linux-${version}.tar.xz`, file: DEBIAN_TARBALL }]);
-  const dir = testDir('gpu-guest-e2e-');
+  const dir = suiteDir('gpu-guest-e2e-');
   out = join(dir, 'out');
   pipelineFile = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
   first = await run(cliBin, ['build', '--until', 'kernel-debs', '--pipeline', pipelineFile, '--cache-dir', sharedCacheDir(), '--out-dir', out]);

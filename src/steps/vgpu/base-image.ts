@@ -1,0 +1,55 @@
+import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { GuestError } from '../../errors.js';
+import { sha256File } from '../../engine/digest.js';
+import { runLogged } from '../../sys/exec.js';
+import { MEDIA, type Descriptor, type ImageLayout } from '../../sys/oci.js';
+import type { StepContext } from '../types.js';
+
+interface BaseImage {
+  layers: Descriptor[];
+  diffIds: string[];
+  env: string[];
+  history: object[];
+}
+
+/**
+ * The user's own base image (RHEL-family bases cannot be debootstrapped): an OCI image layout
+ * folder or an oci-archive. Its layers are copied into our layout after checking their digests.
+ */
+export async function readBaseImage(ctx: StepContext, path: string, layout: ImageLayout): Promise<BaseImage> {
+  let dir = path;
+  if (statSync(path).isFile()) {
+    dir = join(ctx.workDir, 'base-layout');
+    mkdirSync(dir, { recursive: true });
+    await runLogged(ctx.log, 'tar', ['-xf', path, '-C', dir], { signal: ctx.signal });
+  }
+  const fail = (why: string) => new GuestError('E_BASE_IMAGE', `vgpu.baseImage ${path}: ${why} (give an OCI image layout folder or an oci-archive, e.g. from skopeo copy … oci-archive:base.tar)`);
+  if (!existsSync(join(dir, 'oci-layout')) || !existsSync(join(dir, 'index.json'))) throw fail('no oci-layout and index.json');
+  const blob = (digest: string) => join(dir, 'blobs', ...digest.split(':'));
+  const json = (digest: string) => JSON.parse(readFileSync(blob(digest), 'utf8'));
+  const index = JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8')) as { manifests?: Descriptor[] };
+  const top = index.manifests?.[0];
+  if (!top) throw fail('index.json lists no image');
+  let manifest = json(top.digest);
+  if (manifest.mediaType === MEDIA.index || manifest.manifests) {
+    const amd64 = (manifest.manifests as (Descriptor & { platform?: { architecture?: string } })[]).find((m) => m.platform?.architecture === 'amd64');
+    if (!amd64) throw fail('its index has no amd64 image');
+    manifest = json(amd64.digest);
+  }
+  const config = json(manifest.config.digest);
+  const layers: Descriptor[] = [];
+  for (const layer of manifest.layers as Descriptor[]) {
+    const from = blob(layer.digest);
+    if (!existsSync(from)) throw fail(`layer ${layer.digest} is missing`);
+    if (`sha256:${await sha256File(from)}` !== layer.digest) throw fail(`layer ${layer.digest} does not match its digest`);
+    const to = layout.blobPath(layer.digest);
+    try {
+      linkSync(from, to);
+    } catch {
+      copyFileSync(from, to);
+    }
+    layers.push({ mediaType: layer.mediaType, digest: layer.digest, size: layer.size });
+  }
+  return { layers, diffIds: config.rootfs?.diff_ids ?? [], env: config.config?.Env ?? [], history: config.history ?? [] };
+}

@@ -1,0 +1,46 @@
+import { GuestError } from '../../errors.js';
+
+/** The base each GPU Operator os tag stands for; rhel/rhcos bases come from the user's own OCI image. */
+export interface OsBase {
+  tag: string;
+  distro?: 'ubuntu';
+  suite?: string;
+  /** RHEL-family bases cannot be debootstrapped: vgpu.baseImage is required. */
+  needsBaseImage: boolean;
+}
+
+const UBUNTU: Record<string, string> = { 'ubuntu20.04': 'focal', 'ubuntu22.04': 'jammy', 'ubuntu24.04': 'noble' };
+
+export function osBase(tag: string): OsBase {
+  if (UBUNTU[tag]) return { tag, distro: 'ubuntu', suite: UBUNTU[tag], needsBaseImage: false };
+  if (/^(rhel8|rhel9|rhcos4\.\d+)$/.test(tag)) return { tag, needsBaseImage: true };
+  throw new GuestError('E_PIPELINE_INVALID', `vgpu.osTag '${tag}' is not one the GPU Operator uses (ubuntu20.04, ubuntu22.04, ubuntu24.04, rhel8, rhel9, rhcos4.<n>)`);
+}
+
+/**
+ * Version from NVIDIA-Linux-x86_64-<version>-vgpu-kvm.run; the AI Enterprise file
+ * …-vgpu-kvm-aie.run is accepted and used under the -vgpu-kvm.run name.
+ */
+export function parseVgpuRunName(name: string): { version: string; imageName: string; aie: boolean } {
+  const m = /^NVIDIA-Linux-x86_64-(\d+(?:\.\d+)+)-vgpu-kvm(-aie)?\.run$/.exec(name);
+  if (!m) {
+    throw new GuestError('E_VGPU_NAME', `${name} is not a vGPU host driver name (expected NVIDIA-Linux-x86_64-<version>-vgpu-kvm.run or …-vgpu-kvm-aie.run; rename it or set vgpu.version)`);
+  }
+  return { version: m[1]!, imageName: `NVIDIA-Linux-x86_64-${m[1]}-vgpu-kvm.run`, aie: Boolean(m[2]) };
+}
+
+/** `registry.example.com[:port]/path`: a registry host with an optional repository path. */
+export function checkRegistry(registry: string): string {
+  const ok = /^(localhost|[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)(:\d{1,5})?(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/.test(registry);
+  if (!ok) {
+    throw new GuestError('E_PIPELINE_INVALID', `vgpu.registry '${registry}' is not a registry reference (expected host[:port][/path] in lower case, e.g. registry.example.com/nvidia, without a scheme or tag)`);
+  }
+  return registry;
+}
+
+/** `<registry>/vgpu-manager:<version>-<os tag>` */
+export function vgpuReference(registry: string, version: string, osTag: string): { repository: string; tag: string; reference: string } {
+  const repository = `${registry}/vgpu-manager`;
+  const tag = `${version}-${osTag}`;
+  return { repository, tag, reference: `${repository}:${tag}` };
+}

@@ -1,0 +1,70 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mountsUnder } from '../../src/sys/mounts.js';
+import { buildDriverRun } from '../fixtures/driver.js';
+import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
+import { buildToolkitDebs } from '../fixtures/toolkit.js';
+import { cliBin, run, sharedCacheDir, suiteDir, writePipeline } from '../helpers.js';
+
+const version = debianKernelVersion();
+const release = `${version}-nvidia-gpu`;
+let server: KernelOrg;
+let out: string;
+let args: string[];
+let build: Awaited<ReturnType<typeof run>>;
+let verify: Awaited<ReturnType<typeof run>>;
+
+// The kernel comes from the shared cache (the same identity as the kernel path test's); the rootfs
+// is Debian bookworm minbase from the host's mirror; driver and toolkit are the NVIDIA look-alikes.
+beforeAll(async () => {
+  server = await startKernelOrg([{ path: `v6.x/linux-${version}.tar.xz`, file: DEBIAN_TARBALL }]);
+  const dir = suiteDir('gpu-guest-e2e-');
+  out = join(dir, 'out');
+  const driver = buildDriverRun(dir, '550.127.05');
+  const debs = buildToolkitDebs(dir, '1.17.3-1');
+  const file = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
+  args = ['--pipeline', file, '--cache-dir', sharedCacheDir(), '--out-dir', out, '--set', `driver.path=${driver.file}`, '--set', `driver.sha256=${driver.sha256}`, '--set', `toolkit.debs=${debs}`];
+  build = await run(cliBin, ['build', ...args]);
+  verify = await run(cliBin, ['verify', ...args]);
+}, 2_400_000);
+afterAll(async () => server?.close());
+
+describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → image → boot)', () => {
+  it('builds every task and leaves nothing mounted', () => {
+    expect(build.code, `${build.stdout}\n${build.stderr}`).toBe(0);
+    expect(mountsUnder(sharedCacheDir())).toEqual([]);
+  });
+
+  it('installs the driver module built against the headers deb inside the chroot', () => {
+    const manifest = JSON.parse(readFileSync(join(out, 'nvidia-test/manifest.json'), 'utf8'));
+    const driver = manifest.tasks.find((t: { id: string }) => t.id === 'driver').result;
+    expect(driver).toMatchObject({ driverVersion: '550.127.05', kernelRelease: release, moduleType: 'open' });
+    expect(driver.modules).toContain('kernel/drivers/video/nvidia.ko');
+    const toolkit = manifest.tasks.find((t: { id: string }) => t.id === 'toolkit').result;
+    expect(toolkit.purged).toEqual(expect.arrayContaining(['gcc', 'make', `linux-headers-${release}`]));
+    expect(toolkit.sizeAfterBytes).toBeLessThan(toolkit.sizeBeforeBytes);
+  });
+
+  it('makes an ext4 image with the hook, no host identity, and the Kata snippet', () => {
+    const img = join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.img');
+    expect(execFileSync('dumpe2fs', ['-h', img], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })).toMatch(/Filesystem volume name:\s+gpu-guest/);
+    const listing = execFileSync('tar', ['-tvf', join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar')], { encoding: 'utf8' });
+    expect(listing).toMatch(/^-rwxr-xr-x 0\/0 .* \.\/usr\/share\/oci\/hooks\/prestart\/nvidia-container-toolkit\.sh$/m);
+    expect(listing).not.toMatch(/\.\/etc\/(hostname|resolv\.conf)$/m);
+    const kata = readFileSync(join(out, 'nvidia-test/kata/configuration-nvidia-gpu.toml'), 'utf8');
+    for (const line of ['kernel = "/usr/share/kata-containers/vmlinuz-nvidia-gpu.container"', 'image = "/usr/share/kata-containers/kata-containers-nvidia-gpu.img"', 'machine_type = "q35"', 'hotplug_vfio_on_root_bus = true', 'pcie_root_port = 1', 'guest_hook_path = "/usr/share/oci/hooks"']) {
+      expect(kata).toContain(line);
+    }
+  });
+
+  it('boots in QEMU: release, config, module vermagic and modprobe nvidia, OCI hook', () => {
+    expect(verify.code, `${verify.stdout}\n${verify.stderr}`).toBe(0);
+    for (const check of [`pass  kernel-release  ${release}`, 'pass  config:CONFIG_PCI_MMCONFIG  on', 'pass  config:CONFIG_DRM_NOUVEAU  off', 'pass  module-loads:nvidia  loaded', 'pass  oci-hook']) {
+      expect(verify.stdout).toContain(check);
+    }
+    expect(verify.stdout).toMatch(/pass {2}module-vermagic:nvidia {2}6\.1\.\d+-nvidia-gpu SMP/);
+    expect(existsSync(join(out, 'nvidia-test/logs/verify.log'))).toBe(true);
+  });
+});

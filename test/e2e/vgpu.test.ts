@@ -1,0 +1,177 @@
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildDriverRun, type DriverRun } from '../fixtures/driver.js';
+import { startCuttingProxy, startRegistry, type Registry } from '../fixtures/registry.js';
+import { cliBin, run, sharedCacheDir, suiteDir, testDir } from '../helpers.js';
+
+const VERSION = '550.54.16';
+let dir: string;
+let driver: DriverRun;
+let open: Registry;
+let locked: Registry;
+const PASSWORD = 'S3cret-pass-for-test';
+
+/** A vgpu pipeline: Debian's rootfs stands in for the Ubuntu base (only a Debian mirror is reachable here). */
+function vgpuPipeline(where: string, registry: string, vgpuExtra = '', runFile = driver): string {
+  const file = join(where, 'nvidia-vgpu-test.yaml');
+  writeFileSync(
+    file,
+    `name: vgpu-test\nvendor: nvidia-vgpu\nrootfs:\n  distro: debian\n  suite: bookworm\nvgpu:\n  path: ${runFile.file}\n  sha256: ${runFile.sha256}\n  osTag: ubuntu22.04\n  registry: ${registry}\n${vgpuExtra}`,
+  );
+  return file;
+}
+
+const common = (where: string) => ['--cache-dir', sharedCacheDir(), '--out-dir', join(where, 'out')];
+
+beforeAll(async () => {
+  dir = suiteDir('gpu-guest-vgpu-');
+  driver = buildDriverRun(dir, VERSION, { suffix: '-vgpu-kvm' });
+  open = await startRegistry(join(dir, 'open'));
+  locked = await startRegistry(join(dir, 'locked'), { user: 'builder', password: PASSWORD });
+}, 600_000);
+afterAll(async () => {
+  await open?.stop();
+  await locked?.stop();
+});
+
+describe('vGPU manager image', () => {
+  let layout: string;
+  let digest: string;
+
+  it('builds a valid, tagged OCI image layout without a daemon', async () => {
+    const r = await run(cliBin, ['build', '--pipeline', vgpuPipeline(dir, `${open.host}/nvidia`), ...common(dir)]);
+    expect(r.code, r.stderr).toBe(0);
+    layout = join(dir, 'out/vgpu-test/vgpu-manager/layout');
+    expect(JSON.parse(readFileSync(join(layout, 'oci-layout'), 'utf8'))).toEqual({ imageLayoutVersion: '1.0.0' });
+    for (const name of readdirSync(join(layout, 'blobs/sha256'))) {
+      expect(createHash('sha256').update(readFileSync(join(layout, 'blobs/sha256', name))).digest('hex')).toBe(name);
+    }
+    const index = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8'));
+    expect(index.manifests[0].annotations['org.opencontainers.image.ref.name']).toBe(`${VERSION}-ubuntu22.04`);
+    digest = index.manifests[0].digest;
+    const blob = (d: string) => JSON.parse(readFileSync(join(layout, 'blobs', ...d.split(':')), 'utf8'));
+    const manifest = blob(digest);
+    const config = blob(manifest.config.digest);
+    expect(config.config.Entrypoint).toEqual(['nvidia-driver', 'init']);
+    expect(config.config.Env).toContain(`DRIVER_VERSION=${VERSION}`);
+    expect(config.config.Labels).toMatchObject({ 'org.opencontainers.image.version': `${VERSION}-ubuntu22.04`, 'org.opencontainers.image.created': '2024-01-01T00:00:00Z', 'com.nvidia.driver.version': VERSION });
+    expect(config.rootfs.diff_ids).toHaveLength(manifest.layers.length);
+    const top = join(layout, 'blobs', ...manifest.layers.at(-1).digest.split(':'));
+    const files = execFileSync('tar', ['-tvzf', top], { encoding: 'utf8' });
+    expect(files).toMatch(new RegExp(`^-rwxr-xr-x 0/0 .* \\./driver/NVIDIA-Linux-x86_64-${VERSION}-vgpu-kvm\\.run$`, 'm'));
+    expect(files).toMatch(/^-rwxr-xr-x 0\/0 .* \.\/usr\/local\/bin\/nvidia-driver$/m);
+    expect(readFileSync(join(dir, 'out/vgpu-test/vgpu-manager/digest'), 'utf8').trim()).toBe(digest);
+    expect(execFileSync('skopeo', ['inspect', '--format', '{{.Digest}}', `oci-archive:${join(dir, 'out/vgpu-test/vgpu-manager/vgpu-manager.oci.tar')}`], { encoding: 'utf8' }).trim()).toBe(digest);
+  }, 600_000);
+
+  it('gives the same manifest digest when built again', async () => {
+    const r = await run(cliBin, ['build', '--force', 'vgpu-image', '--pipeline', vgpuPipeline(dir, `${open.host}/nvidia`), ...common(dir)]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/succeeded vgpu-image/);
+    expect(readFileSync(join(dir, 'out/vgpu-test/vgpu-manager/digest'), 'utf8').trim()).toBe(digest);
+  }, 600_000);
+
+  it('pushes to an open registry with skopeo, and the registry serves it back with the .run under /driver/', async () => {
+    const r = await run(cliBin, ['push', '--insecure-registry', '--pipeline', vgpuPipeline(dir, `${open.host}/nvidia`), ...common(dir)]);
+    expect(r.code, r.stderr).toBe(0);
+    const ref = `${open.host}/nvidia/vgpu-manager:${VERSION}-ubuntu22.04`;
+    expect(r.stdout).toContain(`pushed ${ref}@${digest}`);
+    expect(execFileSync('skopeo', ['inspect', '--tls-verify=false', '--format', '{{.Digest}}', `docker://${ref}`], { encoding: 'utf8' }).trim()).toBe(digest);
+    const pulled = testDir();
+    execFileSync('skopeo', ['copy', '--src-tls-verify=false', `docker://${ref}`, `oci:${join(pulled, 'img')}:x`], { stdio: 'ignore' });
+    const manifest = JSON.parse(readFileSync(join(pulled, 'img/blobs/sha256', digest.slice(7)), 'utf8'));
+    const top = join(pulled, 'img/blobs', ...manifest.layers.at(-1).digest.split(':'));
+    expect(execFileSync('tar', ['-tzf', top], { encoding: 'utf8' })).toContain(`./driver/NVIDIA-Linux-x86_64-${VERSION}-vgpu-kvm.run`);
+    const values = readFileSync(join(dir, 'out/vgpu-test/gpu-operator/values.yaml'), 'utf8');
+    expect(values).toContain(`repository: ${open.host}/nvidia`);
+    expect(values).toContain(`version: "${VERSION}-ubuntu22.04"`);
+    expect(values).toContain('sandboxWorkloads:\n  enabled: true');
+    expect(readFileSync(join(dir, 'out/vgpu-test/gpu-operator/create-pull-secret.sh'), 'utf8')).toContain('--docker-password=<PASSWORD>');
+  }, 300_000);
+
+  for (const tool of ['skopeo', 'api'] as const) {
+    it(`pushes to a registry with basic auth (${tool}); a wrong password fails clearly; the password is never shown`, async () => {
+      const where = testDir();
+      const pipeline = vgpuPipeline(where, `${locked.host}/nvidia`);
+      const bad = await run(cliBin, ['build', '--push', '--push-with', tool, '--insecure-registry', '--pipeline', pipeline, ...common(where)], { env: { REGISTRY_USERNAME: 'builder', REGISTRY_PASSWORD: 'wrong-password' } });
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toMatch(/E_PUSH_AUTH: 127\.0\.0\.1:\d+ refused the credentials from REGISTRY_USERNAME\/REGISTRY_PASSWORD/);
+      const ok = await run(cliBin, ['push', '--push-with', tool, '--insecure-registry', '--pipeline', pipeline, ...common(where)], { env: { REGISTRY_USERNAME: 'builder', REGISTRY_PASSWORD: PASSWORD } });
+      expect(ok.code, ok.stderr).toBe(0);
+      expect(ok.stdout).toContain(`@${digest}`);
+      const logs = join(where, 'out/vgpu-test/logs');
+      const everything = [bad.stdout, bad.stderr, ok.stdout, ok.stderr, ...readdirSync(logs).map((f) => readFileSync(join(logs, f), 'utf8')), readFileSync(join(where, 'out/vgpu-test/manifest.json'), 'utf8')].join('\n');
+      expect(everything).not.toContain(PASSWORD);
+      expect(everything).not.toContain(Buffer.from(`builder:${PASSWORD}`).toString('base64'));
+    }, 300_000);
+  }
+
+  it('fails cleanly when the registry goes away mid-upload, and a retry succeeds', async () => {
+    const where = testDir();
+    const target = await startRegistry(join(where, 'reg'));
+    const proxy = await startCuttingProxy(target.host, 2 * 1024 * 1024);
+    try {
+      const pipeline = vgpuPipeline(where, `${proxy.host}/nvidia`);
+      const first = await run(cliBin, ['build', '--push', '--insecure-registry', '--pipeline', pipeline, ...common(where)]);
+      expect(first.code).toBe(1);
+      expect(proxy.cut()).toBe(true);
+      expect(first.stderr).toMatch(/^error: E_PUSH_FAILED: push of 127\.0\.0\.1:\d+\/nvidia\/vgpu-manager:.* failed .*run push again/m);
+      const retry = await run(cliBin, ['push', '--insecure-registry', '--pipeline', pipeline, ...common(where)]);
+      expect(retry.code, retry.stderr).toBe(0);
+    } finally {
+      await proxy.close();
+      await target.stop();
+    }
+  }, 300_000);
+
+  it('accepts the AI Enterprise file under the -vgpu-kvm.run name', async () => {
+    const where = testDir();
+    const aie = buildDriverRun(where, VERSION, { suffix: '-vgpu-kvm-aie' });
+    const r = await run(cliBin, ['plan', '--json', '--pipeline', vgpuPipeline(where, `${open.host}/nvidia`, '', aie), ...common(where)]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).tasks.find((t: { id: string }) => t.id === 'vgpu-image').params.imageName).toBe(`NVIDIA-Linux-x86_64-${VERSION}-vgpu-kvm.run`);
+  });
+});
+
+describe('vGPU bad inputs', () => {
+  const cases: [string, (w: string) => string[], number, RegExp][] = [
+    ['a file name that does not parse', (w) => { const f = join(w, 'driver.run'); writeFileSync(f, 'x'); return ['--set', `vgpu.path=${f}`]; }, 2, /E_VGPU_NAME: .*driver\.run is not a vGPU host driver name \(expected NVIDIA-Linux-x86_64-<version>-vgpu-kvm\.run/],
+    ['an unknown os tag', () => ['--set', 'vgpu.osTag=windows11'], 2, /vgpu\.osTag 'windows11' is not one the GPU Operator uses/],
+    ['a malformed registry reference', () => ['--set', 'vgpu.registry=https://Registry.Example.com/nvidia:latest'], 2, /vgpu\.registry 'https:\/\/Registry\.Example\.com\/nvidia:latest' is not a registry reference/],
+    ['a rhel tag without a base image', () => ['--set', 'vgpu.osTag=rhel8'], 2, /vgpu\.osTag rhel8 has a RHEL-family base.*give vgpu\.baseImage/],
+  ];
+  it.each(cases)('rejects %s', async (_, extra, code, message) => {
+    const where = testDir();
+    const r = await run(cliBin, ['plan', '--pipeline', vgpuPipeline(where, 'registry.example.com/nvidia'), ...common(where), ...extra(where)]);
+    expect(r.code).toBe(code);
+    expect(r.stderr).toMatch(message);
+  });
+
+  it('rejects a pipeline without a sha256', async () => {
+    const where = testDir();
+    const file = vgpuPipeline(where, 'registry.example.com/nvidia');
+    writeFileSync(file, readFileSync(file, 'utf8').replace(/  sha256: .*\n/, ''));
+    const r = await run(cliBin, ['plan', '--pipeline', file, ...common(where)]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/vgpu\.sha256: required key is missing/);
+  });
+
+  it('rejects a .run whose sha256 does not match', async () => {
+    const where = testDir();
+    const r = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, 'registry.example.com/nvidia'), ...common(where), '--set', `vgpu.sha256=${'0'.repeat(64)}`]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/E_CHECKSUM_MISMATCH: vGPU driver NVIDIA-Linux-x86_64-550\.54\.16-vgpu-kvm\.run: sha256 is [0-9a-f]{64}, the pipeline pins 0{64}/);
+  }, 300_000);
+
+  it('fails clearly on an unreachable registry', async () => {
+    const where = testDir();
+    const pipeline = vgpuPipeline(where, '127.0.0.1:9/nvidia');
+    expect((await run(cliBin, ['build', '--pipeline', pipeline, ...common(where)])).code).toBe(0);
+    const r = await run(cliBin, ['push', '--insecure-registry', '--pipeline', pipeline, ...common(where)]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/E_PUSH_UNREACHABLE: cannot reach the registry 127\.0\.0\.1:9/);
+  }, 300_000);
+});

@@ -1,0 +1,134 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sha256File } from '../../src/engine/digest.js';
+import { mountsUnder } from '../../src/sys/mounts.js';
+import { TaskLog } from '../../src/sys/task-log.js';
+import { driver } from '../../src/steps/nvidia/driver.js';
+import { toolkit } from '../../src/steps/nvidia/toolkit.js';
+import type { StepContext } from '../../src/steps/types.js';
+import { buildDriverRun, type DriverRun } from '../fixtures/driver.js';
+import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
+import { buildToolkitDebs } from '../fixtures/toolkit.js';
+import { cliBin, repoRoot, run, sharedCacheDir, suiteDir, testDir, writePipeline } from '../helpers.js';
+
+/** A step context for calling a step directly, with hand-made upstream outputs. */
+function stepContext(dir: string, over: Partial<StepContext>): StepContext {
+  const log = new TaskLog(join(dir, 'task.log'));
+  return {
+    task: { id: 't', kind: 'x', deps: [], params: {}, files: {}, title: 't' },
+    key: 'f'.repeat(64),
+    params: {},
+    files: {},
+    locations: {},
+    outDir: join(dir, 'out'),
+    workDir: join(dir, 'work'),
+    upstream: {},
+    log,
+    signal: new AbortController().signal,
+    progress: () => undefined,
+    cacheDir: join(dir, 'cache'),
+    sourceDate: 1704067200,
+    ...over,
+  };
+}
+
+const debsUpstream = (packages: string[]) => ({ dir: '/nonexistent', result: { kernelRelease: '6.1.1-nvidia-gpu', packages: packages.map((p) => ({ file: `${p}.deb`, package: p })) } });
+let good: DriverRun;
+let fixtures: string;
+
+beforeAll(() => {
+  fixtures = suiteDir('gpu-guest-fixtures-');
+  good = buildDriverRun(fixtures, '550.127.05');
+});
+
+describe('driver and toolkit refuse bad inputs before touching the rootfs', () => {
+  const headers = debsUpstream(['linux-image-6.1.1-nvidia-gpu', 'linux-headers-6.1.1-nvidia-gpu']);
+  const params = { version: '550.127.05', url: null, moduleType: 'open', installerArgs: [] };
+
+  it('rejects a driver whose sha256 does not match the pin', async () => {
+    const dir = testDir();
+    const ctx = stepContext(dir, { params: { ...params, sha256: 'a'.repeat(64) }, locations: { run: good.file }, upstream: { 'kernel-debs': headers } });
+    await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_CHECKSUM_MISMATCH', message: expect.stringContaining(`sha256 is ${good.sha256}, the pipeline pins ${'a'.repeat(64)}`) });
+  });
+
+  it('rejects a file that is not a makeself archive', async () => {
+    const dir = testDir();
+    const fake = join(dir, 'NVIDIA-Linux-x86_64-550.127.05.run');
+    writeFileSync(fake, '#!/bin/sh\necho I am not an installer\n');
+    const ctx = stepContext(dir, { params: { ...params, sha256: await sha256File(fake) }, locations: { run: fake }, upstream: { 'kernel-debs': headers } });
+    await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_NOT_MAKESELF', message: expect.stringContaining('is not a self-extracting NVIDIA .run archive') });
+  });
+
+  it('rejects a damaged archive whose --check fails', async () => {
+    const dir = testDir();
+    const damaged = join(dir, 'NVIDIA-Linux-x86_64-550.127.05.run');
+    const bytes = readFileSync(good.file);
+    bytes[bytes.length - 100] ^= 0xff;
+    writeFileSync(damaged, bytes);
+    const sha = createHash('sha256').update(bytes).digest('hex');
+    const ctx = stepContext(dir, { params: { ...params, sha256: sha }, locations: { run: damaged }, upstream: { 'kernel-debs': headers } });
+    await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_ARCHIVE_CORRUPT' });
+  });
+
+  it('fails when kernel-debs made no linux-headers package', async () => {
+    const dir = testDir();
+    const ctx = stepContext(dir, { params: { ...params, sha256: good.sha256 }, locations: { run: good.file }, upstream: { 'kernel-debs': debsUpstream(['linux-image-6.1.1-nvidia-gpu']) } });
+    await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_HEADERS_MISSING', message: expect.stringContaining('no linux-headers-6.1.1-nvidia-gpu package') });
+  });
+
+  it('rejects toolkit packages whose versions disagree, listing each', async () => {
+    const dir = testDir();
+    const debs = buildToolkitDebs(dir, '1.17.3-1', { 'libnvidia-container1': '1.16.0-1' });
+    const ctx = stepContext(dir, { params: { version: '1.17.3-1', mode: 'oci-hook', repository: null, purge: [] }, files: { debs: [debs], recipe: join(repoRoot, 'rootfs/debian') } });
+    const err = await toolkit.run(ctx).catch((e) => e);
+    expect(err.code).toBe('E_TOOLKIT_VERSION');
+    expect(err.details).toContain('libnvidia-container1 1.16.0-1  <- differs (libnvidia-container1_1.16.0-1_amd64.deb)');
+  });
+});
+
+describe('guest bad inputs through the CLI', () => {
+  let server: KernelOrg;
+  const version = debianKernelVersion();
+  beforeAll(async () => {
+    server = await startKernelOrg([{ path: `v6.x/linux-${version}.tar.xz`, file: DEBIAN_TARBALL }]);
+  });
+  afterAll(async () => server.close());
+  const nvidia = (dir: string) => writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
+  const common = (dir: string) => ['--cache-dir', sharedCacheDir(), '--out-dir', join(dir, 'out')];
+
+  it('shows the installer log tail when nvidia-installer fails, and leaves nothing mounted', async () => {
+    const dir = testDir();
+    const bad = buildDriverRun(dir, '550.127.05', { fail: true });
+    const r = await run(cliBin, ['build', '--until', 'driver', '--pipeline', nvidia(dir), ...common(dir), '--set', `driver.path=${bad.file}`, '--set', `driver.sha256=${bad.sha256}`]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: E_DRIVER_INSTALL: nvidia-installer failed for kernel 6\.1\.\d+-nvidia-gpu/m);
+    expect(r.stderr).toContain('--- tail of /var/log/nvidia-installer.log ---');
+    expect(r.stderr).toContain('ERROR: the kernel module failed to build (fixture told to fail)');
+    expect(mountsUnder(sharedCacheDir())).toEqual([]);
+  }, 1_800_000);
+
+  it('says plainly when the mirror does not have the suite', async () => {
+    const dir = testDir();
+    const r = await run(cliBin, ['build', '--until', 'rootfs', '--pipeline', nvidia(dir), ...common(dir), '--set', 'rootfs.suite=nosuchsuite']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/the mirror \S+ has no suite nosuchsuite \(check rootfs\.suite and rootfs\.mirror\)/);
+    expect(mountsUnder(sharedCacheDir())).toEqual([]);
+  });
+
+  it('rejects an unknown distro at load time', async () => {
+    const dir = testDir();
+    const r = await run(cliBin, ['plan', '--pipeline', nvidia(dir), ...common(dir), '--set', 'rootfs.distro=fedora']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/E_PIPELINE_INVALID: --set rootfs\.distro=fedora: rootfs\.distro: no recipe for 'fedora' \(known: debian, ubuntu/);
+  });
+
+  it('fails clearly when a fixed image size is too small', async () => {
+    const dir = testDir();
+    const file = writePipeline(dir, 'intel', '  version: "6.1"\n  source:\n    tarball: apt:linux-source-6.1\n');
+    const r = await run(cliBin, ['build', '--until', 'image', '--pipeline', file, ...common(dir), '--set', 'image.sizeMiB=16'], {});
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/E_IMAGE_TOO_SMALL: image\.sizeMiB 16 is too small for the rootfs \(\d+ MiB of files need about \d+ MiB\)/);
+  }, 600_000);
+});
