@@ -17,6 +17,7 @@ const USAGE_CODES = new Set([
   'E_OUT_UNWRITABLE',
   'E_CYCLE',
   'E_NOT_CACHED',
+  'E_VGPU_NAME',
   'E_FRAGMENT_NOT_FOUND',
   'E_FRAGMENT_SYNTAX',
 ]);

@@ -20,3 +20,11 @@ export async function packRootfs(log: TaskLog, dir: string, tarball: string, sou
     { signal, env: { ...process.env, LC_ALL: 'C' } },
   );
 }
+
+/**
+ * Clamps every mtime in an unpacked tree to the source date (as tar --clamp-mtime does), after
+ * edits such as the cleanup list touched folders: images made from the tree stay reproducible.
+ */
+export async function clampMtimes(log: TaskLog, dir: string, sourceDate: number, signal?: AbortSignal): Promise<void> {
+  await runLogged(log, 'sh', ['-c', 'find "$1" -newermt "@$2" -print0 | xargs -0 -r touch -h -d "@$2"', 'sh', dir, String(sourceDate)], { signal });
+}

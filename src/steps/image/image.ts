@@ -6,7 +6,7 @@ import type { Json } from '../../engine/types.js';
 import { applyCleanupList, treeSize } from '../../sys/cleanup.js';
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
-import { unpackRootfs } from '../../sys/rootfs-tar.js';
+import { clampMtimes, unpackRootfs } from '../../sys/rootfs-tar.js';
 import type { StepContext, StepDefinition } from '../types.js';
 import { readRecipe } from '../rootfs/recipe.js';
 import { kataConfig } from './kata-config.js';
@@ -25,7 +25,7 @@ interface ImageParams {
  */
 export const image: StepDefinition = {
   kind: 'image',
-  version: 1,
+  version: 2,
   resources: { cpu: 1 },
   publish: '.',
   run: (ctx) => makeImage(ctx),
@@ -45,6 +45,7 @@ async function makeImage(ctx: StepContext): Promise<{ [k: string]: Json }> {
   const root = join(ctx.workDir, 'root');
   await unpackRootfs(ctx.log, tarball, root, ctx.signal);
   applyCleanupList(root, readRecipe(ctx.files.recipe as string).cleanup);
+  await clampMtimes(ctx.log, root, ctx.sourceDate, ctx.signal);
   const contentBytes = treeSize(root);
   mkdirSync(join(ctx.outDir, 'rootfs'), { recursive: true });
   mkdirSync(join(ctx.outDir, 'kata'), { recursive: true });
