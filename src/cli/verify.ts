@@ -27,6 +27,9 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
   const timeoutS = Number(opts.timeout);
   if (!Number.isFinite(timeoutS) || timeoutS <= 0) throw new GuestError('E_USAGE', `--timeout ${opts.timeout}: expected seconds > 0`);
   const loaded = env.loadGraph(opts);
+  if (!loaded.graph.tasks.some((t) => t.id === 'kernel-build')) {
+    throw new GuestError('E_USAGE', `verify boots a guest, and pipeline ${loaded.graph.pipeline} builds none (for the vGPU manager image use push, or skopeo inspect)`);
+  }
   const { store, memo } = openCache(opts, env.env, env.stderr);
   const logs = prepareOut(loaded.pipelineOut);
   const signals = abortOnSignals(() => undefined);
