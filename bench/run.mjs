@@ -20,7 +20,7 @@ writeFileSync(
   pipeline,
   `name: bench\nvendor: intel\nkernel:\n  version: "6.1"\n  source:\n    tarball: /usr/src/linux-source-6.1.tar.xz\n  baseConfig: kernel-configs/base/x86_64.conf\n  fragments: [kernel-configs/fragments/gpu/nvidia.conf]\n  localVersion: -nvidia-gpu\nrootfs:\n  distro: debian\n  suite: bookworm\n`,
 );
-const common = ['--pipeline', pipeline, '--cache-dir', cache, '--out-dir', join(work, 'out'), '--progress', 'plain'];
+const common = ['--pipeline', pipeline, '--cache-dir', cache, '--out-dir', join(work, 'out')];
 
 function gpuGuest(args) {
   const t0 = process.hrtime.bigint();

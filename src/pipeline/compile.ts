@@ -90,6 +90,7 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
         mode: t.mode,
         repository: t.repository ? { url: t.repository.url, suite: t.repository.suite, components: t.repository.components } : null,
         purge: p.rootfs.keepBuildPackages ? [] : p.rootfs.extraPackages,
+        keepHeaders: p.rootfs.keepBuildPackages,
       },
       files: clean({ debs: t.debs, repositoryKey: t.repository && !/^https?:/.test(t.repository.key) ? t.repository.key : undefined, recipe: resolve(projectRoot, 'rootfs', p.rootfs.distro) }) as TaskSpec['files'],
     });

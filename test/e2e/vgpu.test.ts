@@ -127,6 +127,31 @@ describe('vGPU manager image', () => {
     }
   }, 300_000);
 
+  it('builds on the user\'s own base image for a RHEL-family tag (oci-archive)', async () => {
+    const where = testDir();
+    const base = join(dir, 'out/vgpu-test/vgpu-manager/vgpu-manager.oci.tar');
+    const r = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/nvidia`, `  baseImage: ${base}\n`), ...common(where), '--set', 'vgpu.osTag=rhel8']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).not.toMatch(/rootfs/);
+    const layoutDir = join(where, 'out/vgpu-test/vgpu-manager/layout');
+    const blob = (d: string) => JSON.parse(readFileSync(join(layoutDir, 'blobs', ...d.split(':')), 'utf8'));
+    const index = JSON.parse(readFileSync(join(layoutDir, 'index.json'), 'utf8'));
+    expect(index.manifests[0].annotations['org.opencontainers.image.ref.name']).toBe(`${VERSION}-rhel8`);
+    const baseManifest = JSON.parse(readFileSync(join(dir, 'out/vgpu-test/vgpu-manager/layout/blobs', ...digest.split(':')), 'utf8'));
+    const manifest = blob(index.manifests[0].digest);
+    // the base image's layers, unchanged, then one new layer with the driver
+    expect(manifest.layers.slice(0, baseManifest.layers.length)).toEqual(baseManifest.layers);
+    expect(manifest.layers).toHaveLength(baseManifest.layers.length + 1);
+    expect(blob(manifest.config.digest).rootfs.diff_ids).toHaveLength(manifest.layers.length);
+  }, 300_000);
+
+  it('says clearly when the chosen build engine is not installed', async () => {
+    const where = testDir();
+    const r = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/nvidia`, `  engine: buildah\n  dockerfileDir: ${where}\n`), ...common(where)]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/E_MISSING_TOOL: vgpu\.engine is buildah, but buildah is not installed/);
+  });
+
   it('accepts the AI Enterprise file under the -vgpu-kvm.run name', async () => {
     const where = testDir();
     const aie = buildDriverRun(where, VERSION, { suffix: '-vgpu-kvm-aie' });

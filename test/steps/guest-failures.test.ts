@@ -11,6 +11,7 @@ import type { StepContext } from '../../src/steps/types.js';
 import { buildDriverRun, type DriverRun } from '../fixtures/driver.js';
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
+import { startAptRepo } from '../fixtures/apt-repo.js';
 import { cliBin, repoRoot, run, sharedCacheDir, suiteDir, testDir, writePipeline } from '../helpers.js';
 
 /** A step context for calling a step directly, with hand-made upstream outputs. */
@@ -81,7 +82,7 @@ describe('driver and toolkit refuse bad inputs before touching the rootfs', () =
   it('rejects toolkit packages whose versions disagree, listing each', async () => {
     const dir = testDir();
     const debs = buildToolkitDebs(dir, '1.17.3-1', { 'libnvidia-container1': '1.16.0-1' });
-    const ctx = stepContext(dir, { params: { version: '1.17.3-1', mode: 'oci-hook', repository: null, purge: [] }, files: { debs: [debs], recipe: join(repoRoot, 'rootfs/debian') } });
+    const ctx = stepContext(dir, { params: { version: '1.17.3-1', mode: 'oci-hook', repository: null, purge: [], keepHeaders: false }, files: { debs: [debs], recipe: join(repoRoot, 'rootfs/debian') } });
     const err = await toolkit.run(ctx).catch((e) => e);
     expect(err.code).toBe('E_TOOLKIT_VERSION');
     expect(err.details).toContain('libnvidia-container1 1.16.0-1  <- differs (libnvidia-container1_1.16.0-1_amd64.deb)');
@@ -107,6 +108,23 @@ describe('guest bad inputs through the CLI', () => {
     expect(r.stderr).toContain('--- tail of /var/log/nvidia-installer.log ---');
     expect(r.stderr).toContain('ERROR: the kernel module failed to build (fixture told to fail)');
     expect(mountsUnder(sharedCacheDir())).toEqual([]);
+  }, 1_800_000);
+
+  it('installs the toolkit from a signed apt repository named in the pipeline', async () => {
+    const dir = testDir();
+    const repo = await startAptRepo(dir, buildToolkitDebs(dir, '1.17.3-1'));
+    try {
+      const extra = `  repository:\n    url: ${repo.url}\n    suite: stable\n    components: [main]\n    key: ${repo.keyring}\n`;
+      const file = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`).replace(/$/, '');
+      writeFileSync(file, readFileSync(file, 'utf8').replace('toolkit:\n  version: "1.17.3-1"\n', `toolkit:\n  version: "1.17.3-1"\n${extra}`));
+      const r = await run(cliBin, ['build', '--until', 'toolkit', '--pipeline', file, ...common(dir), '--set', `driver.path=${good.file}`, '--set', `driver.sha256=${good.sha256}`]);
+      expect(r.code, r.stderr).toBe(0);
+      const manifest = JSON.parse(readFileSync(join(dir, 'out/nvidia-test/manifest.json'), 'utf8'));
+      expect(manifest.tasks.find((t: { id: string }) => t.id === 'toolkit').result.packages).toEqual(['libnvidia-container-tools=1.17.3-1', 'libnvidia-container1=1.17.3-1', 'nvidia-container-toolkit-base=1.17.3-1', 'nvidia-container-toolkit=1.17.3-1']);
+      expect(mountsUnder(sharedCacheDir())).toEqual([]);
+    } finally {
+      await repo.close();
+    }
   }, 1_800_000);
 
   it('says plainly when the mirror does not have the suite', async () => {

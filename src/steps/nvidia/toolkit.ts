@@ -20,6 +20,8 @@ interface ToolkitParams {
   mode: 'oci-hook' | 'cdi';
   repository: { url: string; suite: string; components: string[] } | null;
   purge: string[];
+  /** rootfs.keepBuildPackages: keep the kernel headers too. */
+  keepHeaders: boolean;
 }
 
 /**
@@ -76,6 +78,7 @@ async function installToolkit(ctx: StepContext): Promise<{ [k: string]: Json }> 
   for (const d of debs) copyFileSync(d.file, join(stage, basename(d.file)));
   const sizeBefore = treeSize(root);
   let purged: string[] = [];
+  let installed: string[] = [];
   await withChroot(root, ctx, async (chroot) => {
     if (debs.length) await chroot.run('dpkg', ['-i', ...debs.map((d) => `/${STAGE}/${basename(d.file)}`)]);
     else await installFromRepository(chroot, root, p, ctx);
@@ -84,7 +87,8 @@ async function installToolkit(ctx: StepContext): Promise<{ [k: string]: Json }> 
     if (hook.trim() !== 'ok') {
       throw new GuestError('E_TOOLKIT_INSTALL', 'nvidia-container-toolkit installed, but /usr/bin/nvidia-container-toolkit is missing (its postinst did not run)');
     }
-    purged = await purgeBuildPackages(chroot, [...p.purge, `linux-headers-${release}`]);
+    installed = (await chroot.run('dpkg-query', ['-W', '-f=${Package}=${Version}\\n', ...TOOLKIT_PACKAGES], { capture: true })).trim().split('\n').sort();
+    purged = await purgeBuildPackages(chroot, [...p.purge, ...(p.keepHeaders ? [] : [`linux-headers-${release}`])]);
   });
   rmSync(stage, { recursive: true, force: true });
   writeHookOrCdi(root, p.mode);
@@ -92,7 +96,7 @@ async function installToolkit(ctx: StepContext): Promise<{ [k: string]: Json }> 
   const sizeAfter = treeSize(root);
   ctx.log.info(`rootfs ${(sizeBefore / 2 ** 20).toFixed(1)} MiB before cleanup, ${(sizeAfter / 2 ** 20).toFixed(1)} MiB after (${purged.length} packages purged, ${removed} paths removed)`);
   await packRootfs(ctx.log, root, join(ctx.outDir, 'rootfs.tar'), ctx.sourceDate, ctx.signal);
-  return { toolkitVersion: p.version, mode: p.mode, packages: debs.map((d) => `${d.package}=${d.version}`), purged, sizeBeforeBytes: sizeBefore, sizeAfterBytes: sizeAfter, kernelRelease: release, tarball: 'rootfs.tar' };
+  return { toolkitVersion: p.version, mode: p.mode, packages: installed, source: debs.length ? 'debs' : String(p.repository?.url), purged, sizeBeforeBytes: sizeBefore, sizeAfterBytes: sizeAfter, kernelRelease: release, tarball: 'rootfs.tar' };
 }
 
 async function installFromRepository(chroot: ChrootSession, root: string, p: ToolkitParams, ctx: StepContext): Promise<void> {
