@@ -13,6 +13,8 @@ export interface RunOptions {
   capture?: boolean;
   /** Picks lines worth showing when the command fails (compiler errors …). */
   explain?: (tail: string[]) => string[];
+  /** Keep stdout out of the log (a tool that echoes thousands of commands); stderr is still logged. */
+  quiet?: boolean;
   /** Exit statuses that count as success. Default [0]. */
   okStatus?: number[];
 }
@@ -43,7 +45,7 @@ export function runLogged(log: TaskLog, cmd: string, args: string[], opts: RunOp
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     child.stdout!.on('data', (d: Buffer) => {
       if (opts.capture) stdout += d.toString();
-      log.write(d);
+      if (!opts.quiet) log.write(d);
     });
     child.stderr!.on('data', (d: Buffer) => log.write(d));
     if (opts.input !== undefined) child.stdin!.end(opts.input);

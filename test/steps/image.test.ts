@@ -28,6 +28,16 @@ describe('image formats', () => {
     expect(sha(join(b.out, 'rootfs/kata-containers-initrd-intel-gpu.img'))).toBe(sha(img));
   }, 600_000);
 
+  it('makes the same ext4 image twice from the same inputs, and it checks clean', async () => {
+    const a = await image('ext4', ['--force', 'image']);
+    expect(a.code, a.stderr).toBe(0);
+    const file = 'rootfs/kata-containers-intel-gpu.img';
+    execFileSync('e2fsck', ['-fn', join(a.out, file)], { stdio: 'ignore' });
+    const b = await image('ext4', ['--force', 'image']);
+    expect(b.code, b.stderr).toBe(0);
+    expect(sha(join(b.out, file))).toBe(sha(join(a.out, file)));
+  }, 600_000);
+
   it('makes a reproducible erofs image', async () => {
     const r = await image('erofs', ['--force', 'image']);
     expect(r.code, r.stderr).toBe(0);

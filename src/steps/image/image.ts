@@ -1,4 +1,4 @@
-import { linkSync, mkdirSync, writeFileSync, copyFileSync } from 'node:fs';
+import { copyFileSync, linkSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GuestError } from '../../errors.js';
 import { sha256Hex } from '../../engine/key.js';
@@ -25,11 +25,37 @@ interface ImageParams {
  */
 export const image: StepDefinition = {
   kind: 'image',
-  version: 2,
+  version: 3,
   resources: { cpu: 1 },
   publish: '.',
   run: (ctx) => makeImage(ctx),
 };
+
+/**
+ * mkfs.ext4 -d (e2fsprogs 1.47.0) copies each file's ctime and atime, which are the times the tree
+ * was unpacked: set every inode's times to the source date with debugfs, so the image is the same
+ * bytes whenever it is built from the same inputs.
+ */
+async function normalizeExt4Times(ctx: StepContext, root: string, image: string, env: NodeJS.ProcessEnv): Promise<void> {
+  const at = `@${ctx.sourceDate}`;
+  const paths = ['/', ...listTree(root)].filter((p) => !/["\n\\]/.test(p));
+  const fields = ['ctime', 'atime', 'crtime', 'mtime'];
+  const lines = paths.flatMap((p) => [...fields.filter((f) => f !== 'mtime').map((f) => `sif "${p}" ${f} ${at}`), ...fields.map((f) => `sif "${p}" ${f}_extra 0`)]);
+  const script = join(ctx.workDir, 'debugfs-times.cmd');
+  writeFileSync(script, `${lines.join('\n')}\n`);
+  await runLogged(ctx.log, 'debugfs', ['-w', '-f', script, image], { env, signal: ctx.signal, quiet: true });
+}
+
+/** Every path below a folder as the guest sees it (/etc/os-release), without following links. */
+function listTree(root: string, rel = ''): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(join(root, rel), { withFileTypes: true })) {
+    const p = `${rel}/${e.name}`;
+    out.push(p);
+    if (e.isDirectory()) out.push(...listTree(root, p));
+  }
+  return out;
+}
 
 /** A UUID derived from the task key: the same inputs give the same file system. */
 function stableUuid(seed: string): string {
@@ -69,6 +95,7 @@ async function makeImage(ctx: StepContext): Promise<{ [k: string]: Json }> {
       }
       throw err;
     }
+    await normalizeExt4Times(ctx, root, out, env);
   } else if (p.format === 'erofs') {
     await runLogged(ctx.log, 'mkfs.erofs', ['-T', String(ctx.sourceDate), '-U', uuid, '--all-root', out, root], { env, signal: ctx.signal });
   } else {
