@@ -64,6 +64,17 @@ describe('nvidia kernel path end to end (kernel.org-style mirror → debs)', () 
     expect(manifest.tasks.find((t: { id: string }) => t.id === 'kernel-source').result.version).toBe(version);
   });
 
+  it('packages the same build as RPMs with kernel.packages: rpm, without compiling again', async () => {
+    const rpmOut = join(out, '..', 'rpm-out');
+    const r = await run(cliBin, ['build', '--until', 'kernel-debs', '--pipeline', pipelineFile, '--cache-dir', sharedCacheDir(), '--out-dir', rpmOut, '--set', 'kernel.packages=rpm']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/cached kernel-build/);
+    const manifest = JSON.parse(readFileSync(join(rpmOut, 'nvidia-test/manifest.json'), 'utf8'));
+    const pkgs = manifest.tasks.find((t: { id: string }) => t.id === 'kernel-debs').result.packages;
+    expect(pkgs.find((p: { package: string }) => p.package === 'kernel')).toMatchObject({ version: `${version.replace(/-/g, '_')}_nvidia_gpu-1`, architecture: 'x86_64' });
+    expect(readFileSync(join(rpmOut, 'nvidia-test/logs/kernel-debs.log'), 'utf8')).not.toMatch(/^ {2}CC /m);
+  });
+
   it('does nothing on a second run: every task comes from the cache', async () => {
     const again = await run(cliBin, ['build', '--until', 'kernel-debs', '--pipeline', pipelineFile, '--cache-dir', sharedCacheDir(), '--out-dir', out]);
     expect(again.code, again.stderr).toBe(0);

@@ -41,7 +41,7 @@ async function packageKernel(ctx: StepContext): Promise<{ [k: string]: Json }> {
   const version = packageVersion ?? `${build.result.version}-1`;
   const env = kbuildEnv(ctx.sourceDate, { KDEB_PKGVERSION: version, PATH: `${dateShim(ctx.workDir)}:${process.env.PATH}` });
   if (format === 'rpm') {
-    if (!(await which('rpmbuild', { nothrow: true }))) throw new GuestError('E_MISSING_TOOL', 'kernel.packages is rpm, but rpmbuild is not installed (apt-get install rpm, or use packages: deb)');
+    if (!(await which('rpmbuild', { nothrow: true }))) throw new GuestError('E_MISSING_TOOL', 'kernel.packages is rpm, but rpmbuild is not installed (run as root: apt-get install -y rpm; or use packages: deb)');
     const top = join(ctx.workDir, 'rpmbuild');
     await make(makeArgs(sourceTree, objtree, `-j${jobs()}`, `RPMOPTS=--define "_topdir ${top}"`, 'binrpm-pkg'));
     return collectRpms(ctx, join(top, 'RPMS'));
@@ -81,12 +81,15 @@ async function collectDebs(ctx: StepContext, dir: string, release: string): Prom
 }
 
 async function collectRpms(ctx: StepContext, dir: string): Promise<{ [k: string]: Json }> {
-  const found = (await runLogged(ctx.log, 'find', [dir, '-name', '*.rpm'], { capture: true })).trim().split('\n').filter(Boolean);
+  const found = (await runLogged(ctx.log, 'find', [dir, '-name', '*.rpm'], { capture: true })).trim().split('\n').filter(Boolean).sort();
   const packages: { [k: string]: Json }[] = [];
   for (const path of found) {
     const file = path.split('/').pop()!;
+    // read back from the package, never predicted from the file name
+    const q = (await runLogged(ctx.log, 'rpm', ['-qp', '--queryformat', '%{NAME} %{VERSION}-%{RELEASE} %{ARCH}', path], { capture: true })).trim().split(' ');
     copyFileSync(path, join(ctx.outDir, file));
-    packages.push({ file, sha256: await sha256File(path) });
+    packages.push({ file, package: q[0] ?? '', version: q[1] ?? '', architecture: q[2] ?? '', sha256: await sha256File(path) });
   }
-  return { format: 'rpm', packages };
+  if (!packages.some((p) => p.package === 'kernel')) throw new GuestError('E_PACKAGE_MISSING', `binrpm-pkg produced no kernel package (got: ${packages.map((p) => p.file).join(', ') || 'nothing'})`);
+  return { format: 'rpm', kernelRelease: String(ctx.upstream['kernel-build']!.result.kernelRelease), packages };
 }
