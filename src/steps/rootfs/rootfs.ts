@@ -39,7 +39,8 @@ async function createRootfs(ctx: StepContext): Promise<{ [k: string]: Json }> {
   const out = join(ctx.outDir, 'rootfs.tar');
   const env = { ...process.env, SOURCE_DATE_EPOCH: String(ctx.sourceDate), LC_ALL: 'C' };
   const explain = (tail: string[]) => mirrorErrors(tail, p);
-  if (await which('mmdebstrap', { nothrow: true })) {
+  const builder = (await which('mmdebstrap', { nothrow: true })) ? 'mmdebstrap' : 'debootstrap';
+  if (builder === 'mmdebstrap') {
     const hooks = [
       // the host's identity must not end up in a guest image
       'rm -f "$1/etc/hostname" "$1/etc/resolv.conf"',
@@ -68,7 +69,7 @@ async function createRootfs(ctx: StepContext): Promise<{ [k: string]: Json }> {
     if (recipe.filesDir) await runLogged(ctx.log, 'cp', ['-a', `${recipe.filesDir}/.`, dir]);
     await packRootfs(ctx.log, dir, out, ctx.sourceDate, ctx.signal);
   }
-  return { distro: p.distro, suite: p.suite, mirror: p.mirror, packages, tarball: 'rootfs.tar' };
+  return { distro: p.distro, suite: p.suite, mirror: p.mirror, packages, builder, tarball: 'rootfs.tar' };
 }
 
 /** mmdebstrap and debootstrap report a suite the mirror lacks in several ways: say it once, plainly. */
