@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, afterEach } from 'vitest';
@@ -116,4 +116,27 @@ export function writePipeline(dir: string, vendor: 'nvidia' | 'intel', kernel: s
     `name: ${vendor}-test\nvendor: ${vendor}\nkernel:\n  baseConfig: kernel-configs/base/x86_64.conf\n  fragments: [kernel-configs/fragments/gpu/${vendor}.conf]\n  localVersion: -${vendor}-gpu\n${kernel}rootfs:\n  distro: debian\n  suite: bookworm\n${vendor === 'nvidia' ? '  extraPackages: [gcc, make, libelf1]\n' : ''}${nvidia}${extra}`,
   );
   return file;
+}
+
+/** PATH with every host command but the ones named. */
+export function pathWithout(dir: string, missing: string[]): string {
+  const bin = join(dir, 'bin');
+  mkdirSync(bin);
+  for (const d of ['/usr/local/bin', '/usr/bin', '/bin', '/usr/sbin', '/sbin']) {
+    let names: string[] = [];
+    try {
+      names = readdirSync(d);
+    } catch {
+      continue;
+    }
+    for (const f of names) {
+      if (missing.includes(f)) continue;
+      try {
+        symlinkSync(join(d, f), join(bin, f));
+      } catch {
+        // the first folder on PATH wins, as it would
+      }
+    }
+  }
+  return bin;
 }

@@ -4,9 +4,10 @@ import { join } from 'node:path';
 import { GuestError } from '../errors.js';
 import type { CacheEntry } from '../engine/cache.js';
 import { planRun } from '../engine/plan.js';
-import { runLogged } from '../sys/exec.js';
+import { packInitramfs } from '../sys/rootfs-tar.js';
 import { requireHostTools } from '../sys/host-tools.js';
 import { bootGuest } from '../sys/qemu.js';
+import { HOOK_PATH } from '../steps/nvidia/toolkit.js';
 import { TaskLog } from '../sys/task-log.js';
 import { openCache, prepareOut, type CliEnv, type PipelineOptions } from './context.js';
 import { abortOnSignals } from './signals.js';
@@ -18,8 +19,6 @@ export interface VerifyOptions extends PipelineOptions {
   memory: string;
   json?: boolean;
 }
-
-const HOOK = 'usr/share/oci/hooks/prestart/nvidia-container-toolkit.sh';
 
 /** gpu-guest verify: boots the built kernel with the built image in QEMU and checks the guest from inside. */
 export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<number> {
@@ -49,7 +48,7 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
     if (format === 'initrd') throw new GuestError('E_USAGE', 'verify boots ext4 and erofs images; this pipeline builds an initrd (set image.format: ext4 to verify it)');
     const options = config ? readFileSync(join(config.outDir, 'requested.conf'), 'utf8').split('\n').map((l) => l.replace(/\s+#\s[^#]*$/, '').trim()).filter(Boolean) : [];
     const modules = (driver?.meta.result.modules as string[] | undefined) ?? [];
-    const hook = toolkit && toolkit.meta.result.mode === 'oci-hook' ? HOOK : undefined;
+    const hook = toolkit && toolkit.meta.result.mode === 'oci-hook' ? HOOK_PATH : undefined;
     const checks = guestChecks({ release, options: [...new Set(options)], modules, hook });
     const initrd = await buildVerifyInitrd(work, verifyInit(checks, format), signals.signal);
     const consoleLog = join(logs, 'verify.log');
@@ -60,7 +59,7 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
       disk: join(image!.outDir, String(image!.meta.result.image)),
       append: 'console=ttyS0 panic=-1 loglevel=4',
       accel: opts.accel as 'tcg' | 'kvm',
-      machine: driver || loaded.graph.tasks.some((t) => t.id === 'driver') ? 'q35' : 'pc',
+      machine: loaded.graph.tasks.some((t) => t.id === 'driver') ? 'q35' : 'pc',
       memoryMiB: Number(opts.memory),
       timeoutMs: timeoutS * 1000,
       logFile: consoleLog,
@@ -96,7 +95,7 @@ async function buildVerifyInitrd(work: string, init: string, signal: AbortSignal
   const out = join(work, 'verify.cpio.gz');
   const log = new TaskLog(join(work, 'initrd.log'));
   try {
-    await runLogged(log, 'sh', ['-c', 'cd "$1" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -n > "$2"', 'sh', root, out], { signal });
+    await packInitramfs(log, root, out, signal);
   } finally {
     log.close();
   }

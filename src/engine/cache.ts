@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { GuestError, messageOf } from '../errors.js';
 import { mountsUnder } from '../sys/mounts.js';
+import { processAlive } from '../sys/process.js';
 import type { KeyMaterial } from './key.js';
 import type { Json } from './types.js';
 
@@ -179,14 +180,5 @@ async function readHolder(file: string): Promise<{ pid: number; host: string } |
     const st = await stat(file).catch(() => undefined);
     if (st && st.size === 0 && Date.now() - st.mtimeMs > 60_000) await rm(file, { force: true });
     return undefined;
-  }
-}
-
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -78,7 +78,7 @@ export function loadPipeline(selection: PipelineSelection): LoadedPipeline {
   for (const o of overrides) applyOverride(data as Record<string, unknown>, o);
 
   if (!validate(data)) {
-    const problems = (validate.errors ?? []).map((e) => describeSchemaError(e, doc, lines, shown, overrides));
+    const problems = (validate.errors ?? []).map((e) => describeSchemaError(e, data, doc, lines, shown, overrides));
     const unique = [...new Set(problems)];
     throw new GuestError('E_PIPELINE_INVALID', unique[0]!, { details: unique.length > 1 ? unique : [] });
   }
@@ -129,9 +129,10 @@ function pointerToPath(pointer: string): KeyPath {
     .map((p) => (/^\d+$/.test(p) ? Number(p) : p));
 }
 
-function describeSchemaError(e: ErrorObject, doc: Document, lines: LineCounter, shown: string, overrides: Override[]): string {
+/** One schema error as `file:line:col: key: what was expected, what was found`; data has the overrides applied. */
+function describeSchemaError(e: ErrorObject, data: unknown, doc: Document, lines: LineCounter, shown: string, overrides: Override[]): string {
   const path = pointerToPath(e.instancePath);
-  const found = describeValue(valueAt(doc.toJS(), path, overrides));
+  const found = describeValue(valueAt(data, path));
   const key = formatKeyPath(path) || '(top level)';
   switch (e.keyword) {
     case 'additionalProperties': {
@@ -161,9 +162,7 @@ function quoteHint(e: ErrorObject, found: string): string {
   return (e.params as { type: string }).type === 'string' && found.startsWith('number') ? ' (quote it in YAML: "…")' : '';
 }
 
-function valueAt(data: unknown, path: KeyPath, overrides: Override[]): unknown {
-  const override = [...overrides].reverse().find((o) => formatKeyPath(o.path) === formatKeyPath(path));
-  if (override) return override.value;
+function valueAt(data: unknown, path: KeyPath): unknown {
   let node: unknown = data;
   for (const p of path) node = node && typeof node === 'object' ? (node as Record<string | number, unknown>)[p] : undefined;
   return node;

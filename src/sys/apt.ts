@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { GuestError } from '../errors.js';
+import { controlField } from './deb.js';
 
 const run = promisify(execFile);
 
@@ -22,10 +23,9 @@ export async function aptShow(name: string): Promise<AptPackage> {
     const msg = (err as { stderr?: string }).stderr?.trim().split('\n').pop() ?? String(err);
     throw new GuestError('E_NOT_FOUND', `apt package ${name} is not in the host's apt sources (${msg}; run apt-get update, or check the name)`, { cause: err });
   }
-  const field = (f: string) => new RegExp(`^${f}: (.+)$`, 'm').exec(out)?.[1]?.trim();
-  const version = field('Version');
-  const sha256 = field('SHA256');
-  const filename = field('Filename');
+  const version = controlField(out, 'Version');
+  const sha256 = controlField(out, 'SHA256');
+  const filename = controlField(out, 'Filename');
   if (!version || !sha256 || !filename) throw new GuestError('E_NOT_FOUND', `apt package ${name} has no downloadable candidate (run apt-get update)`);
   return { name, version, sha256, filename };
 }

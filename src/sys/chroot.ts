@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { GuestError } from '../errors.js';
-import { processAlive } from '../engine/cache.js';
+import { processAlive } from './process.js';
 import { runLogged, type RunOptions } from './exec.js';
 import { mountsUnder } from './mounts.js';
 import type { TaskLog } from './task-log.js';

@@ -118,6 +118,17 @@ export async function checkSha256(file: string, expected: string, what: string, 
   }
 }
 
+/**
+ * A user's own file pinned by sha256 (a local tarball or .run): compared, never deleted.
+ * `pin` names where the expected digest comes from (`kernel.sha256 says`, `the pipeline pins`).
+ */
+export async function checkPinnedFile(file: string, expected: string, what: string, pin: string): Promise<void> {
+  const actual = await sha256File(file);
+  if (actual !== expected) {
+    throw new GuestError('E_CHECKSUM_MISMATCH', `${what} ${basename(file)}: sha256 is ${actual}, ${pin} ${expected} (check the file or the pin)`);
+  }
+}
+
 function describeFailure(err: unknown): string {
   if (err instanceof HTTPError) return `HTTP ${err.response.statusCode}`;
   if (err instanceof RequestError) return `${err.code}: ${err.message.split('\n')[0]}`;

@@ -2,6 +2,8 @@ import { mkdirSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { which } from 'zx';
+import { runLogged, type RunOptions } from './exec.js';
+import type { TaskLog } from './task-log.js';
 
 /**
  * The environment of every kernel make: build metadata from the pipeline's source date instead of
@@ -53,9 +55,9 @@ export function stableBuildPath(cacheDir: string, buildKey: string): string {
   return join(cacheDir, 'kbuild', buildKey.slice(0, 16));
 }
 
-/** Arguments that run `make …` with `folder` visible at `stable` (see stableBuildPath). */
-export function inStablePath(folder: string, stable: string, makeArgv: string[]): { cmd: string; args: string[] } {
+/** Runs `make …` with `folder` visible at `stable` (see stableBuildPath); compiler errors explain a failure. */
+export function makeAtStablePath(log: TaskLog, folder: string, stable: string, makeArgv: string[], opts: RunOptions = {}): Promise<string> {
   mkdirSync(stable, { recursive: true });
   const script = 'mount --bind "$1" "$2" && shift 2 && exec make "$@"';
-  return { cmd: 'unshare', args: ['--mount', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', folder, stable, ...makeArgv] };
+  return runLogged(log, 'unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', folder, stable, ...makeArgv], { explain: compilerErrors, ...opts });
 }

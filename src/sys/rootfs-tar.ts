@@ -28,3 +28,8 @@ export async function packRootfs(log: TaskLog, dir: string, tarball: string, sou
 export async function clampMtimes(log: TaskLog, dir: string, sourceDate: number, signal?: AbortSignal): Promise<void> {
   await runLogged(log, 'sh', ['-c', 'find "$1" -newermt "@$2" -print0 | xargs -0 -r touch -h -d "@$2"', 'sh', dir, String(sourceDate)], { signal });
 }
+
+/** A gzip'd newc cpio of a tree (an initrd), reproducible: names sorted, no inode numbers, no gzip time. */
+export async function packInitramfs(log: TaskLog, dir: string, out: string, signal?: AbortSignal): Promise<void> {
+  await runLogged(log, 'sh', ['-c', 'cd "$1" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --reproducible --quiet | gzip -n -9 > "$2"', 'sh', dir, out], { signal });
+}

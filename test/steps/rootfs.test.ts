@@ -1,31 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { cliBin, run, testDir, writePipeline } from '../helpers.js';
-
-/** PATH with every host command but the ones named. */
-function pathWithout(dir: string, missing: string[]): string {
-  const bin = join(dir, 'bin');
-  mkdirSync(bin);
-  for (const d of ['/usr/local/bin', '/usr/bin', '/bin', '/usr/sbin', '/sbin']) {
-    let names: string[] = [];
-    try {
-      names = readdirSync(d);
-    } catch {
-      continue;
-    }
-    for (const f of names) {
-      if (missing.includes(f)) continue;
-      try {
-        symlinkSync(join(d, f), join(bin, f));
-      } catch {
-        // the first folder on PATH wins, as it would
-      }
-    }
-  }
-  return bin;
-}
+import { cliBin, pathWithout, run, testDir, writePipeline } from '../helpers.js';
 
 describe('rootfs', () => {
   it('falls back to debootstrap when mmdebstrap is absent', async () => {

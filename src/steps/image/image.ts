@@ -6,7 +6,7 @@ import type { Json } from '../../engine/types.js';
 import { applyCleanupList, treeSize } from '../../sys/cleanup.js';
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
-import { clampMtimes, unpackRootfs } from '../../sys/rootfs-tar.js';
+import { clampMtimes, packInitramfs, unpackRootfs } from '../../sys/rootfs-tar.js';
 import type { StepContext, StepDefinition } from '../types.js';
 import { readRecipe } from '../rootfs/recipe.js';
 import { kataConfig } from './kata-config.js';
@@ -99,7 +99,7 @@ async function makeImage(ctx: StepContext): Promise<{ [k: string]: Json }> {
   } else if (p.format === 'erofs') {
     await runLogged(ctx.log, 'mkfs.erofs', ['-T', String(ctx.sourceDate), '-U', uuid, '--all-root', out, root], { env, signal: ctx.signal });
   } else {
-    await runLogged(ctx.log, 'sh', ['-c', 'cd "$1" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --reproducible --quiet | gzip -n -9 > "$2"', 'sh', root, out], { env, signal: ctx.signal });
+    await packInitramfs(ctx.log, root, out, ctx.signal);
   }
   // the tarball next to the image: a hard link to the upstream entry's file, not a copy
   const tarName = `kata-containers-${p.flavour}.tar`;

@@ -2,9 +2,8 @@ import { copyFileSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { GuestError } from '../../errors.js';
 import type { Json } from '../../engine/types.js';
-import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
-import { ccacheArgs, compilerErrors, inStablePath, jobs, kbuildEnv, makeArgs, stableBuildPath } from '../../sys/kbuild.js';
+import { ccacheArgs, jobs, kbuildEnv, makeArgs, makeAtStablePath, stableBuildPath } from '../../sys/kbuild.js';
 import { parseDotConfig } from '../../sys/kconfig/options.js';
 import type { StepContext, StepDefinition } from '../types.js';
 
@@ -32,11 +31,8 @@ async function buildKernel(ctx: StepContext): Promise<{ [k: string]: Json }> {
   // make sees out/ at a path that kernel-debs will use again (see stableBuildPath)
   const stable = stableBuildPath(ctx.cacheDir, ctx.key);
   const objtree = join(stable, 'build');
-  const make = (args: string[], capture = false) => {
-    const { cmd, args: argv } = inStablePath(ctx.outDir, stable, args);
-    return runLogged(ctx.log, cmd, argv, { env, signal: ctx.signal, explain: compilerErrors, capture });
-  };
   const env = kbuildEnv(ctx.sourceDate);
+  const make = (args: string[], capture = false) => makeAtStablePath(ctx.log, ctx.outDir, stable, args, { env, signal: ctx.signal, capture });
   const modules = parseDotConfig(readFileSync(config, 'utf8')).get('MODULES') === 'y';
   const extra = await ccacheArgs();
   if (extra.length) ctx.log.info('using ccache');

@@ -4,9 +4,10 @@ import { which } from 'zx';
 import { GuestError } from '../../errors.js';
 import { sha256File } from '../../engine/digest.js';
 import type { Json } from '../../engine/types.js';
+import { readDebFields } from '../../sys/deb.js';
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
-import { compilerErrors, inStablePath, jobs, kbuildEnv, makeArgs, stableBuildPath } from '../../sys/kbuild.js';
+import { jobs, kbuildEnv, makeArgs, makeAtStablePath, stableBuildPath } from '../../sys/kbuild.js';
 import type { StepContext, StepDefinition } from '../types.js';
 
 /**
@@ -34,12 +35,9 @@ async function packageKernel(ctx: StepContext): Promise<{ [k: string]: Json }> {
   await runLogged(ctx.log, 'cp', ['-a', join(build.dir, 'build'), join(pkgDir, 'build')], { signal: ctx.signal });
   const stable = stableBuildPath(ctx.cacheDir, String(build.result.buildKey));
   const objtree = join(stable, 'build');
-  const make = (args: string[]) => {
-    const { cmd, args: argv } = inStablePath(pkgDir, stable, args);
-    return runLogged(ctx.log, cmd, argv, { env, signal: ctx.signal, explain: compilerErrors });
-  };
   const version = packageVersion ?? `${build.result.version}-1`;
   const env = kbuildEnv(ctx.sourceDate, { KDEB_PKGVERSION: version, PATH: `${dateShim(ctx.workDir)}:${process.env.PATH}` });
+  const make = (args: string[]) => makeAtStablePath(ctx.log, pkgDir, stable, args, { env, signal: ctx.signal });
   if (format === 'rpm') {
     if (!(await which('rpmbuild', { nothrow: true }))) throw new GuestError('E_MISSING_TOOL', 'kernel.packages is rpm, but rpmbuild is not installed (run as root: apt-get install -y rpm; or use packages: deb)');
     const top = join(ctx.workDir, 'rpmbuild');
@@ -68,10 +66,9 @@ async function collectDebs(ctx: StepContext, dir: string, release: string): Prom
   const debs = readdirSync(dir).filter((f) => f.endsWith('.deb')).sort();
   const packages: { [k: string]: Json }[] = [];
   for (const file of debs) {
-    const fields = await runLogged(ctx.log, 'dpkg-deb', ['-f', join(dir, file), 'Package', 'Version', 'Architecture'], { capture: true, signal: ctx.signal });
-    const get = (k: string) => new RegExp(`^${k}: (.+)$`, 'm').exec(fields)?.[1]?.trim() ?? '';
+    const f = await readDebFields(ctx.log, join(dir, file), ['Package', 'Version', 'Architecture'], ctx.signal);
     copyFileSync(join(dir, file), join(ctx.outDir, file));
-    packages.push({ file, package: get('Package'), version: get('Version'), architecture: get('Architecture'), sha256: await sha256File(join(dir, file)) });
+    packages.push({ file, package: f.Package, version: f.Version, architecture: f.Architecture, sha256: await sha256File(join(dir, file)) });
   }
   const names = packages.map((p) => String(p.package));
   if (!names.includes(`linux-image-${release}`)) {

@@ -1,10 +1,11 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { GuestError } from '../../errors.js';
 import { sha256File } from '../../engine/digest.js';
 import type { Json } from '../../engine/types.js';
 import { aptShow } from '../../sys/apt.js';
-import { checkSha256, downloadVerified, fetchText, redactUrl } from '../../sys/download.js';
+import { checkPinnedFile, checkSha256, downloadVerified, fetchText, redactUrl } from '../../sys/download.js';
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
 import type { ResolveContext, StepContext, StepDefinition } from '../types.js';
@@ -70,18 +71,20 @@ async function resolveSource(p: SourceParams, files: StepContext['files'], ctx: 
 }
 
 async function verifySignature(text: string, keyring: string, ctx: ResolveContext): Promise<void> {
-  const dir = join(ctx.cacheDir, 'tmp', `gpgv.${process.pid}`);
-  mkdirSync(dir, { recursive: true });
+  const dir = mkdtempSync(join(ctx.cacheDir, 'tmp', `gpgv.${process.pid}.`));
   const file = join(dir, 'sha256sums.asc');
-  writeFileSync(file, text);
-  const { execFile } = await import('node:child_process');
-  await new Promise<void>((resolve, reject) => {
-    execFile('gpgv', ['--keyring', keyring, file], (err, _out, stderr) => {
-      if (!err) return resolve();
-      const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
-      reject(new GuestError(missing ? 'E_MISSING_TOOL' : 'E_SIGNATURE', missing ? 'gpgv is not installed (apt-get install gpgv)' : `sha256sums.asc: signature does not verify against ${keyring} (${stderr.trim().split('\n').pop()})`));
+  try {
+    writeFileSync(file, text);
+    await new Promise<void>((resolve, reject) => {
+      execFile('gpgv', ['--keyring', keyring, file], (err, _out, stderr) => {
+        if (!err) return resolve();
+        const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+        reject(new GuestError(missing ? 'E_MISSING_TOOL' : 'E_SIGNATURE', missing ? 'gpgv is not installed (apt-get install gpgv)' : `sha256sums.asc: signature does not verify against ${keyring} (${stderr.trim().split('\n').pop()})`));
+      });
     });
-  });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 async function fetchAndExtract(ctx: StepContext): Promise<{ [k: string]: Json }> {
@@ -107,7 +110,7 @@ async function fetchAndExtract(ctx: StepContext): Promise<{ [k: string]: Json }>
 async function obtainTarball(ctx: StepContext, p: SourceParams): Promise<{ tarball: string; origin: string; name: string }> {
   if (ctx.files.tarball) {
     const file = ctx.files.tarball as string;
-    if (p.sha256) await checkSha256Copy(file, p.sha256);
+    if (p.sha256) await checkPinnedFile(file, p.sha256, 'kernel tarball', 'kernel.sha256 says');
     return { tarball: file, origin: `local ${basename(file)}`, name: basename(file) };
   }
   if (p.tarball?.startsWith('apt:')) return fromAptPackage(ctx, p.tarball.slice(4), p.aptVersion!);
@@ -118,12 +121,6 @@ async function obtainTarball(ctx: StepContext, p: SourceParams): Promise<{ tarba
   const what = `kernel tarball ${name}`;
   await downloadVerified({ urls, dest, sha256: p.sha256!, what, signal: ctx.signal, onProgress: (d, t) => ctx.progress('download', d, t), log: (l) => ctx.log.info(l) });
   return { tarball: dest, name, origin: urls.length === 1 ? redactUrl(urls[0]!) : `mirrors (${urls.map(redactUrl).join(', ')})` };
-}
-
-/** A pinned sha256 for a local tarball: never delete the user's file on mismatch. */
-async function checkSha256Copy(file: string, expected: string): Promise<void> {
-  const actual = await sha256File(file);
-  if (actual !== expected) throw new GuestError('E_CHECKSUM_MISMATCH', `kernel tarball ${basename(file)}: sha256 is ${actual}, kernel.sha256 says ${expected} (check the file or the pin)`);
 }
 
 async function fromAptPackage(ctx: StepContext, pkg: string, version: string): Promise<{ tarball: string; origin: string; name: string }> {

@@ -1,7 +1,6 @@
 import { join } from 'node:path';
 import { GuestError } from '../../errors.js';
-import { sha256File } from '../../engine/digest.js';
-import { downloadVerified, redactUrl } from '../../sys/download.js';
+import { checkPinnedFile, downloadVerified, redactUrl } from '../../sys/download.js';
 import type { StepContext } from '../types.js';
 
 /** NVIDIA's download layout for a driver version. */
@@ -16,10 +15,7 @@ export function defaultDriverUrl(version: string, suffix = ''): string {
 export async function obtainDriverRun(ctx: StepContext, opts: { path?: string; url?: string | null; version: string; sha256: string; what: string; suffix?: string }): Promise<string> {
   if (!/^[0-9a-f]{64}$/.test(opts.sha256)) throw new GuestError('E_PIPELINE_INVALID', `${opts.what}: a sha256 is required (pin the .run's sha256); an unverified driver is refused`);
   if (opts.path) {
-    const actual = await sha256File(opts.path);
-    if (actual !== opts.sha256) {
-      throw new GuestError('E_CHECKSUM_MISMATCH', `${opts.what} ${opts.path.split('/').pop()}: sha256 is ${actual}, the pipeline pins ${opts.sha256} (check the file or the pin)`);
-    }
+    await checkPinnedFile(opts.path, opts.sha256, opts.what, 'the pipeline pins');
     return opts.path;
   }
   const url = opts.url ?? defaultDriverUrl(opts.version, opts.suffix);

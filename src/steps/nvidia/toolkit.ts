@@ -4,7 +4,7 @@ import { GuestError } from '../../errors.js';
 import type { Json } from '../../engine/types.js';
 import { withChroot, type ChrootSession } from '../../sys/chroot.js';
 import { applyCleanupList, treeSize } from '../../sys/cleanup.js';
-import { runLogged } from '../../sys/exec.js';
+import { readDebFields } from '../../sys/deb.js';
 import { packRootfs, unpackRootfs } from '../../sys/rootfs-tar.js';
 import type { StepContext, StepDefinition } from '../types.js';
 import { readRecipe } from '../rootfs/recipe.js';
@@ -45,9 +45,8 @@ async function readDebs(ctx: StepContext, paths: string[]): Promise<LocalDeb[]> 
   const files = paths.flatMap((p) => (statSync(p).isDirectory() ? readdirSync(p).filter((f) => f.endsWith('.deb')).sort().map((f) => join(p, f)) : [p]));
   const debs: LocalDeb[] = [];
   for (const file of files) {
-    const out = await runLogged(ctx.log, 'dpkg-deb', ['-f', file, 'Package', 'Version'], { capture: true });
-    const get = (k: string) => new RegExp(`^${k}: (.+)$`, 'm').exec(out)?.[1]?.trim() ?? '';
-    debs.push({ file, package: get('Package'), version: get('Version') });
+    const f = await readDebFields(ctx.log, file, ['Package', 'Version']);
+    debs.push({ file, package: f.Package, version: f.Version });
   }
   return debs;
 }
