@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { GuestError } from '../errors.js';
+import { GuestError } from '../model/errors.js';
 import { EventBus } from '../engine/events.js';
 import { planRun, type Selection } from '../engine/plan.js';
 import { publishOutputs } from '../engine/publish.js';
@@ -10,6 +10,8 @@ import { chooseProgressMode, type Reporter } from '../engine/report/reporter.js'
 import { createTraceReporter } from '../engine/report/trace.js';
 import { createTtyReporter } from '../engine/report/tty.js';
 import { runPlan } from '../engine/run.js';
+import { readResult } from '../engine/results.js';
+import { exitStatusFor } from '../model/errors.js';
 import { openCache, prepareOut, type CliEnv, type PipelineOptions } from './context.js';
 import { abortOnSignals } from './signals.js';
 import { pushEntry, type PushOptions } from './push.js';
@@ -32,7 +34,8 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
   const logsDir = prepareOut(loaded.pipelineOut);
   const signals = abortOnSignals(() => env.stderr('still cleaning up after the interrupt (mounts, scratch folders); please wait\n'));
   try {
-    const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal });
+    const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal, network: true });
+    memo.save();
     const bus = new EventBus();
     const reporters = createReporters(opts, env, logsDir);
     for (const r of reporters) bus.subscribe(r.listen);
@@ -55,13 +58,15 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
       lines.push(`--- last ${f.tail.length} lines of ${f.id}'s log ---`, ...f.tail, `--- full log: ${f.logFile}`);
       env.stderr(`${lines.join('\n')}\n`);
     }
-    if (outcome.status !== 'succeeded') return 1;
+    // a step that rejects its input (E_PIPELINE_INVALID …) exits 2, as the same error at plan time does
+    if (outcome.status !== 'succeeded') return outcome.failure ? exitStatusFor(outcome.failure.error) : 1;
     if (opts.push) {
-      const entry = outcome.entries.get('vgpu-image');
+      const task = plan.tasks.find((t) => t.kind === 'vgpu-image');
+      const entry = task && outcome.entries.get(task.id);
       if (!entry) throw new GuestError('E_USAGE', `--push: pipeline ${plan.pipeline} builds no vGPU manager image (use --vendor nvidia-vgpu)`);
       const log = new TaskLog(join(logsDir, 'push.log'));
       try {
-        return await pushEntry(entry.outDir, entry.meta.result as Record<string, string>, loaded.pipelineOut, opts, env, log, signals.signal);
+        return await pushEntry(readResult(entry, 'vgpu-image'), loaded.pipelineOut, opts, env, log, signals.signal);
       } finally {
         log.close();
       }

@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { GuestError } from '../errors.js';
+import { GuestError } from '../model/errors.js';
 import { defaultCacheDir } from '../paths.js';
 import { mountsUnder } from '../sys/mounts.js';
 import type { CliEnv, PipelineOptions } from './context.js';

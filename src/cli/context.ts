@@ -1,14 +1,15 @@
 import { join, resolve } from 'node:path';
 import { existsSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { recoverStaleMounts } from '../sys/chroot.js';
-import { GuestError } from '../errors.js';
+import { unusableFolderReason } from '../sys/usable-path.js';
+import { GuestError } from '../model/errors.js';
 import { LocalCacheStore } from '../engine/cache.js';
 import { DigestMemo } from '../engine/digest.js';
-import type { TaskGraph } from '../engine/types.js';
+import type { TaskGraph } from '../model/task.js';
 import { compileTaskGraph, sourceDateEpoch } from '../pipeline/compile.js';
 import { loadPipeline } from '../pipeline/load.js';
 import { defaultCacheDir } from '../paths.js';
-import type { StepRegistry } from '../steps/types.js';
+import type { StepRegistry } from '../model/step.js';
 
 /** Options every pipeline command shares (build, plan, clean, doctor). */
 export interface PipelineOptions {
@@ -60,9 +61,20 @@ export function openCache(opts: PipelineOptions, env: NodeJS.ProcessEnv, say?: (
   return { store, memo: new DigestMemo(join(root, 'digests.json')) };
 }
 
+/**
+ * The cache for `plan`, which must never change the host: no folder created, no stale mount
+ * removed, no scratch folder swept, no digest memo written.
+ */
+export function openCacheReadOnly(opts: PipelineOptions, env: NodeJS.ProcessEnv): { store: LocalCacheStore; memo: DigestMemo } {
+  const root = resolve(opts.cacheDir ?? defaultCacheDir(env));
+  return { store: LocalCacheStore.openReadOnly(root), memo: new DigestMemo(join(root, 'digests.json'), { readOnly: true }) };
+}
+
 /** Creates out/<pipeline>/logs and proves it can be written. */
 export function prepareOut(pipelineOut: string): string {
   const logs = join(pipelineOut, 'logs');
+  const why = unusableFolderReason(pipelineOut);
+  if (why) throw new GuestError('E_OUT_UNWRITABLE', `output folder ${pipelineOut} is not writable (${why}): pass --out-dir DIR or fix its permissions`);
   try {
     mkdirSync(logs, { recursive: true });
     const probe = join(logs, `.probe-${process.pid}`);

@@ -1,7 +1,8 @@
 import { Command, CommanderError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { exitStatusFor, isGuestError, messageOf } from '../errors.js';
+import { exitStatusFor, isGuestError, messageOf } from '../model/errors.js';
+import { redact } from '../model/redact.js';
 import { defaultCacheDir, projectRoot } from '../paths.js';
 import { builtinSteps } from '../steps/index.js';
 import { buildCommand } from './build.js';
@@ -94,7 +95,9 @@ export function defaultCliEnv(): CliEnv {
 
 /** Runs the CLI; resolves to the exit status (0 ok, 1 task failed, 2 usage or pipeline error, 130 interrupted). */
 export async function main(argv: string[], overrides: Partial<CliEnv> = {}): Promise<number> {
-  const env = { ...defaultCliEnv(), ...overrides };
+  const given = { ...defaultCliEnv(), ...overrides };
+  // whatever a command prints passes the one redaction: no URL credential reaches the terminal
+  const env: CliEnv = { ...given, stdout: (t) => given.stdout(redact(t)), stderr: (t) => given.stderr(redact(t)) };
   let status = 0;
   const program = createProgram(env, (n) => (status = n));
   try {

@@ -1,6 +1,8 @@
-import { openCache, type CliEnv, type PipelineOptions } from './context.js';
+import { openCacheReadOnly, type CliEnv, type PipelineOptions } from './context.js';
 import { planRun, type Plan, type Selection } from '../engine/plan.js';
 import { abortOnSignals } from './signals.js';
+import { redact, redactJson } from '../model/redact.js';
+import type { Json } from '../model/json.js';
 
 export interface PlanOptions extends PipelineOptions, Selection {
   json?: boolean;
@@ -10,13 +12,13 @@ export interface PlanOptions extends PipelineOptions, Selection {
 /** gpu-guest plan: what build would do, and why, without doing it. */
 export async function planCommand(opts: PlanOptions, env: CliEnv): Promise<number> {
   const loaded = env.loadGraph(opts);
-  const { store, memo } = openCache(opts, env.env);
+  const { store, memo } = openCacheReadOnly(opts, env.env);
   const signals = abortOnSignals(() => undefined);
   try {
-    const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal });
-    if (opts.json) env.stdout(`${JSON.stringify({ pipeline: plan.pipeline, tasks: plan.tasks }, null, 2)}\n`);
+    const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal, network: false });
+    if (opts.json) env.stdout(`${JSON.stringify(redactJson({ pipeline: plan.pipeline, tasks: plan.tasks } as unknown as Json), null, 2)}\n`);
     else if (opts.dot) env.stdout(planToDot(plan));
-    else env.stdout(planToText(plan));
+    else env.stdout(redact(planToText(plan)));
     return 0;
   } finally {
     signals.dispose();

@@ -1,8 +1,10 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { which } from 'zx';
-import { GuestError } from '../errors.js';
+import { GuestError } from '../model/errors.js';
 import { planRun } from '../engine/plan.js';
+import { builtEntryOfKind, type TypedEntry } from '../engine/results.js';
+import type { VgpuImageResult } from '../model/results.js';
 import { findCredentials } from '../sys/registry-auth.js';
 import { pushWithApi, pushWithSkopeo, type PushTarget } from '../sys/registry-push.js';
 import { TaskLog } from '../sys/task-log.js';
@@ -18,16 +20,16 @@ export interface PushOptions extends PipelineOptions {
 /** gpu-guest push: pushes the built vGPU manager image and writes what to run next for the GPU Operator. */
 export async function pushCommand(opts: PushOptions, env: CliEnv): Promise<number> {
   const loaded = env.loadGraph(opts);
-  if (!loaded.graph.tasks.some((t) => t.id === 'vgpu-image')) throw new GuestError('E_USAGE', `push: pipeline ${loaded.graph.pipeline} builds no vGPU manager image (use --vendor nvidia-vgpu)`);
+  if (!loaded.graph.tasks.some((t) => t.kind === 'vgpu-image')) throw new GuestError('E_USAGE', `push: pipeline ${loaded.graph.pipeline} builds no vGPU manager image (use --vendor nvidia-vgpu)`);
   const { store, memo } = openCache(opts, env.env, env.stderr);
   const logs = prepareOut(loaded.pipelineOut);
   const signals = abortOnSignals(() => undefined);
   const log = new TaskLog(join(logs, 'push.log'));
   try {
-    const plan = await planRun(loaded.graph, {}, { steps: env.steps, store, memo, signal: signals.signal });
-    const entry = await store.get(plan.tasks.find((t) => t.id === 'vgpu-image')!.key);
+    const plan = await planRun(loaded.graph, {}, { steps: env.steps, store, memo, signal: signals.signal, network: false });
+    const entry = await builtEntryOfKind(plan, store, 'vgpu-image');
     if (!entry) throw new GuestError('E_NOT_CACHED', 'the vGPU manager image is not built: run gpu-guest build with the same pipeline and flags first (or build --push)');
-    return await pushEntry(entry.outDir, entry.meta.result as Record<string, string>, loaded.pipelineOut, opts, env, log, signals.signal);
+    return await pushEntry(entry, loaded.pipelineOut, opts, env, log, signals.signal);
   } finally {
     log.close();
     signals.dispose();
@@ -35,15 +37,16 @@ export async function pushCommand(opts: PushOptions, env: CliEnv): Promise<numbe
 }
 
 /** Pushes a built vgpu-image entry; shared by `push` and `build --push`. */
-export async function pushEntry(outDir: string, result: Record<string, string>, pipelineOut: string, opts: PushOptions, env: CliEnv, log: TaskLog, signal: AbortSignal): Promise<number> {
-  const [host, ...path] = result.repository!.split('/');
+export async function pushEntry(entry: TypedEntry<'vgpu-image'>, pipelineOut: string, opts: PushOptions, env: CliEnv, log: TaskLog, signal: AbortSignal): Promise<number> {
+  const { outDir, result } = entry;
+  const [host, ...path] = result.repository.split('/');
   const creds = findCredentials(host!, opts.registryAuth, env.env);
-  const target: PushTarget = { host: host!, repository: path.join('/'), tag: result.tag!, insecure: opts.insecureRegistry ?? false, creds };
+  const target: PushTarget = { host: host!, repository: path.join('/'), tag: result.tag, insecure: opts.insecureRegistry ?? false, creds };
   const mode = opts.pushWith ?? 'auto';
   const useSkopeo = mode === 'skopeo' || (mode === 'auto' && (await which('skopeo', { nothrow: true })) !== null);
   env.stdout(`pushing ${result.reference} with ${useSkopeo ? 'skopeo' : 'the OCI distribution API'}${creds ? ` (credentials from ${creds.source})` : ''}\n`);
-  const layout = join(outDir, 'layout');
-  const digest = useSkopeo ? await pushWithSkopeo(log, layout, result.tag!, target, signal) : await pushWithApi(log, layout, target, signal);
+  const layout = join(outDir, result.layout);
+  const digest = useSkopeo ? await pushWithSkopeo(log, layout, result.tag, target, signal) : await pushWithApi(log, layout, target, signal);
   env.stdout(`pushed ${result.reference}@${digest}\n`);
   const next = writeOperatorFiles(pipelineOut, result, target);
   env.stdout(`\nnext, for the GPU Operator (also in ${next.dir}):\n${next.secret}\n\nhelm install gpu-operator nvidia/gpu-operator -n gpu-operator --create-namespace -f ${next.values}\n`);
@@ -51,7 +54,7 @@ export async function pushEntry(outDir: string, result: Record<string, string>, 
 }
 
 /** out/<pipeline>/gpu-operator/: the pull secret command (placeholders, never the password) and helm values. */
-function writeOperatorFiles(pipelineOut: string, result: Record<string, string>, target: PushTarget): { dir: string; secret: string; values: string } {
+function writeOperatorFiles(pipelineOut: string, result: VgpuImageResult, target: PushTarget): { dir: string; secret: string; values: string } {
   const dir = join(pipelineOut, 'gpu-operator');
   mkdirSync(dir, { recursive: true });
   const secret = [
@@ -69,7 +72,7 @@ function writeOperatorFiles(pipelineOut: string, result: Record<string, string>,
       '  enabled: true',
       'vgpuManager:',
       '  enabled: true',
-      `  repository: ${result.repository!.replace(/\/vgpu-manager$/, '')}`,
+      `  repository: ${result.repository.replace(/\/vgpu-manager$/, '')}`,
       '  image: vgpu-manager',
       `  version: "${result.tag}"`,
       '  imagePullSecrets:',

@@ -5,7 +5,8 @@ export interface GuestCheck {
   script: string;
 }
 
-function quote(s: string): string {
+/** One shell word, whatever the text: every value the init script carries goes through here. */
+export function quote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
@@ -21,11 +22,12 @@ export function verifyInit(checks: GuestCheck[], fsType: string): string {
     'mkdir -p /proc /sys /dev /mnt /tmp',
     'mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev',
     'echo GG-BOOTED',
-    `if mount -t ${fsType} -o ro /dev/vda /mnt; then echo "GG-CHECK image-mounts pass /dev/vda"; else echo "GG-CHECK image-mounts fail cannot mount /dev/vda as ${fsType}"; fi`,
+    `fs=${quote(fsType)}`,
+    'if mount -t "$fs" -o ro /dev/vda /mnt; then echo "GG-CHECK image-mounts pass /dev/vda"; else echo "GG-CHECK image-mounts fail cannot mount /dev/vda as $fs"; fi',
     'mount -t proc proc /mnt/proc 2>/dev/null; mount -t sysfs sysfs /mnt/sys 2>/dev/null; mount --bind /dev /mnt/dev 2>/dev/null',
   ];
   for (const c of checks) {
-    lines.push(`out=$( ( ${c.script} ) 2>&1 ); if [ $? -eq 0 ]; then echo "GG-CHECK ${c.name} pass $(echo $out | head -c 300)"; else echo "GG-CHECK ${c.name} fail $(echo $out | head -c 300)"; fi`);
+    lines.push(`name=${quote(c.name)}; out=$( ( ${c.script} ) 2>&1 ); if [ $? -eq 0 ]; then r=pass; else r=fail; fi; echo "GG-CHECK $name $r $(echo $out | head -c 300)"`);
   }
   lines.push('echo GG-DONE', 'poweroff -f', 'sleep 5');
   return `${lines.join('\n')}\n`;
@@ -45,7 +47,7 @@ export function guestChecks(o: { release: string; options: string[]; modules: st
     const path = `/mnt/lib/modules/${o.release}/${m}`;
     checks.push({ name: `module-present:${name}`, script: `test -f ${quote(path)} && echo ${quote(m)}` });
     checks.push({ name: `module-vermagic:${name}`, script: `v=$(chroot /mnt /sbin/modinfo -F vermagic ${quote(`/lib/modules/${o.release}/${m}`)}); echo "$v"; case "$v" in ${quote(o.release)}' '*) true;; *) false;; esac` });
-    checks.push({ name: `module-loads:${name}`, script: `chroot /mnt /sbin/modprobe ${quote(name)} && grep -q "^${name} " /proc/modules && echo loaded` });
+    checks.push({ name: `module-loads:${name}`, script: `m=${quote(name)}; chroot /mnt /sbin/modprobe "$m" && grep -q "^$m " /proc/modules && echo loaded` });
   }
   if (o.hook) checks.push({ name: 'oci-hook', script: `test -x ${quote(`/mnt/${o.hook}`)} && head -n 2 ${quote(`/mnt/${o.hook}`)} | tr '\\n' ' '` });
   return checks;

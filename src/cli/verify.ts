@@ -1,9 +1,9 @@
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GuestError } from '../errors.js';
-import type { CacheEntry } from '../engine/cache.js';
+import { GuestError } from '../model/errors.js';
 import { planRun } from '../engine/plan.js';
+import { builtEntryOfKind } from '../engine/results.js';
 import { packInitramfs } from '../sys/rootfs-tar.js';
 import { requireHostTools } from '../sys/host-tools.js';
 import { bootGuest } from '../sys/qemu.js';
@@ -26,7 +26,7 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
   const timeoutS = Number(opts.timeout);
   if (!Number.isFinite(timeoutS) || timeoutS <= 0) throw new GuestError('E_USAGE', `--timeout ${opts.timeout}: expected seconds > 0`);
   const loaded = env.loadGraph(opts);
-  if (!loaded.graph.tasks.some((t) => t.id === 'kernel-build')) {
+  if (!loaded.graph.tasks.some((t) => t.kind === 'kernel-build')) {
     throw new GuestError('E_USAGE', `verify boots a guest, and pipeline ${loaded.graph.pipeline} builds none (for the vGPU manager image use push, or skopeo inspect)`);
   }
   const { store, memo } = openCache(opts, env.env, env.stderr);
@@ -35,31 +35,35 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
   const work = mkdtempSync(join(tmpdir(), 'gpu-guest-verify-'));
   try {
     await requireHostTools('verify');
-    const plan = await planRun(loaded.graph, {}, { steps: env.steps, store, memo, signal: signals.signal });
-    const entry = async (id: string): Promise<CacheEntry | undefined> => {
-      const t = plan.tasks.find((x) => x.id === id);
-      return t ? store.get(t.key) : undefined;
-    };
-    const [build, config, image, driver, toolkit] = await Promise.all(['kernel-build', 'kernel-config', 'image', 'driver', 'toolkit'].map(entry));
-    const missing = [['kernel-build', build], ['image', image]].filter(([, e]) => !e).map(([id]) => id);
-    if (missing.length) throw new GuestError('E_NOT_CACHED', `verify needs the built ${missing.join(' and ')} of ${plan.pipeline}: run gpu-guest build with the same pipeline and flags first`);
-    const release = String(build!.meta.result.kernelRelease);
-    const format = String(image!.meta.result.format);
+    const plan = await planRun(loaded.graph, {}, { steps: env.steps, store, memo, signal: signals.signal, network: false });
+    const [build, config, image, driver, toolkit] = await Promise.all([
+      builtEntryOfKind(plan, store, 'kernel-build'),
+      builtEntryOfKind(plan, store, 'kernel-config'),
+      builtEntryOfKind(plan, store, 'image'),
+      builtEntryOfKind(plan, store, 'driver'),
+      builtEntryOfKind(plan, store, 'toolkit'),
+    ]);
+    if (!build || !image) {
+      const missing = [build ? '' : 'kernel', image ? '' : 'image'].filter(Boolean);
+      throw new GuestError('E_NOT_CACHED', `verify needs the built ${missing.join(' and ')} of ${plan.pipeline}: run gpu-guest build with the same pipeline and flags first`);
+    }
+    const release = build.result.kernelRelease;
+    const format = image.result.format;
     if (format === 'initrd') throw new GuestError('E_USAGE', 'verify boots ext4 and erofs images; this pipeline builds an initrd (set image.format: ext4 to verify it)');
     const options = config ? readFileSync(join(config.outDir, 'requested.conf'), 'utf8').split('\n').map((l) => l.replace(/\s+#\s[^#]*$/, '').trim()).filter(Boolean) : [];
-    const modules = (driver?.meta.result.modules as string[] | undefined) ?? [];
-    const hook = toolkit && toolkit.meta.result.mode === 'oci-hook' ? HOOK_PATH : undefined;
+    const modules = driver?.result.modules ?? [];
+    const hook = toolkit && toolkit.result.mode === 'oci-hook' ? HOOK_PATH : undefined;
     const checks = guestChecks({ release, options: [...new Set(options)], modules, hook });
     const initrd = await buildVerifyInitrd(work, verifyInit(checks, format), signals.signal);
     const consoleLog = join(logs, 'verify.log');
-    env.stdout(`booting ${release} with ${image!.meta.result.image} in qemu (${opts.accel}, at most ${timeoutS} s)\n`);
+    env.stdout(`booting ${release} with ${image.result.image} in qemu (${opts.accel}, at most ${timeoutS} s)\n`);
     const boot = await bootGuest({
-      kernel: join(build!.outDir, String(build!.meta.result.image)),
+      kernel: join(build.outDir, build.result.image),
       initrd,
-      disk: join(image!.outDir, String(image!.meta.result.image)),
+      disk: join(image.outDir, image.result.image),
       append: 'console=ttyS0 panic=-1 loglevel=4',
       accel: opts.accel as 'tcg' | 'kvm',
-      machine: loaded.graph.tasks.some((t) => t.id === 'driver') ? 'q35' : 'pc',
+      machine: loaded.graph.tasks.some((t) => t.kind === 'driver') ? 'q35' : 'pc',
       memoryMiB: Number(opts.memory),
       timeoutMs: timeoutS * 1000,
       logFile: consoleLog,

@@ -1,22 +1,25 @@
 import { randomBytes } from 'node:crypto';
-import { constants, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { constants, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { GuestError, messageOf } from '../errors.js';
+import { GuestError, messageOf } from '../model/errors.js';
 import { mountsUnder } from '../sys/mounts.js';
 import { processAlive } from '../sys/process.js';
-import type { KeyMaterial } from './key.js';
-import type { Json } from './types.js';
+import { unusableFolderReason } from '../sys/usable-path.js';
+import type { JsonObject } from '../model/json.js';
+import type { KeyMaterial } from '../model/task.js';
 
 /** What a cache entry records next to the task's outputs. */
 export interface EntryMeta {
   key: string;
   task: string;
+  /** The step kind that made it: results are read back by kind (see readResult). */
+  kind: string;
   pipeline: string;
   material: KeyMaterial;
   /** Data the step returned (resolved versions, package names …). */
-  result: { [key: string]: Json };
+  result: JsonObject;
   /** sha256 of every output file, by path relative to the entry's out/ folder. */
   outputs: { [path: string]: string };
   durationMs: number;
@@ -55,26 +58,42 @@ export interface CacheStore {
   /** The key material a task of a pipeline had the last time it was built or used, to explain changes. */
   lastMaterial(pipeline: string, task: string): KeyMaterial | undefined;
   rememberMaterial(pipeline: string, task: string, material: KeyMaterial): void;
+  /** What a step's resolve() answered for declared parameters, recorded by the last build (plan reads it). */
+  lastResolution(id: string): JsonObject | undefined;
+  rememberResolution(id: string, params: JsonObject): void;
 }
 
 /** Cache in a local folder: entries/<key>/{meta.json,out/}, tmp/ for scratch, locks/ for key locks. */
 export class LocalCacheStore implements CacheStore {
-  constructor(readonly root: string) {}
+  constructor(
+    readonly root: string,
+    private readonly readOnly = false,
+  ) {}
 
   /** Creates the folders and proves the cache can be written, before any task runs. */
   static open(root: string): LocalCacheStore {
+    assertUsableCache(root);
     try {
       for (const sub of ['entries', 'tmp', 'locks', 'index']) mkdirSync(join(root, sub), { recursive: true });
       const probe = join(root, 'tmp', `.probe-${process.pid}`);
       writeFileSync(probe, '');
       readdirSync(join(root, 'tmp'));
-      void rm(probe, { force: true });
+      rmSync(probe, { force: true });
     } catch (err) {
       throw new GuestError('E_CACHE_UNWRITABLE', `cache folder ${root} is not writable (${(err as NodeJS.ErrnoException).code ?? messageOf(err)}): pass --cache-dir DIR or fix its permissions`, { cause: err });
     }
     const store = new LocalCacheStore(root);
     store.sweepScratch();
     return store;
+  }
+
+  /**
+   * The cache as `plan` sees it: nothing is created, swept or unmounted. A folder that does not
+   * exist is an empty cache.
+   */
+  static openReadOnly(root: string): LocalCacheStore {
+    assertUsableCache(root);
+    return new LocalCacheStore(root, true);
   }
 
   async get(key: string): Promise<CacheEntry | undefined> {
@@ -100,7 +119,10 @@ export class LocalCacheStore implements CacheStore {
           await rm(file, { force: true });
         };
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'EEXIST') {
+          throw new GuestError('E_CACHE_LOCK', `cannot take the cache lock ${file} (${code ?? messageOf(err)}): check that the cache folder is writable and has space`, { cause: err });
+        }
       }
       const holder = await readHolder(file);
       if (holder && holder.host === hostname() && !processAlive(holder.pid)) {
@@ -134,7 +156,8 @@ export class LocalCacheStore implements CacheStore {
   }
 
   async discard(scratch: Scratch): Promise<void> {
-    await rm(scratch.root, { recursive: true, force: true, maxRetries: 3 });
+    // a chroot that leaked a mount (E_MOUNT_LEAK) leaves it for the stale-mount recovery: never rm through it
+    if (nothingMountedUnder(scratch.root)) await rm(scratch.root, { recursive: true, force: true, maxRetries: 3 });
   }
 
   lastMaterial(pipeline: string, task: string): KeyMaterial | undefined {
@@ -146,12 +169,29 @@ export class LocalCacheStore implements CacheStore {
   }
 
   rememberMaterial(pipeline: string, task: string, material: KeyMaterial): void {
+    if (this.readOnly) return;
     const file = this.indexFile(pipeline, task);
     mkdirSync(join(this.root, 'index', pipeline), { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
     writeFileSync(tmp, JSON.stringify(material));
     // rename keeps a concurrent reader from seeing half a file
-    void rename(tmp, file).catch(() => undefined);
+    renameSync(tmp, file);
+  }
+
+  lastResolution(id: string): JsonObject | undefined {
+    try {
+      return JSON.parse(readFileSync(join(this.root, 'resolutions', `${id}.json`), 'utf8')) as JsonObject;
+    } catch {
+      return undefined;
+    }
+  }
+
+  rememberResolution(id: string, params: JsonObject): void {
+    if (this.readOnly) return;
+    mkdirSync(join(this.root, 'resolutions'), { recursive: true });
+    const file = join(this.root, 'resolutions', `${id}.json`);
+    writeFileSync(`${file}.${process.pid}.tmp`, JSON.stringify(params));
+    renameSync(`${file}.${process.pid}.tmp`, file);
   }
 
   private indexFile(pipeline: string, task: string): string {
@@ -163,10 +203,10 @@ export class LocalCacheStore implements CacheStore {
     for (const name of readdirSync(join(this.root, 'tmp'))) {
       const pid = Number(name.split('.')[1]);
       const dir = join(this.root, 'tmp', name);
-      // Never delete through a mount (a chroot's /dev bind): leave it for the mount recovery.
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && !processAlive(pid) && mountsUnder(dir).length === 0) {
-        void rm(dir, { recursive: true, force: true }).catch(() => undefined);
-      }
+      if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || processAlive(pid)) continue;
+      // Never delete through a mount (a chroot's /dev bind): leave it for the mount recovery. If
+      // the mount table cannot be read, mountsUnder throws and nothing is deleted.
+      if (nothingMountedUnder(dir)) void rm(dir, { recursive: true, force: true }).catch(() => undefined);
     }
   }
 }
@@ -180,5 +220,19 @@ async function readHolder(file: string): Promise<{ pid: number; host: string } |
     const st = await stat(file).catch(() => undefined);
     if (st && st.size === 0 && Date.now() - st.mtimeMs > 60_000) await rm(file, { force: true });
     return undefined;
+  }
+}
+
+function assertUsableCache(root: string): void {
+  const why = unusableFolderReason(root);
+  if (why) throw new GuestError('E_CACHE_UNWRITABLE', `cache folder ${root} is not writable (${why}): pass --cache-dir DIR or fix its permissions`);
+}
+
+/** True only when the mount table was read and shows nothing at or below dir. */
+function nothingMountedUnder(dir: string): boolean {
+  try {
+    return mountsUnder(dir).length === 0;
+  } catch {
+    return false;
   }
 }

@@ -1,15 +1,9 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync, renameSync, statSync, writeFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, statSync, writeFileSync, readdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { GuestError } from '../errors.js';
-import type { Json } from './types.js';
-
-/** sha256 of a file's content, streamed. */
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
+import { GuestError } from '../model/errors.js';
+import type { Json } from '../model/json.js';
+import { sha256File } from '../sys/hash.js';
 
 /**
  * Content digests of input files, remembered by (path, size, mtime, inode) in a file under the
@@ -19,7 +13,10 @@ export class DigestMemo {
   private entries: Record<string, string> = {};
   private dirty = false;
 
-  constructor(private readonly file?: string) {
+  constructor(
+    private readonly file?: string,
+    private readonly options: { readOnly?: boolean } = {},
+  ) {
     if (file && existsSync(file)) {
       try {
         this.entries = JSON.parse(readFileSync(file, 'utf8')) as Record<string, string>;
@@ -66,7 +63,7 @@ export class DigestMemo {
   }
 
   save(): void {
-    if (!this.file || !this.dirty) return;
+    if (!this.file || !this.dirty || this.options.readOnly) return;
     const tmp = `${this.file}.${process.pid}.tmp`;
     try {
       writeFileSync(tmp, JSON.stringify(this.entries));

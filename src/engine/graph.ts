@@ -1,5 +1,5 @@
-import { GuestError } from '../errors.js';
-import type { TaskGraph, TaskSpec } from './types.js';
+import { GuestError } from '../model/errors.js';
+import { taskDeps, type TaskGraph, type TaskSpec } from '../model/task.js';
 
 /** Tasks in an order where every task comes after its dependencies; a cycle is an error naming its path. */
 export function topoOrder(graph: TaskGraph): TaskSpec[] {
@@ -16,7 +16,7 @@ export function topoOrder(graph: TaskGraph): TaskSpec[] {
     }
     state.set(id, 'visiting');
     stack.push(id);
-    for (const dep of byId.get(id)!.deps) visit(dep);
+    for (const dep of taskDeps(byId.get(id)!)) visit(dep);
     stack.pop();
     state.set(id, 'done');
     order.push(byId.get(id)!);
@@ -32,7 +32,7 @@ export function indexTasks(graph: TaskGraph): Map<string, TaskSpec> {
     byId.set(t.id, t);
   }
   for (const t of graph.tasks) {
-    for (const dep of t.deps) {
+    for (const dep of taskDeps(t)) {
       if (!byId.has(dep)) throw new GuestError('E_UNKNOWN_TASK', `task ${t.id} depends on ${dep}, which is not in the graph of ${graph.pipeline}`);
     }
   }
@@ -53,7 +53,7 @@ export function ancestorsOf(graph: TaskGraph, id: string): Set<string> {
   const walk = (t: string): void => {
     if (seen.has(t)) return;
     seen.add(t);
-    for (const d of byId.get(t)!.deps) walk(d);
+    for (const d of taskDeps(byId.get(t)!)) walk(d);
   };
   walk(id);
   return seen;
@@ -66,7 +66,7 @@ export function descendantsOf(graph: TaskGraph, id: string): Set<string> {
   while (grew) {
     grew = false;
     for (const t of graph.tasks) {
-      if (!seen.has(t.id) && t.deps.some((d) => seen.has(d))) {
+      if (!seen.has(t.id) && taskDeps(t).some((d) => seen.has(d))) {
         seen.add(t.id);
         grew = true;
       }

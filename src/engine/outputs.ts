@@ -1,5 +1,6 @@
 import { join } from 'node:path';
-import { listFiles, sha256File } from './digest.js';
+import { sha256File } from '../sys/hash.js';
+import { listFiles } from './digest.js';
 
 /** sha256 of every file a task produced, except under the step's undigested prefixes. */
 export async function digestOutputs(outDir: string, undigested: string[]): Promise<{ [path: string]: string }> {

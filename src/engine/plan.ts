@@ -1,11 +1,11 @@
-import { GuestError } from '../errors.js';
-import type { StepRegistry } from '../steps/types.js';
+import { GuestError, isGuestError } from '../model/errors.js';
+import { canonicalJson, sha256Hex, type JsonObject } from '../model/json.js';
+import type { AnyStep, StepRegistry } from '../model/step.js';
+import { taskDeps, type KeyMaterial, type PlannedTask, type TaskGraph, type TaskSpec } from '../model/task.js';
 import type { CacheStore } from './cache.js';
 import type { DigestMemo } from './digest.js';
-import type { PlannedTask } from './events.js';
 import { ancestorsOf, descendantsOf, requireTask, topoOrder } from './graph.js';
-import { canonicalJson, describeChange, taskKey, type KeyMaterial } from './key.js';
-import type { TaskGraph } from './types.js';
+import { describeChange, taskKey } from './key.js';
 
 /** Which tasks a command selects. Defaults: every task, nothing forced. */
 export interface Selection {
@@ -30,7 +30,12 @@ export interface PlanContext {
   store: CacheStore;
   memo: DigestMemo;
   signal: AbortSignal;
-  offline?: boolean;
+  /**
+   * Whether resolving inputs may use the network (a build: yes). Without it (`plan`), a task whose
+   * resolution needs the network reuses what the last build recorded, or is shown as resolving at
+   * build time.
+   */
+  network: boolean;
 }
 
 /** Decides, without running anything, which tasks are cached, which must run and why. */
@@ -48,35 +53,36 @@ export async function planRun(graph: TaskGraph, selection: Selection, ctx: PlanC
   const tasks: PlannedTask[] = [];
   for (const task of order) {
     const step = ctx.steps.get(task.kind);
-    if (!step) throw new GuestError('E_UNKNOWN_STEP', `task ${task.id} uses step kind ${task.kind}, which this gpu-guest does not have`);
-    const params = step.resolve ? await step.resolve(task.params, task.files, { signal: ctx.signal, cacheDir: ctx.store.root, offline: ctx.offline ?? false }) : task.params;
+    if (!step) throw new GuestError('E_UNKNOWN_STEP', `task ${task.id} uses step kind ${task.kind}, which this gpu-guest does not have (update gpu-guest, or fix the pipeline)`);
+    const { params, note } = await resolveParams(step, task, ctx);
     const material: KeyMaterial = {
       kind: task.kind,
       stepVersion: step.version,
       params: step.identity ? step.identity(params) : params,
       inputs: await ctx.memo.inputs(task.files),
-      upstream: Object.fromEntries(task.deps.map((d) => [d, keys.get(d)!])),
+      upstream: Object.fromEntries(Object.entries(task.upstream).map(([role, id]) => [role, { task: id, by: 'key' as const, digest: keys.get(id)! }])),
     };
     const key = taskKey(material);
     keys.set(task.id, key);
     materials.set(task.id, material);
     const cached = (await ctx.store.get(key)) !== undefined;
     const resolved = Object.fromEntries(Object.entries(params).filter(([k, v]) => canonicalJson(v) !== canonicalJson(task.params[k] ?? null)));
-    const planned: PlannedTask = { id: task.id, kind: task.kind, title: task.title, key, deps: task.deps, params, resolved, inputs: material.inputs, status: 'run', cached, reasons: [] };
+    const planned: PlannedTask = { id: task.id, kind: task.kind, title: task.title, key, deps: taskDeps(task), params, resolved, inputs: material.inputs, status: 'run', cached, forced: false, reasons: [] };
     if (wanted && !wanted.has(task.id)) {
       planned.status = 'skip';
       planned.reasons = [selection.only ? `not selected (--only ${selection.only})` : `after --until ${selection.until}`];
     } else if (forced.has(task.id)) {
+      planned.forced = true;
       planned.reasons = [(selection.force ?? []).includes(task.id) ? 'forced' : 'forced (depends on a forced task)'];
     } else if (cached) {
       planned.status = 'cached';
     } else {
       planned.reasons = whyRun(ctx.store.lastMaterial(graph.pipeline, task.id), material);
     }
+    if (note) planned.reasons.push(note);
     tasks.push(planned);
   }
   if (selection.only) requireCachedDeps(tasks, selection.only);
-  ctx.memo.save();
   return { pipeline: graph.pipeline, tasks, materials };
 }
 
@@ -92,5 +98,24 @@ function requireCachedDeps(tasks: PlannedTask[], only: string): void {
   if (notCached.length) {
     const what = notCached.length > 1 ? `inputs ${notCached.join(', ')} are` : `input ${notCached[0]} is`;
     throw new GuestError('E_NOT_CACHED', `--only ${only}: its ${what} not cached (run gpu-guest build --until ${notCached[0]} first)`);
+  }
+}
+
+/**
+ * A step's resolve() with the network when allowed (recording the answer in the cache), else from
+ * the answer the last build recorded; without either the declared parameters stay, with a note.
+ */
+async function resolveParams(step: AnyStep, task: TaskSpec, ctx: PlanContext): Promise<{ params: JsonObject; note?: string }> {
+  if (!step.resolve) return { params: task.params };
+  const id = sha256Hex(canonicalJson({ kind: task.kind, version: step.version, params: task.params }));
+  try {
+    const params = (await step.resolve(task.params, task.files, { signal: ctx.signal, cacheDir: ctx.store.root, network: ctx.network })) as JsonObject;
+    if (ctx.network) ctx.store.rememberResolution(id, params);
+    return { params };
+  } catch (err) {
+    if (ctx.network || !isGuestError(err) || err.code !== 'E_NEEDS_NETWORK') throw err;
+    const recorded = ctx.store.lastResolution(id);
+    if (recorded) return { params: recorded, note: 'resolved as the last build did (plan does not contact mirrors)' };
+    return { params: task.params, note: `${err.message}: resolved when the build runs (plan does not contact mirrors)` };
   }
 }

@@ -1,9 +1,11 @@
 import { copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { StepRegistry } from '../steps/types.js';
+import type { StepRegistry } from '../model/step.js';
 import type { Plan } from './plan.js';
 import type { RunOutcome } from './run.js';
 import { listEntries } from './tree.js';
+import type { Json } from '../model/json.js';
+import { redactJson } from '../model/redact.js';
 
 /**
  * Lays the outputs of finished tasks out under out/<pipeline>/<folder>/ (hard links into the cache
@@ -36,7 +38,7 @@ export function publishOutputs(plan: Plan, outcome: RunOutcome, steps: StepRegis
     manifest.tasks.push({ id: t.id, kind: t.kind, key: t.key, params: t.params, inputs: t.inputs, result: entry.meta.result, files });
   }
   mkdirSync(pipelineOut, { recursive: true });
-  writeFileSync(join(pipelineOut, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+  writeFileSync(join(pipelineOut, 'manifest.json'), `${JSON.stringify(redactJson(manifest as unknown as Json), null, 2)}\n`);
 }
 
 function placeEntry(from: string, to: string): void {

@@ -1,13 +1,15 @@
 import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { GuestError, isGuestError, messageOf } from '../errors.js';
+import { GuestError, isGuestError, messageOf } from '../model/errors.js';
+import type { JsonObject } from '../model/json.js';
+import type { AnyStep, StepContext, StepRegistry, UpstreamOutput } from '../model/step.js';
+import type { PlannedTask, TaskEndStatus, TaskGraph, TaskResult, TaskSpec } from '../model/task.js';
 import { TaskLog } from '../sys/task-log.js';
-import type { StepContext, StepRegistry, UpstreamOutput } from '../steps/types.js';
 import type { CacheEntry, CacheStore } from './cache.js';
 import { digestOutputs } from './outputs.js';
-import type { EventBus, PlannedTask, TaskEndStatus, TaskResult } from './events.js';
+import type { EventBus } from './events.js';
 import type { Plan } from './plan.js';
-import type { TaskGraph, TaskSpec } from './types.js';
+import { Schedule } from './schedule.js';
 
 export interface RunOptions {
   /** Most tasks running at once. Default: the number of tasks. */
@@ -31,80 +33,62 @@ export interface RunOutcome {
   failure?: { id: string; error: GuestError; logFile: string; tail: string[] };
 }
 
-type State = 'pending' | 'running' | TaskEndStatus;
-
 /** Runs the tasks a plan marks `run`, concurrently within the steps' resource limits. */
 export async function runPlan(plan: Plan, graph: TaskGraph, steps: StepRegistry, store: CacheStore, bus: EventBus, opts: RunOptions): Promise<RunOutcome> {
   const started = Date.now();
   const specs = new Map(graph.tasks.map((t) => [t.id, t]));
-  const state = new Map<string, State>();
   const results = new Map<string, TaskResult>();
   const entries = new Map<string, CacheEntry>();
   let failure: RunOutcome['failure'];
   bus.emit({ type: 'run:start', time: Date.now(), pipeline: plan.pipeline, tasks: plan.tasks });
 
-  const finish = (t: PlannedTask, status: TaskEndStatus, durationMs: number) => {
-    state.set(t.id, status);
+  const end = (t: PlannedTask, status: TaskEndStatus, durationMs: number, extra: Partial<Extract<Parameters<EventBus['emit']>[0], { type: 'task:end' }>> = {}) => {
     results.set(t.id, { id: t.id, status, durationMs, key: t.key });
+    bus.emit({ type: 'task:end', time: Date.now(), id: t.id, status, durationMs, ...extra });
   };
   for (const t of plan.tasks) {
-    if (t.cached) {
-      const entry = await store.get(t.key);
-      if (entry) entries.set(t.id, entry);
-    }
+    const entry = t.cached ? await store.get(t.key) : undefined;
+    if (entry) entries.set(t.id, entry);
     if (t.status === 'cached') {
-      finish(t, 'cached', 0);
       store.rememberMaterial(plan.pipeline, t.id, plan.materials.get(t.id)!);
-      bus.emit({ type: 'task:end', time: Date.now(), id: t.id, status: 'cached', durationMs: 0 });
-    } else if (t.status === 'skip') {
-      state.set(t.id, 'skipped');
-    } else {
-      state.set(t.id, 'pending');
+      end(t, 'cached', 0);
     }
   }
-
+  const schedule = new Schedule(
+    plan.tasks.map((t) => ({ id: t.id, deps: t.deps, cpu: steps.get(t.kind)!.resources.cpu, start: t.status === 'skip' ? 'unselected' : t.status === 'cached' ? 'cached' : 'run', hasEntry: entries.has(t.id) })),
+    { jobs: opts.jobs, keepGoing: opts.keepGoing },
+  );
+  const byId = new Map(plan.tasks.map((t) => [t.id, t]));
   const running = new Map<string, Promise<void>>();
-  let stopping = false;
-  const isDone = (id: string) => state.get(id) === 'succeeded' || state.get(id) === 'cached' || (state.get(id) === 'skipped' && entries.has(id));
-  const isBroken = (id: string) => ['failed', 'cancelled'].includes(state.get(id)!) || (state.get(id) === 'skipped' && !entries.has(id) && results.has(id));
-  const cpuAllBusy = () => [...running.keys()].some((id) => steps.get(specs.get(id)!.kind)!.resources.cpu === 'all');
-
-  for (;;) {
-    if (opts.signal.aborted) stopping = true;
-    for (const t of plan.tasks) {
-      if (state.get(t.id) !== 'pending') continue;
-      const brokenDep = t.deps.find(isBroken);
-      if (brokenDep) {
-        finish(t, 'skipped', 0);
-        bus.emit({ type: 'task:end', time: Date.now(), id: t.id, status: 'skipped', durationMs: 0, error: { code: 'E_UPSTREAM_FAILED', message: `not run: ${brokenDep} did not succeed`, details: [] } });
-        continue;
+  const onAbort = () => schedule.stop();
+  opts.signal.addEventListener('abort', onAbort, { once: true });
+  if (opts.signal.aborted) schedule.stop();
+  try {
+    for (;;) {
+      for (const d of schedule.next()) {
+        const t = byId.get(d.id)!;
+        if (d.type === 'skip') {
+          end(t, 'skipped', 0, { error: { code: 'E_UPSTREAM_FAILED', message: `not run: ${d.because} did not succeed`, details: [] } });
+          continue;
+        }
+        const job = runTask(t, specs.get(t.id)!, { steps, store, bus, opts, entries, plan }).then((r) => {
+          results.set(t.id, { id: t.id, status: r.status, durationMs: r.durationMs, key: t.key });
+          if (r.entry) entries.set(t.id, r.entry);
+          if (r.failure && !failure) failure = r.failure;
+          schedule.finish(t.id, r.status, r.entry !== undefined);
+          running.delete(t.id);
+        });
+        running.set(t.id, job);
       }
-      if (stopping || !t.deps.every(isDone) || running.size >= opts.jobs) continue;
-      const step = steps.get(t.kind)!;
-      if (step.resources.cpu === 'all' && cpuAllBusy()) continue;
-      state.set(t.id, 'running');
-      const job = runTask(t, specs.get(t.id)!, { steps, store, bus, opts, entries, plan }).then((r) => {
-        finish(t, r.status, r.durationMs);
-        if (r.entry) entries.set(t.id, r.entry);
-        if (r.failure && !failure) failure = r.failure;
-        if (r.status === 'failed' && !opts.keepGoing) stopping = true;
-        running.delete(t.id);
-      });
-      running.set(t.id, job);
+      if (running.size === 0) break;
+      await Promise.race(running.values());
     }
-    if (running.size === 0) break;
-    await Promise.race(running.values());
+  } finally {
+    opts.signal.removeEventListener('abort', onAbort);
   }
-
-  for (const t of plan.tasks) {
-    if (state.get(t.id) === 'pending') {
-      finish(t, 'cancelled', 0);
-      bus.emit({ type: 'task:end', time: Date.now(), id: t.id, status: 'cancelled', durationMs: 0 });
-    }
-  }
+  for (const id of schedule.cancelPending()) end(byId.get(id)!, 'cancelled', 0);
   const ordered = plan.tasks.filter((t) => results.has(t.id)).map((t) => results.get(t.id)!);
-  const wantedDone = plan.tasks.filter((t) => t.status !== 'skip').every((t) => ['succeeded', 'cached'].includes(state.get(t.id)!));
-  const status = opts.signal.aborted ? 'interrupted' : wantedDone ? 'succeeded' : 'failed';
+  const status = opts.signal.aborted ? 'interrupted' : schedule.allSucceeded ? 'succeeded' : 'failed';
   bus.emit({ type: 'run:end', time: Date.now(), status, durationMs: Date.now() - started, results: ordered });
   return { status, results: ordered, entries, failure };
 }
@@ -127,44 +111,47 @@ interface TaskRunResult {
 
 async function runTask(t: PlannedTask, spec: TaskSpec, env: TaskRunEnv): Promise<TaskRunResult> {
   const { store, bus, opts } = env;
-  const step = env.steps.get(t.kind)!;
-  const material = env.plan.materials.get(t.id)!;
   const logFile = join(opts.logsDir, `${t.id}.log`);
-  let release: (() => Promise<void>) | undefined;
+  let release: () => Promise<void>;
   try {
     release = await store.lock(t.key, (holder) => bus.emit({ type: 'task:wait', time: Date.now(), id: t.id, holder }), opts.signal);
-  } catch {
-    // only an abort ends the wait for a lock
-    bus.emit({ type: 'task:end', time: Date.now(), id: t.id, status: 'cancelled', durationMs: 0 });
-    return { status: 'cancelled', durationMs: 0 };
+  } catch (err) {
+    const error = isGuestError(err) ? err : new GuestError('E_CACHE_LOCK', `${t.id}: ${messageOf(err)}`, { cause: err });
+    const status: TaskEndStatus = error.code === 'E_INTERRUPTED' ? 'cancelled' : 'failed';
+    bus.emit({ type: 'task:end', time: Date.now(), id: t.id, status, durationMs: 0, error: { code: error.code, message: error.message, details: error.details } });
+    return { status, durationMs: 0, failure: status === 'failed' ? { id: t.id, error, logFile, tail: [] } : undefined };
   }
-  const forced = t.reasons.some((r) => r.startsWith('forced'));
   try {
-    const existing = forced ? undefined : await store.get(t.key);
+    const existing = t.forced ? undefined : await store.get(t.key);
     if (existing) {
       // Another process built it while we waited for the lock.
-      store.rememberMaterial(env.plan.pipeline, t.id, material);
+      store.rememberMaterial(env.plan.pipeline, t.id, env.plan.materials.get(t.id)!);
       bus.emit({ type: 'task:end', time: Date.now(), id: t.id, status: 'cached', durationMs: 0 });
       return { status: 'cached', durationMs: 0, entry: existing };
     }
-    return await executeStep(t, spec, step, env, logFile);
+    return await executeStep(t, spec, env.steps.get(t.kind)!, env, logFile);
   } finally {
     await release();
   }
 }
 
-async function executeStep(t: PlannedTask, spec: TaskSpec, step: NonNullable<ReturnType<StepRegistry['get']>>, env: TaskRunEnv, logFile: string): Promise<TaskRunResult> {
+/** The upstream entries a step reads, by the roles the task declares. */
+function upstreamByRole(spec: TaskSpec, entries: Map<string, CacheEntry>): { [role: string]: UpstreamOutput } {
+  const upstream: { [role: string]: UpstreamOutput } = {};
+  for (const [role, id] of Object.entries(spec.upstream)) {
+    const e = entries.get(id)!;
+    upstream[role] = { dir: e.outDir, result: e.meta.result };
+  }
+  return upstream;
+}
+
+async function executeStep(t: PlannedTask, spec: TaskSpec, step: AnyStep, env: TaskRunEnv, logFile: string): Promise<TaskRunResult> {
   const { store, bus, opts } = env;
   const begin = Date.now();
   const log = new TaskLog(logFile, (line) => bus.emit({ type: 'task:log', time: Date.now(), id: t.id, line }));
   const scratch = await store.begin(t.key);
   bus.emit({ type: 'task:start', time: begin, id: t.id });
   log.info(`# ${t.id} (${t.kind} v${step.version}) key ${t.key}`);
-  const upstream: { [id: string]: UpstreamOutput } = {};
-  for (const d of spec.deps) {
-    const e = env.entries.get(d)!;
-    upstream[d] = { dir: e.outDir, result: e.meta.result };
-  }
   const ctx: StepContext = {
     task: spec,
     key: t.key,
@@ -173,7 +160,7 @@ async function executeStep(t: PlannedTask, spec: TaskSpec, step: NonNullable<Ret
     locations: spec.locations ?? {},
     outDir: scratch.outDir,
     workDir: scratch.workDir,
-    upstream,
+    upstream: upstreamByRole(spec, env.entries),
     log,
     signal: opts.signal,
     progress: (label, done, total) => bus.emit({ type: 'task:progress', time: Date.now(), id: t.id, label, done, total }),
@@ -181,14 +168,14 @@ async function executeStep(t: PlannedTask, spec: TaskSpec, step: NonNullable<Ret
     sourceDate: opts.sourceDate,
   };
   try {
-    const result = (await step.run(ctx)) ?? {};
+    const result: JsonObject = (await step.run(ctx)) ?? {};
     if (opts.signal.aborted) throw new GuestError('E_INTERRUPTED', `${t.id} interrupted`);
     const durationMs = Date.now() - begin;
     log.info(`# done in ${(durationMs / 1000).toFixed(1)} s`);
     log.close();
     copyFileSync(logFile, join(scratch.outDir, '..', 'log.txt'));
     const outputs = await digestOutputs(scratch.outDir, step.undigested ?? []);
-    const entry = await store.commit(scratch, { key: t.key, task: t.id, pipeline: env.plan.pipeline, material: env.plan.materials.get(t.id)!, result, outputs, durationMs });
+    const entry = await store.commit(scratch, { key: t.key, task: t.id, kind: t.kind, pipeline: env.plan.pipeline, material: env.plan.materials.get(t.id)!, result, outputs, durationMs });
     store.rememberMaterial(env.plan.pipeline, t.id, env.plan.materials.get(t.id)!);
     bus.emit({ type: 'task:end', time: Date.now(), id: t.id, status: 'succeeded', durationMs });
     return { status: 'succeeded', durationMs, entry };

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { DEFAULT_KERNEL_MIRROR } from './schema.js';
-import type { Json, TaskGraph, TaskSpec } from '../engine/types.js';
+import { withoutUndefined as clean } from '../model/json.js';
+import type { TaskGraph, TaskSpec } from '../model/task.js';
 import { projectRoot } from '../paths.js';
 import type { Pipeline } from './types.js';
 
@@ -30,7 +31,7 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
     {
       id: 'kernel-source',
       kind: 'kernel-source',
-      deps: [],
+      upstream: {},
       title: `fetch and verify the Linux ${k.version} source`,
       params: clean({
         version: k.version,
@@ -43,7 +44,7 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
     {
       id: 'kernel-config',
       kind: 'kernel-config',
-      deps: ['kernel-source'],
+      upstream: { source: 'kernel-source' },
       title: `merge the base config and ${k.fragments.length + (options.extraFragments?.length ?? 0)} fragment(s)`,
       params: { localVersion: suffix, startFrom: k.startFrom, allowDropped: k.allowDropped.map((s) => s.replace(/^CONFIG_/, '')).sort() },
       files: { baseConfig: k.baseConfig, fragments: [...k.fragments, ...(options.extraFragments ?? [])] },
@@ -51,7 +52,7 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
     {
       id: 'kernel-build',
       kind: 'kernel-build',
-      deps: ['kernel-source', 'kernel-config'],
+      upstream: { source: 'kernel-source', config: 'kernel-config' },
       title: `build the ${suffix.slice(1)} kernel`,
       params: { localVersion: suffix, sourceDate },
       files: {},
@@ -59,7 +60,7 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
     {
       id: 'kernel-debs',
       kind: 'kernel-debs',
-      deps: ['kernel-build'],
+      upstream: { build: 'kernel-build' },
       title: `package the kernel as ${k.packages === 'rpm' ? 'RPMs' : 'debs'}`,
       params: clean({ format: k.packages, packageVersion: k.packageVersion ?? null, sourceDate }),
       files: {},
@@ -72,7 +73,7 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
     tasks.push({
       id: 'driver',
       kind: 'driver',
-      deps: ['kernel-debs', 'rootfs'],
+      upstream: { packages: 'kernel-debs', rootfs: 'rootfs' },
       title: `install the NVIDIA ${d.version} driver in the rootfs`,
       // The pinned sha256 is the .run's identity: its path or URL does not change the result.
       params: { version: d.version, sha256: d.sha256, url: d.path ? null : (d.url ?? null), moduleType: d.moduleType, installerArgs: d.installerArgs },
@@ -83,7 +84,7 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
     tasks.push({
       id: 'toolkit',
       kind: 'toolkit',
-      deps: ['driver'],
+      upstream: { driver: 'driver' },
       title: `install the NVIDIA container toolkit ${t.version}`,
       params: {
         version: t.version,
@@ -99,7 +100,7 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
   tasks.push({
     id: 'image',
     kind: 'image',
-    deps: [lastRootfsTask],
+    upstream: { rootfs: lastRootfsTask },
     title: `make the ${p.image.format} guest image`,
     params: { format: p.image.format, marginMiB: p.image.marginMiB, sizeMiB: p.image.sizeMiB ?? null, flavour: suffix.slice(1), vendor: p.vendor, sourceDate },
     files: { recipe: resolve(projectRoot, 'rootfs', p.rootfs.distro) },
@@ -111,7 +112,7 @@ function rootfsTask(p: Pipeline, extraPackages: string[]): TaskSpec {
   return {
     id: 'rootfs',
     kind: 'rootfs',
-    deps: [],
+    upstream: {},
     title: `create the ${p.rootfs.distro} ${p.rootfs.suite} root filesystem`,
     params: {
       distro: p.rootfs.distro,
@@ -143,7 +144,7 @@ function compileVgpuGraph(p: Pipeline): TaskGraph {
   tasks.push({
     id: 'vgpu-image',
     kind: 'vgpu-image',
-    deps: tasks.length ? ['rootfs'] : [],
+    upstream: tasks.length ? { rootfs: 'rootfs' } : {},
     title: `build the vGPU manager image ${v.registry}/vgpu-manager:${v.version}-${v.osTag}`,
     params: {
       version: v.version!,
@@ -159,9 +160,4 @@ function compileVgpuGraph(p: Pipeline): TaskGraph {
     locations: clean({ run: v.path, baseImage: v.baseImage, dockerfileDir: v.dockerfileDir }) as { [role: string]: string },
   });
   return { pipeline: p.name, tasks };
-}
-
-/** Drops undefined values (JSON has no undefined; keys must not depend on it). */
-function clean<T extends Record<string, unknown>>(o: T): { [key: string]: Json } {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as { [key: string]: Json };
 }

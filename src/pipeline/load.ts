@@ -3,10 +3,10 @@ import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:pat
 import { checkRegistry, osBase, parseVgpuRunName } from '../steps/vgpu/naming.js';
 import { Ajv, type ErrorObject } from 'ajv';
 import { isMap, isNode, LineCounter, parseDocument, type Document } from 'yaml';
-import { GuestError } from '../errors.js';
+import { GuestError } from '../model/errors.js';
 import { projectRoot } from '../paths.js';
 import { applyOverride, formatKeyPath, parseOverride, type KeyPath, type Override } from './overrides.js';
-import { keysAt, pipelineSchema } from './schema.js';
+import { keysAt, PATTERN_MEANING, pipelineSchema } from './schema.js';
 import type { LoadedPipeline, Pipeline } from './types.js';
 
 export interface PipelineSelection {
@@ -152,7 +152,7 @@ function describeSchemaError(e: ErrorObject, data: unknown, doc: Document, lines
     case 'enum':
       return `${locate(doc, lines, shown, path, overrides)}: ${key}: expected one of ${((e.params as { allowedValues: unknown[] }).allowedValues).map(String).join(', ')}, found ${found}`;
     case 'pattern':
-      return `${locate(doc, lines, shown, path, overrides)}: ${key}: expected a value matching ${(e.params as { pattern: string }).pattern}, found ${found}`;
+      return `${locate(doc, lines, shown, path, overrides)}: ${key}: expected ${PATTERN_MEANING[(e.params as { pattern: string }).pattern] ?? `a value matching ${(e.params as { pattern: string }).pattern}`}, found ${found}`;
     default:
       return `${locate(doc, lines, shown, path, overrides)}: ${key}: ${e.message ?? 'invalid'}, found ${found}`;
   }

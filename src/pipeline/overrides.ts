@@ -1,5 +1,5 @@
 import { parse as parseYaml } from 'yaml';
-import { GuestError } from '../errors.js';
+import { GuestError } from '../model/errors.js';
 import { keysAt, schemaAt } from './schema.js';
 
 export type KeyPath = (string | number)[];

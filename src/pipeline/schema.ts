@@ -6,6 +6,21 @@ const str = { type: 'string', minLength: 1 } as const;
 const strList = { type: 'array', items: str, default: [] } as const;
 const sha256 = { type: 'string', pattern: '^[0-9a-f]{64}$' } as const;
 
+// Debian's grammar (Policy 5.6.1, sources.list(5)): values that reach apt, mmdebstrap and sources
+// lines are checked here, at load time, so no shell or apt ever sees `$(…)`, `;` or a stray `/`.
+const DEBIAN_PACKAGE = '^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?(=[A-Za-z0-9.+~:-]+)?$';
+const DEBIAN_SUITE = '^(/|[A-Za-z0-9][A-Za-z0-9._+~-]*(/[A-Za-z0-9._+~-]+)*/?)$';
+const DEBIAN_COMPONENT = '^[A-Za-z0-9][A-Za-z0-9._+-]*(/[A-Za-z0-9._+-]+)*$';
+const packageList = { type: 'array', items: { type: 'string', pattern: DEBIAN_PACKAGE }, default: [] } as const;
+
+/** What a pattern means, for error messages that a person can act on. */
+export const PATTERN_MEANING: Record<string, string> = {
+  [DEBIAN_PACKAGE]: 'a Debian package name (lowercase letters, digits, + - .; optionally :arch and =version)',
+  [DEBIAN_SUITE]: 'a Debian suite or codename (letters, digits, . _ + ~ -), or / for a flat repository',
+  [DEBIAN_COMPONENT]: 'a Debian archive component (letters, digits, . _ + -)',
+  '^[0-9a-f]{64}$': 'a sha256 (64 lowercase hex digits)',
+};
+
 export const DEFAULT_KERNEL_MIRROR = 'https://cdn.kernel.org/pub/linux/kernel';
 
 export const pipelineSchema = {
@@ -50,10 +65,10 @@ export const pipelineSchema = {
         distro: { type: 'string', pattern: '^[a-z0-9-]+$' },
         suite: { type: 'string', pattern: '^[a-z0-9.-]+$' },
         mirror: { type: 'string', pattern: '^(host|https?://\\S+|file:///\\S*)$', default: 'host' },
-        components: { type: 'array', items: str, minItems: 1, default: ['main'] },
+        components: { type: 'array', items: { type: 'string', pattern: DEBIAN_COMPONENT }, minItems: 1, default: ['main'] },
         variant: { enum: ['minbase', 'buildd', 'required', 'important', 'standard', 'essential', 'apt'], default: 'minbase' },
-        packages: strList,
-        extraPackages: strList,
+        packages: packageList,
+        extraPackages: packageList,
         keepBuildPackages: { type: 'boolean', default: false },
       },
     },
@@ -83,8 +98,8 @@ export const pipelineSchema = {
           required: ['url', 'suite', 'key'],
           properties: {
             url: { type: 'string', pattern: '^(https?|file)://' },
-            suite: str,
-            components: { type: 'array', items: str, default: ['main'] },
+            suite: { type: 'string', pattern: DEBIAN_SUITE },
+            components: { type: 'array', items: { type: 'string', pattern: DEBIAN_COMPONENT }, default: ['main'] },
             key: str,
           },
         },

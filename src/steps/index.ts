@@ -6,7 +6,7 @@ import { kernelSource } from './kernel/kernel-source.js';
 import { driver } from './nvidia/driver.js';
 import { toolkit } from './nvidia/toolkit.js';
 import { rootfs } from './rootfs/rootfs.js';
-import { createStepRegistry, type StepRegistry } from './types.js';
+import { createStepRegistry, type StepRegistry } from '../model/step.js';
 import { vgpuImage } from './vgpu/vgpu-image.js';
 
 /** Every step kind a pipeline can use. */

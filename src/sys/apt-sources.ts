@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { GuestError } from '../errors.js';
+import { GuestError } from '../model/errors.js';
 
 export interface AptSource {
   uri: string;

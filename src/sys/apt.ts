@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { GuestError } from '../errors.js';
+import { GuestError } from '../model/errors.js';
 import { controlField } from './deb.js';
 
 const run = promisify(execFile);

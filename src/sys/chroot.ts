@@ -1,11 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { GuestError } from '../errors.js';
+import { GuestError, isGuestError, messageOf } from '../model/errors.js';
 import { processAlive } from './process.js';
 import { runLogged, type RunOptions } from './exec.js';
 import { mountsUnder } from './mounts.js';
-import type { TaskLog } from './task-log.js';
+import type { StepLog } from '../model/step.js';
 
 /** The seed procedure's mounts, in mount order; unmounted in reverse. */
 const SEED_MOUNTS: { target: string; commands: string[][] }[] = [
@@ -96,7 +96,7 @@ function killChrootProcesses(root: string): number {
 }
 
 /** Mounts the seed set under root and records it, so a later run can clean up after a SIGKILL. */
-export async function openChroot(rootDir: string, ctx: { log: TaskLog; cacheDir: string; signal: AbortSignal }): Promise<ChrootSession> {
+export async function openChroot(rootDir: string, ctx: { log: StepLog; cacheDir: string; signal: AbortSignal }): Promise<ChrootSession> {
   const root = resolve(rootDir);
   for (const line of recoverStaleMounts(ctx.cacheDir)) ctx.log.info(`removed a stale mount: ${line}`);
   const already = mountsUnder(root);
@@ -127,11 +127,20 @@ export async function openChroot(rootDir: string, ctx: { log: TaskLog; cacheDir:
     for (const m of SEED_MOUNTS) {
       const target = join(root, m.target);
       mkdirSync(target, { recursive: true });
-      for (const args of m.commands) await runLogged(ctx.log, 'mount', [...args, target]);
-      mounted.push(target);
+      for (const [i, args] of m.commands.entries()) {
+        await runLogged(ctx.log, 'mount', [...args, target]);
+        // mounted from the first command on: a bind whose read-only remount fails is still a mount
+        if (i === 0) mounted.push(target);
+      }
     }
   } catch (err) {
-    await close();
+    // the mount that failed is what the user must see; a leak found while undoing the others
+    // is reported with it, never instead of it
+    try {
+      await close();
+    } catch (closeErr) {
+      throw new GuestError('E_MOUNT_LEAK', `${messageOf(err)}; and while undoing the mounts: ${messageOf(closeErr)}`, { cause: err, details: isGuestError(closeErr) ? closeErr.details : [] });
+    }
     throw err;
   }
   return {
@@ -142,7 +151,7 @@ export async function openChroot(rootDir: string, ctx: { log: TaskLog; cacheDir:
 }
 
 /** Opens a session, runs fn, and always closes it — on success, failure and abort alike. */
-export async function withChroot<T>(rootDir: string, ctx: { log: TaskLog; cacheDir: string; signal: AbortSignal }, fn: (s: ChrootSession) => Promise<T>): Promise<T> {
+export async function withChroot<T>(rootDir: string, ctx: { log: StepLog; cacheDir: string; signal: AbortSignal }, fn: (s: ChrootSession) => Promise<T>): Promise<T> {
   const session = await openChroot(rootDir, ctx);
   let result: T;
   try {

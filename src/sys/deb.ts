@@ -1,5 +1,5 @@
 import { runLogged } from './exec.js';
-import type { TaskLog } from './task-log.js';
+import type { StepLog } from '../model/step.js';
 
 /** One field of a Debian control stanza (`Package: x`), as dpkg-deb -f and apt-cache show print them. */
 export function controlField(stanza: string, name: string): string | undefined {
@@ -7,7 +7,7 @@ export function controlField(stanza: string, name: string): string | undefined {
 }
 
 /** Package fields read back from a .deb with `dpkg-deb -f`, never predicted from its file name. */
-export async function readDebFields<K extends string>(log: TaskLog, file: string, names: K[], signal?: AbortSignal): Promise<Record<K, string>> {
+export async function readDebFields<K extends string>(log: StepLog, file: string, names: K[], signal?: AbortSignal): Promise<Record<K, string>> {
   const out = await runLogged(log, 'dpkg-deb', ['-f', file, ...names], { capture: true, signal });
   return Object.fromEntries(names.map((n) => [n, controlField(out, n) ?? ''])) as Record<K, string>;
 }

@@ -2,22 +2,9 @@ import { createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync 
 import { pipeline } from 'node:stream/promises';
 import { basename, dirname } from 'node:path';
 import got, { HTTPError, RequestError } from 'got';
-import { GuestError } from '../errors.js';
-import { sha256File } from '../engine/digest.js';
-
-/** Shown in every message instead of a URL's userinfo. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.username || u.password) {
-      u.username = '***';
-      u.password = '';
-    }
-    return u.toString();
-  } catch {
-    return url;
-  }
-}
+import { GuestError } from '../model/errors.js';
+import { redact } from '../model/redact.js';
+import { sha256File } from './hash.js';
 
 export interface DownloadOptions {
   /** Tried in order: a mirror that fails moves on to the next. */
@@ -57,8 +44,8 @@ export async function downloadVerified(opts: DownloadOptions): Promise<string> {
     } catch (err) {
       if (opts.signal?.aborted) throw new GuestError('E_INTERRUPTED', `download of ${opts.what} interrupted`);
       if (err instanceof GuestError && err.code === 'E_CHECKSUM_MISMATCH') throw err;
-      failures.push(`${redactUrl(url)}: ${describeFailure(err)}`);
-      opts.log?.(`download from ${redactUrl(url)} failed: ${describeFailure(err)}`);
+      failures.push(`${redact(url)}: ${describeFailure(err)}`);
+      opts.log?.(`download from ${redact(url)} failed: ${describeFailure(err)}`);
       // a partial file from another mirror must not be glued to this one's bytes
       rmSync(part, { force: true });
     }
@@ -114,7 +101,7 @@ export async function checkSha256(file: string, expected: string, what: string, 
   const actual = await sha256File(file);
   if (actual !== expected) {
     rmSync(file, { force: true });
-    throw new GuestError('E_CHECKSUM_MISMATCH', `${what}: sha256 is ${actual}, expected ${expected}${source ? ` (from ${redactUrl(source)})` : ''}; the download was deleted (check the mirror, or the pinned sha256)`);
+    throw new GuestError('E_CHECKSUM_MISMATCH', `${what}: sha256 is ${actual}, expected ${expected}${source ? ` (from ${redact(source)})` : ''}; the download was deleted (check the mirror, or the pinned sha256)`);
   }
 }
 
@@ -144,7 +131,7 @@ export async function fetchText(urls: string[], what: string, signal?: AbortSign
       return { text, url };
     } catch (err) {
       if (signal?.aborted) throw new GuestError('E_INTERRUPTED', `fetching ${what} interrupted`);
-      failures.push(`${redactUrl(url)}: ${describeFailure(err)}`);
+      failures.push(`${redact(url)}: ${describeFailure(err)}`);
     }
   }
   const offline = failures.every((f) => [...NO_NETWORK].some((c) => f.includes(c)));

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
-import { GuestError } from '../errors.js';
-import type { TaskLog } from './task-log.js';
+import { GuestError } from '../model/errors.js';
+import type { StepLog } from '../model/step.js';
 
 export interface RunOptions {
   cwd?: string;
@@ -25,7 +25,7 @@ const KILL_GRACE_MS = 5000;
  * Runs a command with its output going to the task log. We spawn directly rather than through zx
  * because a kernel build must be stoppable as a process group, and output must stream to the log.
  */
-export function runLogged(log: TaskLog, cmd: string, args: string[], opts: RunOptions = {}): Promise<string> {
+export function runLogged(log: StepLog, cmd: string, args: string[], opts: RunOptions = {}): Promise<string> {
   const shown = [cmd, ...args].join(' ');
   log.info(`$ ${shown}`);
   return new Promise((resolvePromise, reject) => {

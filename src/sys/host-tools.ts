@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { which } from 'zx';
-import { GuestError } from '../errors.js';
+import { GuestError } from '../model/errors.js';
 
 /** A host tool a step needs, and the Debian package that provides it. */
 export interface HostTool {

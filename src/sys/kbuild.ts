@@ -3,7 +3,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { which } from 'zx';
 import { runLogged, type RunOptions } from './exec.js';
-import type { TaskLog } from './task-log.js';
+import type { StepLog } from '../model/step.js';
 
 /**
  * The environment of every kernel make: build metadata from the pipeline's source date instead of
@@ -56,7 +56,7 @@ export function stableBuildPath(cacheDir: string, buildKey: string): string {
 }
 
 /** Runs `make …` with `folder` visible at `stable` (see stableBuildPath); compiler errors explain a failure. */
-export function makeAtStablePath(log: TaskLog, folder: string, stable: string, makeArgv: string[], opts: RunOptions = {}): Promise<string> {
+export function makeAtStablePath(log: StepLog, folder: string, stable: string, makeArgv: string[], opts: RunOptions = {}): Promise<string> {
   mkdirSync(stable, { recursive: true });
   const script = 'mount --bind "$1" "$2" && shift 2 && exec make "$@"';
   return runLogged(log, 'unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', folder, stable, ...makeArgv], { explain: compilerErrors, ...opts });

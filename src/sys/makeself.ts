@@ -1,8 +1,8 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { basename } from 'node:path';
-import { GuestError } from '../errors.js';
+import { GuestError } from '../model/errors.js';
 import { runLogged } from './exec.js';
-import type { TaskLog } from './task-log.js';
+import type { StepLog } from '../model/step.js';
 
 /**
  * Checks that a file is a self-extracting makeself archive (NVIDIA's .run is one) before anything
@@ -20,7 +20,7 @@ export function assertMakeselfArchive(file: string, what: string): void {
 }
 
 /** `sh X.run --check`: the archive's own embedded checksums. */
-export async function checkMakeselfArchive(log: TaskLog, file: string, what: string, signal?: AbortSignal): Promise<void> {
+export async function checkMakeselfArchive(log: StepLog, file: string, what: string, signal?: AbortSignal): Promise<void> {
   try {
     await runLogged(log, 'sh', [file, '--check'], { signal });
   } catch (err) {
@@ -30,7 +30,7 @@ export async function checkMakeselfArchive(log: TaskLog, file: string, what: str
 }
 
 /** The `Identification:` line of `--info` (NVIDIA's names the driver version there). */
-export async function makeselfLabel(log: TaskLog, file: string, signal?: AbortSignal): Promise<string> {
+export async function makeselfLabel(log: StepLog, file: string, signal?: AbortSignal): Promise<string> {
   const info = await runLogged(log, 'sh', [file, '--info'], { signal, capture: true });
   return /^Identification:\s*(.+)$/m.exec(info)?.[1]?.trim() ?? '';
 }

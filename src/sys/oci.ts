@@ -3,8 +3,8 @@ import { createReadStream, createWriteStream, mkdirSync, renameSync, statSync, w
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
-import { canonicalJson } from '../engine/key.js';
-import type { Json } from '../engine/types.js';
+import { canonicalJson } from '../model/json.js';
+import type { Json } from '../model/json.js';
 
 export const MEDIA = {
   manifest: 'application/vnd.oci.image.manifest.v1+json',

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { GuestError } from '../errors.js';
+import { GuestError } from '../model/errors.js';
 
 export interface BootOptions {
   kernel: string;

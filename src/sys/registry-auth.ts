@@ -1,7 +1,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GuestError } from '../errors.js';
+import { GuestError } from '../model/errors.js';
 
 export interface RegistryCredentials {
   username: string;

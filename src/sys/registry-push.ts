@@ -1,10 +1,10 @@
 import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import got, { type Method, type Response } from 'got';
-import { GuestError } from '../errors.js';
+import { GuestError } from '../model/errors.js';
 import { runLogged } from './exec.js';
 import { redactSecret, writeAuthFile, type RegistryCredentials } from './registry-auth.js';
-import type { TaskLog } from './task-log.js';
+import type { StepLog } from '../model/step.js';
 
 export interface PushTarget {
   /** registry host[:port] */
@@ -20,7 +20,7 @@ export interface PushTarget {
 const where = (t: PushTarget) => `${t.host}/${t.repository}:${t.tag}`;
 
 /** Pushes an OCI image layout with skopeo; returns the manifest digest the registry stored. */
-export async function pushWithSkopeo(log: TaskLog, layoutDir: string, ref: string, target: PushTarget, signal?: AbortSignal): Promise<string> {
+export async function pushWithSkopeo(log: StepLog, layoutDir: string, ref: string, target: PushTarget, signal?: AbortSignal): Promise<string> {
   const auth = target.creds ? writeAuthFile(target.host, target.creds) : undefined;
   const digestFile = join(layoutDir, '..', `push-digest.${process.pid}`);
   try {
@@ -58,7 +58,7 @@ function explainPushFailure(output: string, target: PushTarget, cause: unknown):
  * Pushes an OCI image layout over the OCI distribution API with got: blob existence check,
  * monolithic upload, manifest PUT; Basic or Bearer token auth as the registry's WWW-Authenticate asks.
  */
-export async function pushWithApi(log: TaskLog, layoutDir: string, target: PushTarget, signal?: AbortSignal): Promise<string> {
+export async function pushWithApi(log: StepLog, layoutDir: string, target: PushTarget, signal?: AbortSignal): Promise<string> {
   const base = `${target.insecure ? 'http' : 'https'}://${target.host}`;
   let authorization: string | undefined;
   const request = (method: Method, url: string, options: { body?: Buffer | NodeJS.ReadableStream; headers?: Record<string, string> } = {}): Promise<Response<string>> =>

@@ -1,8 +1,13 @@
 import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { redact } from '../model/redact.js';
+import type { StepLog } from '../model/step.js';
 
-/** One task's log file. Keeps the last lines in memory for the failure report. */
-export class TaskLog {
+/**
+ * One task's log file. Keeps the last lines in memory for the failure report. Everything written
+ * passes through redact(): a credential in a URL never reaches a log.
+ */
+export class TaskLog implements StepLog {
   private readonly fd: number;
   private readonly recent: string[] = [];
   private partial = '';
@@ -18,7 +23,7 @@ export class TaskLog {
 
   /** Raw output of a process: written as it comes, split into lines for the tail. */
   write(chunk: string | Buffer): void {
-    const text = chunk.toString();
+    const text = redact(chunk.toString());
     writeSync(this.fd, text);
     const parts = (this.partial + text).split('\n');
     this.partial = parts.pop() ?? '';

@@ -4,11 +4,11 @@ import { describe, expect, it } from 'vitest';
 import { LocalCacheStore } from '../../src/engine/cache.js';
 import { DigestMemo } from '../../src/engine/digest.js';
 import { planRun } from '../../src/engine/plan.js';
-import type { TaskGraph } from '../../src/engine/types.js';
-import { createStepRegistry } from '../../src/steps/types.js';
+import type { TaskGraph } from '../../src/model/task.js';
+import { createStepRegistry } from '../../src/model/step.js';
 import { testDir } from '../helpers.js';
 
-const steps = createStepRegistry([{ kind: 'x', version: 1, resources: { cpu: 1 }, async run() {} }]);
+const steps = createStepRegistry([{ kind: 'x', version: 1, resources: { cpu: 1 }, run: async () => ({}) }]);
 
 function setup() {
   const dir = testDir();
@@ -18,17 +18,17 @@ function setup() {
   const graph = (version: string): TaskGraph => ({
     pipeline: 'p',
     tasks: [
-      { id: 'a', kind: 'x', deps: [], params: { version }, files: { fragment }, title: 'a' },
-      { id: 'b', kind: 'x', deps: ['a'], params: {}, files: {}, title: 'b' },
-      { id: 'c', kind: 'x', deps: [], params: {}, files: {}, title: 'c' },
+      { id: 'a', kind: 'x', upstream: {}, params: { version }, files: { fragment }, title: 'a' },
+      { id: 'b', kind: 'x', upstream: { input: 'a' }, params: {}, files: {}, title: 'b' },
+      { id: 'c', kind: 'x', upstream: {}, params: {}, files: {}, title: 'c' },
     ],
   });
-  const plan = (g: TaskGraph, sel = {}) => planRun(g, sel, { steps, store, memo: new DigestMemo(), signal: new AbortController().signal });
+  const plan = (g: TaskGraph, sel = {}) => planRun(g, sel, { steps, store, memo: new DigestMemo(), signal: new AbortController().signal, network: true });
   /** Pretends every planned task ran: commits an empty entry for it. */
   const commitAll = async (p: Awaited<ReturnType<typeof plan>>) => {
     for (const t of p.tasks) {
       const s = await store.begin(t.key);
-      await store.commit(s, { key: t.key, task: t.id, pipeline: 'p', material: p.materials.get(t.id)!, result: {}, outputs: {}, durationMs: 0 });
+      await store.commit(s, { key: t.key, task: t.id, kind: t.kind, pipeline: 'p', material: p.materials.get(t.id)!, result: {}, outputs: {}, durationMs: 0 });
       store.rememberMaterial('p', t.id, p.materials.get(t.id)!);
     }
   };

@@ -4,14 +4,16 @@ import { describe, expect, it } from 'vitest';
 import { compileTaskGraph } from '../../src/pipeline/compile.js';
 import { loadPipeline } from '../../src/pipeline/load.js';
 import { ancestorsOf, descendantsOf, topoOrder } from '../../src/engine/graph.js';
-import { canonicalJson, describeChange, taskKey } from '../../src/engine/key.js';
-import { GuestError } from '../../src/errors.js';
+import { describeChange, taskKey } from '../../src/engine/key.js';
+import { canonicalJson } from '../../src/model/json.js';
+import { GuestError } from '../../src/model/errors.js';
+import { taskDeps } from '../../src/model/task.js';
 import { testDir } from '../helpers.js';
 
 const SHA = 'b'.repeat(64);
 const nvidia = () => compileTaskGraph(loadPipeline({ vendor: 'nvidia', sets: [`driver.sha256=${SHA}`] }).pipeline);
 const intel = () => compileTaskGraph(loadPipeline({ vendor: 'intel' }).pipeline);
-const deps = (g: ReturnType<typeof nvidia>) => Object.fromEntries(g.tasks.map((t) => [t.id, t.deps]));
+const deps = (g: ReturnType<typeof nvidia>) => Object.fromEntries(g.tasks.map((t) => [t.id, taskDeps(t)]));
 
 describe('compileTaskGraph', () => {
   it('gives the nvidia pipeline exactly its eight tasks and their dependencies', () => {
@@ -42,7 +44,7 @@ describe('compileTaskGraph', () => {
 });
 
 describe('graph', () => {
-  const graph = (edges: Record<string, string[]>) => ({ pipeline: 'g', tasks: Object.entries(edges).map(([id, d]) => ({ id, kind: 'x', deps: d, params: {}, files: {}, title: id })) });
+  const graph = (edges: Record<string, string[]>) => ({ pipeline: 'g', tasks: Object.entries(edges).map(([id, d]) => ({ id, kind: 'x', upstream: Object.fromEntries(d.map((x) => [x, x])), params: {}, files: {}, title: id })) });
   const cases: [string, Record<string, string[]>, string | null][] = [
     ['a chain', { a: [], b: ['a'], c: ['b'] }, null],
     ['a diamond', { a: [], b: ['a'], c: ['a'], d: ['b', 'c'] }, null],
@@ -71,14 +73,14 @@ describe('graph', () => {
 });
 
 describe('keys', () => {
-  const material = { kind: 'k', stepVersion: 1, params: { a: 1, b: [1, 2], c: { x: 'y', w: null } }, inputs: {}, upstream: { up: 'f'.repeat(64) } };
+  const material = { kind: 'k', stepVersion: 1, params: { a: 1, b: [1, 2], c: { x: 'y', w: null } }, inputs: {}, upstream: { up: { task: 'up', by: 'key' as const, digest: 'f'.repeat(64) } } };
   it('do not depend on key order', () => {
     const reordered = { upstream: material.upstream, inputs: {}, params: { c: { w: null, x: 'y' }, b: [1, 2], a: 1 }, stepVersion: 1, kind: 'k' };
     expect(taskKey(reordered)).toBe(taskKey(material));
   });
   const changes: [string, object, string][] = [
     ['a parameter', { params: { ...material.params, a: 2 } }, 'parameter a changed'],
-    ['an upstream key', { upstream: { up: 'e'.repeat(64) } }, 'upstream up changed'],
+    ['an upstream key', { upstream: { up: { task: 'up', by: 'key' as const, digest: 'e'.repeat(64) } } }, 'upstream up changed'],
     ['an input file', { inputs: { fragments: [{ name: 'x.conf', sha256: '1' }] } }, 'input file fragments changed'],
     ['the step version', { stepVersion: 2 }, 'step k changed (version 1 → 2)'],
   ];

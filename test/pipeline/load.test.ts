@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { GuestError } from '../../src/errors.js';
+import { GuestError } from '../../src/model/errors.js';
 import { loadPipeline } from '../../src/pipeline/load.js';
 import { repoRoot, testDir } from '../helpers.js';
 

@@ -2,23 +2,24 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sha256File } from '../../src/engine/digest.js';
+import { sha256File } from '../../src/sys/hash.js';
 import { mountsUnder } from '../../src/sys/mounts.js';
 import { TaskLog } from '../../src/sys/task-log.js';
 import { driver } from '../../src/steps/nvidia/driver.js';
 import { toolkit } from '../../src/steps/nvidia/toolkit.js';
-import type { StepContext } from '../../src/steps/types.js';
+import type { StepContext } from '../../src/model/step.js';
 import { buildDriverRun, type DriverRun } from '../fixtures/driver.js';
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
 import { startAptRepo } from '../fixtures/apt-repo.js';
 import { cliBin, repoRoot, run, sharedCacheDir, suiteDir, testDir, writePipeline } from '../helpers.js';
 
-/** A step context for calling a step directly, with hand-made upstream outputs. */
-function stepContext(dir: string, over: Partial<StepContext>): StepContext {
+/** A step context for calling a step directly, with hand-made (partial) upstream results. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function stepContext(dir: string, over: Partial<StepContext<any, any>>): StepContext<any, any> {
   const log = new TaskLog(join(dir, 'task.log'));
   return {
-    task: { id: 't', kind: 'x', deps: [], params: {}, files: {}, title: 't' },
+    task: { id: 't', kind: 'x', upstream: {}, params: {}, files: {}, title: 't' },
     key: 'f'.repeat(64),
     params: {},
     files: {},
@@ -50,7 +51,7 @@ describe('driver and toolkit refuse bad inputs before touching the rootfs', () =
 
   it('rejects a driver whose sha256 does not match the pin', async () => {
     const dir = testDir();
-    const ctx = stepContext(dir, { params: { ...params, sha256: 'a'.repeat(64) }, locations: { run: good.file }, upstream: { 'kernel-debs': headers } });
+    const ctx = stepContext(dir, { params: { ...params, sha256: 'a'.repeat(64) }, locations: { run: good.file }, upstream: { packages: headers } });
     await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_CHECKSUM_MISMATCH', message: expect.stringContaining(`sha256 is ${good.sha256}, the pipeline pins ${'a'.repeat(64)}`) });
   });
 
@@ -58,7 +59,7 @@ describe('driver and toolkit refuse bad inputs before touching the rootfs', () =
     const dir = testDir();
     const fake = join(dir, 'NVIDIA-Linux-x86_64-550.127.05.run');
     writeFileSync(fake, '#!/bin/sh\necho I am not an installer\n');
-    const ctx = stepContext(dir, { params: { ...params, sha256: await sha256File(fake) }, locations: { run: fake }, upstream: { 'kernel-debs': headers } });
+    const ctx = stepContext(dir, { params: { ...params, sha256: await sha256File(fake) }, locations: { run: fake }, upstream: { packages: headers } });
     await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_NOT_MAKESELF', message: expect.stringContaining('is not a self-extracting NVIDIA .run archive') });
   });
 
@@ -69,13 +70,13 @@ describe('driver and toolkit refuse bad inputs before touching the rootfs', () =
     bytes[bytes.length - 100] ^= 0xff;
     writeFileSync(damaged, bytes);
     const sha = createHash('sha256').update(bytes).digest('hex');
-    const ctx = stepContext(dir, { params: { ...params, sha256: sha }, locations: { run: damaged }, upstream: { 'kernel-debs': headers } });
+    const ctx = stepContext(dir, { params: { ...params, sha256: sha }, locations: { run: damaged }, upstream: { packages: headers } });
     await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_ARCHIVE_CORRUPT' });
   });
 
   it('fails when kernel-debs made no linux-headers package', async () => {
     const dir = testDir();
-    const ctx = stepContext(dir, { params: { ...params, sha256: good.sha256 }, locations: { run: good.file }, upstream: { 'kernel-debs': debsUpstream(['linux-image-6.1.1-nvidia-gpu']) } });
+    const ctx = stepContext(dir, { params: { ...params, sha256: good.sha256 }, locations: { run: good.file }, upstream: { packages: debsUpstream(['linux-image-6.1.1-nvidia-gpu']) } });
     await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_HEADERS_MISSING', message: expect.stringContaining('no linux-headers-6.1.1-nvidia-gpu package') });
   });
 

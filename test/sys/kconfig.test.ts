@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { evaluate } from '../../src/sys/kconfig/expr.js';
 import { createAllowList, findMismatches, parseDotConfig, parseFragment } from '../../src/sys/kconfig/options.js';
-import { GuestError } from '../../src/errors.js';
+import { GuestError } from '../../src/model/errors.js';
 
 describe('fragments', () => {
   it('reads set, unset, string and numeric options; =n means not set', () => {

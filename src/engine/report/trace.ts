@@ -1,4 +1,5 @@
 import { writeFileSync } from 'node:fs';
+import { redact } from '../../model/redact.js';
 import type { EngineEvent, EngineListener } from '../events.js';
 
 interface TraceEvent {
@@ -41,7 +42,7 @@ export function createTraceReporter(file: string): EngineListener {
       }
     } else if (e.type === 'run:end') {
       events.push({ name: 'run', cat: e.status, ph: 'X', ts: 0, dur: e.durationMs * 1000, pid: 1, tid: 0 });
-      writeFileSync(file, `${JSON.stringify({ traceEvents: events, displayTimeUnit: 'ms' })}\n`);
+      writeFileSync(file, `${redact(JSON.stringify({ traceEvents: events, displayTimeUnit: 'ms' }))}\n`);
     }
   };
 }

@@ -28,15 +28,22 @@ export function createTtyReporter(write: (text: string) => void = (t) => process
               title: `${t.id}  ${t.title}`,
               task: (_: unknown, task: ListrTaskWrapper<unknown, any, any>) =>
                 new Promise<void>((resolve, reject) => {
+                  let settled = false;
                   const pending: Pending = {
                     title: `${t.id}  ${t.title}`,
                     task,
                     resolve: (status, note) => {
+                      if (settled) return;
+                      settled = true;
                       if (status === 'succeeded') task.title = `${pending.title} (${note})`;
                       else task.skip(`${t.id}  ${status}${note ? `: ${note}` : ''}`);
                       resolve();
                     },
-                    reject: (message) => reject(new Error(message)),
+                    reject: (message) => {
+                      if (settled) return;
+                      settled = true;
+                      reject(new Error(message));
+                    },
                   };
                   tasks.set(t.id, pending);
                   const ended = endings.get(t.id);
@@ -73,8 +80,10 @@ export function createTtyReporter(write: (text: string) => void = (t) => process
   };
 
   const settle = (p: Pending, e: Extract<EngineEvent, { type: 'task:end' }>) => {
+    // every ending settles the line, `cached` too: a task another process built while this one
+    // waited for its lock ends as cached, and an unsettled line would keep listr2 running forever
     if (e.status === 'failed') p.reject(`${p.title}: ${e.error?.code}: ${e.error?.message}`);
-    else if (e.status !== 'cached') p.resolve(e.status, e.status === 'succeeded' ? formatDuration(e.durationMs) : e.error?.message);
+    else p.resolve(e.status, e.status === 'succeeded' ? formatDuration(e.durationMs) : e.error?.message);
   };
 
   const withTask = (id: string, fn: (p: Pending) => void) => {

@@ -1,29 +1,31 @@
 import { copyFileSync, linkSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { GuestError } from '../../errors.js';
-import { sha256Hex } from '../../engine/key.js';
-import type { Json } from '../../engine/types.js';
+import { GuestError } from '../../model/errors.js';
+import { sha256Hex } from '../../model/json.js';
+import type { ImageResult, RootfsTarballResult } from '../../model/results.js';
 import { applyCleanupList, treeSize } from '../../sys/cleanup.js';
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
 import { clampMtimes, packInitramfs, unpackRootfs } from '../../sys/rootfs-tar.js';
-import type { StepContext, StepDefinition } from '../types.js';
+import type { StepContext, StepDefinition } from '../../model/step.js';
 import { readRecipe } from '../rootfs/recipe.js';
 import { kataConfig } from './kata-config.js';
 
-interface ImageParams {
+type ImageParams = {
   format: 'ext4' | 'erofs' | 'initrd';
   marginMiB: number;
   sizeMiB: number | null;
   flavour: string;
   vendor: 'nvidia' | 'intel';
-}
+  sourceDate: number;
+};
+type ImageInputs = { rootfs: RootfsTarballResult };
 
 /**
  * image: the guest disk image from the finished rootfs, without loop devices or mounts (ext4 with
  * mkfs.ext4 -d, erofs with mkfs.erofs, or a gzip'd cpio initrd), plus the Kata snippet.
  */
-export const image: StepDefinition = {
+export const image: StepDefinition<ImageParams, ImageInputs, ImageResult> = {
   kind: 'image',
   version: 3,
   resources: { cpu: 1 },
@@ -36,14 +38,25 @@ export const image: StepDefinition = {
  * was unpacked: set every inode's times to the source date with debugfs, so the image is the same
  * bytes whenever it is built from the same inputs.
  */
-async function normalizeExt4Times(ctx: StepContext, root: string, image: string, env: NodeJS.ProcessEnv): Promise<void> {
+async function normalizeExt4Times(ctx: StepContext<ImageParams, ImageInputs>, root: string, image: string, env: NodeJS.ProcessEnv): Promise<void> {
   const at = `@${ctx.sourceDate}`;
-  const paths = ['/', ...listTree(root)].filter((p) => !/["\n\\]/.test(p));
+  const paths = ['/', ...listTree(root)].map(debugfsQuote);
   const fields = ['ctime', 'atime', 'crtime', 'mtime'];
-  const lines = paths.flatMap((p) => [...fields.filter((f) => f !== 'mtime').map((f) => `sif "${p}" ${f} ${at}`), ...fields.map((f) => `sif "${p}" ${f}_extra 0`)]);
+  const lines = paths.flatMap((p) => [...fields.filter((f) => f !== 'mtime').map((f) => `sif ${p} ${f} ${at}`), ...fields.map((f) => `sif ${p} ${f}_extra 0`)]);
   const script = join(ctx.workDir, 'debugfs-times.cmd');
   writeFileSync(script, `${lines.join('\n')}\n`);
   await runLogged(ctx.log, 'debugfs', ['-w', '-f', script, image], { env, signal: ctx.signal, quiet: true });
+}
+
+/**
+ * A path as one debugfs argument: double-quoted, a quote doubled (debugfs's parser reads `""` as
+ * one quote, a backslash as itself). A newline cannot be written in a debugfs script at all.
+ */
+export function debugfsQuote(path: string): string {
+  if (path.includes('\n')) {
+    throw new GuestError('E_IMAGE_PATH', `the rootfs holds a path with a newline in its name (${JSON.stringify(path)}): mkfs.ext4's time fix-up cannot name it; remove it with the recipe's cleanup.list`);
+  }
+  return `"${path.replace(/"/g, '""')}"`;
 }
 
 /** Every path below a folder as the guest sees it (/etc/os-release), without following links. */
@@ -57,17 +70,20 @@ function listTree(root: string, rel = ''): string[] {
   return out;
 }
 
+/** How mkfs.ext4 -d says the file system is full. */
+const OUT_OF_SPACE = /Could not allocate (block|inode)|No space left on device|Not enough space|too many inodes/i;
+
 /** A UUID derived from the task key: the same inputs give the same file system. */
 function stableUuid(seed: string): string {
   const h = sha256Hex(seed);
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
-async function makeImage(ctx: StepContext): Promise<{ [k: string]: Json }> {
+async function makeImage(ctx: StepContext<ImageParams, ImageInputs>): Promise<ImageResult> {
   await requireHostTools('image');
-  const p = ctx.params as unknown as ImageParams;
-  const upstream = Object.values(ctx.upstream)[0]!;
-  const tarball = join(upstream.dir, 'rootfs.tar');
+  const p = ctx.params;
+  const upstream = ctx.upstream.rootfs;
+  const tarball = join(upstream.dir, upstream.result.tarball);
   const root = join(ctx.workDir, 'root');
   await unpackRootfs(ctx.log, tarball, root, ctx.signal);
   applyCleanupList(root, readRecipe(ctx.files.recipe as string).cleanup);
@@ -88,9 +104,10 @@ async function makeImage(ctx: StepContext): Promise<{ [k: string]: Json }> {
       throw new GuestError('E_IMAGE_TOO_SMALL', `image.sizeMiB ${p.sizeMiB} is too small for the rootfs (${(contentBytes / 2 ** 20).toFixed(0)} MiB of files need about ${needed} MiB): raise image.sizeMiB or remove it to size from the content`);
     }
     try {
-      await runLogged(ctx.log, 'mkfs.ext4', ['-q', '-F', '-L', 'gpu-guest', '-U', uuid, '-E', `root_owner=0:0,hash_seed=${uuid}`, '-d', root, out, `${sizeMiB}M`], { env, signal: ctx.signal });
+      await runLogged(ctx.log, 'mkfs.ext4', ['-q', '-F', '-L', 'gpu-guest', '-U', uuid, '-E', `root_owner=0:0,hash_seed=${uuid}`, '-d', root, out, `${sizeMiB}M`], { env, signal: ctx.signal, explain: (tail) => tail.filter((l) => /mkfs|populate|Could not|No space|error/i.test(l)).slice(-5) });
     } catch (err) {
-      if (err instanceof GuestError && err.code === 'E_COMMAND_FAILED') {
+      // only a full file system is "too small"; any other mkfs failure keeps its own error and lines
+      if (err instanceof GuestError && err.code === 'E_COMMAND_FAILED' && ctx.log.tail(40).some((l) => OUT_OF_SPACE.test(l))) {
         throw new GuestError('E_IMAGE_TOO_SMALL', `mkfs.ext4 could not fit the rootfs into ${sizeMiB} MiB: raise image.sizeMiB or image.marginMiB`, { cause: err });
       }
       throw err;
@@ -110,5 +127,5 @@ async function makeImage(ctx: StepContext): Promise<{ [k: string]: Json }> {
   }
   writeFileSync(join(ctx.outDir, 'kata', `configuration-${p.flavour}.toml`), kataConfig({ vendor: p.vendor, flavour: p.flavour, imageFile: name, initrd: p.format === 'initrd' }));
   ctx.log.info(`${name}: ${p.format}${sizeMiB ? `, ${sizeMiB} MiB` : ''}, rootfs content ${(contentBytes / 2 ** 20).toFixed(1)} MiB`);
-  return { image: `rootfs/${name}`, format: p.format, sizeMiB, contentBytes, uuid, kata: `kata/configuration-${p.flavour}.toml`, kernelRelease: (upstream.result.kernelRelease as string | undefined) ?? null };
+  return { image: `rootfs/${name}`, format: p.format, sizeMiB, contentBytes, uuid, kata: `kata/configuration-${p.flavour}.toml`, kernelRelease: upstream.result.kernelRelease ?? null };
 }

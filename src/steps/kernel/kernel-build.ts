@@ -1,18 +1,21 @@
 import { copyFileSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { GuestError } from '../../errors.js';
-import type { Json } from '../../engine/types.js';
+import { GuestError } from '../../model/errors.js';
+import type { KernelBuildResult, KernelConfigResult, KernelSourceResult } from '../../model/results.js';
 import { requireHostTools } from '../../sys/host-tools.js';
 import { ccacheArgs, jobs, kbuildEnv, makeArgs, makeAtStablePath, stableBuildPath } from '../../sys/kbuild.js';
 import { parseDotConfig } from '../../sys/kconfig/options.js';
-import type { StepContext, StepDefinition } from '../types.js';
+import type { StepContext, StepDefinition } from '../../model/step.js';
 
 /**
  * kernel-build: `make bzImage modules` out of tree with the verified .config, reproducible build
  * metadata, and the files named as Kata expects. The object tree stays in the entry (out/build) so
  * that kernel-debs packages it without compiling again.
  */
-export const kernelBuild: StepDefinition = {
+type BuildParams = { localVersion: string; sourceDate: number };
+type BuildInputs = { source: KernelSourceResult; config: KernelConfigResult };
+
+export const kernelBuild: StepDefinition<BuildParams, BuildInputs, KernelBuildResult> = {
   kind: 'kernel-build',
   version: 2,
   resources: { cpu: 'all' },
@@ -21,11 +24,11 @@ export const kernelBuild: StepDefinition = {
   run: (ctx) => buildKernel(ctx),
 };
 
-async function buildKernel(ctx: StepContext): Promise<{ [k: string]: Json }> {
+async function buildKernel(ctx: StepContext<BuildParams, BuildInputs>): Promise<KernelBuildResult> {
   await requireHostTools('kernel-build');
-  const tree = join(ctx.upstream['kernel-source']!.dir, 'tree');
-  const config = join(ctx.upstream['kernel-config']!.dir, 'config');
-  const { localVersion } = ctx.params as { localVersion: string };
+  const tree = join(ctx.upstream.source.dir, 'tree');
+  const config = join(ctx.upstream.config.dir, 'config');
+  const { localVersion } = ctx.params;
   mkdirSync(join(ctx.outDir, 'build'), { recursive: true });
   copyFileSync(config, join(ctx.outDir, 'build', '.config'));
   // make sees out/ at a path that kernel-debs will use again (see stableBuildPath)
@@ -39,9 +42,7 @@ async function buildKernel(ctx: StepContext): Promise<{ [k: string]: Json }> {
   const targets = ['bzImage', ...(modules ? ['modules'] : [])];
   await make([...makeArgs(tree, objtree, `-j${jobs()}`, ...targets), ...extra]);
   const release = (await make(['-s', ...makeArgs(tree, objtree, 'kernelrelease')], true)).trim();
-  if (!release.endsWith(localVersion)) {
-    throw new GuestError('E_KERNEL_RELEASE', `built kernel release ${release} does not end in ${localVersion} (CONFIG_LOCALVERSION did not take effect)`);
-  }
+  checkKernelRelease(release, localVersion);
   const flavour = localVersion.slice(1);
   const files: [string, string][] = [
     ['arch/x86/boot/bzImage', `vmlinuz-${release}`],
@@ -52,7 +53,14 @@ async function buildKernel(ctx: StepContext): Promise<{ [k: string]: Json }> {
   for (const [from, to] of files) copyFileSync(join(ctx.outDir, 'build', from), join(ctx.outDir, to));
   symlinkSync(`vmlinuz-${release}`, join(ctx.outDir, `vmlinuz-${flavour}.container`));
   symlinkSync(`vmlinux-${release}`, join(ctx.outDir, `vmlinux-${flavour}.container`));
-  const sourceResult = ctx.upstream['kernel-source']!.result;
+  const sourceResult = ctx.upstream.source.result;
   ctx.log.info(`kernel release ${release}`);
   return { kernelRelease: release, buildKey: ctx.key, version: sourceResult.version ?? null, flavour, modules, image: `vmlinuz-${release}` };
+}
+
+/** The release make reports must carry the pipeline's suffix: Kata's file names and the driver depend on it. */
+export function checkKernelRelease(release: string, localVersion: string): void {
+  if (!release || !release.endsWith(localVersion)) {
+    throw new GuestError('E_KERNEL_RELEASE', `built kernel release '${release}' does not end in ${localVersion} (CONFIG_LOCALVERSION did not take effect: check the fragments and kernel.localVersion)`);
+  }
 }

@@ -1,20 +1,22 @@
 import { copyFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { GuestError } from '../../errors.js';
-import type { Json } from '../../engine/types.js';
+import { GuestError } from '../../model/errors.js';
+import type { KernelConfigResult, KernelSourceResult } from '../../model/results.js';
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
 import { kbuildEnv, makeArgs } from '../../sys/kbuild.js';
 import { parseDotConfig, readFragment, type RequestedOption } from '../../sys/kconfig/options.js';
 import { indexKconfig } from '../../sys/kconfig/tree.js';
 import { assertConfigVerdict, verifyConfig } from '../../sys/kconfig/verify.js';
-import type { StepContext, StepDefinition } from '../types.js';
+import type { StepContext, StepDefinition } from '../../model/step.js';
 
 /**
  * kernel-config: merges the base config and the fragments with the kernel's merge_config.sh, runs
  * `make olddefconfig`, then checks every requested option against the final .config itself.
  */
-export const kernelConfig: StepDefinition = {
+type ConfigParams = { localVersion: string; startFrom: string; allowDropped: string[] };
+
+export const kernelConfig: StepDefinition<ConfigParams, { source: KernelSourceResult }, KernelConfigResult> = {
   kind: 'kernel-config',
   version: 1,
   resources: { cpu: 1 },
@@ -33,10 +35,10 @@ export function expandFragments(paths: string[]): string[] {
   });
 }
 
-async function mergeAndVerify(ctx: StepContext): Promise<{ [k: string]: Json }> {
+async function mergeAndVerify(ctx: StepContext<ConfigParams, { source: KernelSourceResult }>): Promise<KernelConfigResult> {
   await requireHostTools('kernel-config');
-  const tree = join(ctx.upstream['kernel-source']!.dir, 'tree');
-  const { localVersion, startFrom, allowDropped } = ctx.params as { localVersion: string; startFrom: string; allowDropped: string[] };
+  const tree = join(ctx.upstream.source.dir, 'tree');
+  const { localVersion, startFrom, allowDropped } = ctx.params;
   const base = ctx.files.baseConfig as string;
   const fragments = expandFragments(ctx.files.fragments as string[]);
   const requested: RequestedOption[] = [];

@@ -1,52 +1,60 @@
 import { chmodSync, copyFileSync, mkdirSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { which } from 'zx';
-import { GuestError } from '../../errors.js';
-import { sha256File } from '../../engine/digest.js';
-import type { Json } from '../../engine/types.js';
+import { GuestError } from '../../model/errors.js';
+import { sha256File } from '../../sys/hash.js';
+import type { KernelBuildResult, KernelPackagesResult, PackageFile } from '../../model/results.js';
 import { readDebFields } from '../../sys/deb.js';
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
 import { jobs, kbuildEnv, makeArgs, makeAtStablePath, stableBuildPath } from '../../sys/kbuild.js';
-import type { StepContext, StepDefinition } from '../types.js';
+import type { StepContext, StepDefinition } from '../../model/step.js';
 
 /**
  * kernel-debs: `make bindeb-pkg` (or binrpm-pkg) on a copy of the object tree kernel-build left, so
  * nothing is compiled twice and the build entry stays untouched. Package names and versions are
  * read back from the files, never predicted.
  */
-export const kernelDebs: StepDefinition = {
+type PackagesParams = { format: 'deb' | 'rpm'; packageVersion: string | null; sourceDate: number };
+type PackagesInputs = { build: KernelBuildResult };
+
+export const kernelDebs: StepDefinition<PackagesParams, PackagesInputs, KernelPackagesResult> = {
   kind: 'kernel-debs',
-  version: 2,
+  version: 3,
   resources: { cpu: 'all' },
   publish: 'debs',
   run: (ctx) => packageKernel(ctx),
 };
 
-async function packageKernel(ctx: StepContext): Promise<{ [k: string]: Json }> {
+async function packageKernel(ctx: StepContext<PackagesParams, PackagesInputs>): Promise<KernelPackagesResult> {
   await requireHostTools('kernel-debs');
-  const { format, packageVersion } = ctx.params as { format: 'deb' | 'rpm'; packageVersion: string | null };
-  const build = ctx.upstream['kernel-build']!;
+  const { format, packageVersion } = ctx.params;
+  const build = ctx.upstream.build;
   // kbuild leaves a `source` link in an out-of-tree object folder: the tree it was built from
   const sourceTree = readlinkSync(join(build.dir, 'build', 'source'));
   const pkgDir = join(ctx.workDir, 'pkg');
   mkdirSync(pkgDir);
   // cp -a keeps timestamps; the stable path keeps the recorded paths: make finds everything up to date
   await runLogged(ctx.log, 'cp', ['-a', join(build.dir, 'build'), join(pkgDir, 'build')], { signal: ctx.signal });
-  const stable = stableBuildPath(ctx.cacheDir, String(build.result.buildKey));
+  const stable = stableBuildPath(ctx.cacheDir, build.result.buildKey);
   const objtree = join(stable, 'build');
   const version = packageVersion ?? `${build.result.version}-1`;
   const env = kbuildEnv(ctx.sourceDate, { KDEB_PKGVERSION: version, PATH: `${dateShim(ctx.workDir)}:${process.env.PATH}` });
   const make = (args: string[]) => makeAtStablePath(ctx.log, pkgDir, stable, args, { env, signal: ctx.signal });
   if (format === 'rpm') {
     if (!(await which('rpmbuild', { nothrow: true }))) throw new GuestError('E_MISSING_TOOL', 'kernel.packages is rpm, but rpmbuild is not installed (run as root: apt-get install -y rpm; or use packages: deb)');
+    // rpmbuild's top folder through ~/.rpmmacros of a private HOME: no path goes through a shell string
     const top = join(ctx.workDir, 'rpmbuild');
-    await make(makeArgs(sourceTree, objtree, `-j${jobs()}`, `RPMOPTS=--define "_topdir ${top}"`, 'binrpm-pkg'));
-    return collectRpms(ctx, join(top, 'RPMS'));
+    const home = join(ctx.workDir, 'home');
+    mkdirSync(home);
+    writeFileSync(join(home, '.rpmmacros'), `%_topdir ${top}\n`);
+    const rpmMake = (args: string[]) => makeAtStablePath(ctx.log, pkgDir, stable, args, { env: { ...env, HOME: home }, signal: ctx.signal });
+    await rpmMake(makeArgs(sourceTree, objtree, `-j${jobs()}`, 'binrpm-pkg'));
+    return collectRpms(ctx, join(top, 'RPMS'), build.result.kernelRelease);
   }
   await make(makeArgs(sourceTree, objtree, `-j${jobs()}`, 'bindeb-pkg'));
   // bindeb-pkg writes the packages next to the object tree
-  return collectDebs(ctx, pkgDir, String(build.result.kernelRelease));
+  return collectDebs(ctx, pkgDir, build.result.kernelRelease);
 }
 
 /**
@@ -62,9 +70,9 @@ function dateShim(workDir: string): string {
   return dir;
 }
 
-async function collectDebs(ctx: StepContext, dir: string, release: string): Promise<{ [k: string]: Json }> {
+async function collectDebs(ctx: StepContext<PackagesParams, PackagesInputs>, dir: string, release: string): Promise<KernelPackagesResult> {
   const debs = readdirSync(dir).filter((f) => f.endsWith('.deb')).sort();
-  const packages: { [k: string]: Json }[] = [];
+  const packages: PackageFile[] = [];
   for (const file of debs) {
     const f = await readDebFields(ctx.log, join(dir, file), ['Package', 'Version', 'Architecture'], ctx.signal);
     copyFileSync(join(dir, file), join(ctx.outDir, file));
@@ -77,9 +85,9 @@ async function collectDebs(ctx: StepContext, dir: string, release: string): Prom
   return { kernelRelease: release, format: 'deb', packages, headers: names.includes(`linux-headers-${release}`) ? `linux-headers-${release}` : null };
 }
 
-async function collectRpms(ctx: StepContext, dir: string): Promise<{ [k: string]: Json }> {
+async function collectRpms(ctx: StepContext<PackagesParams, PackagesInputs>, dir: string, release: string): Promise<KernelPackagesResult> {
   const found = (await runLogged(ctx.log, 'find', [dir, '-name', '*.rpm'], { capture: true })).trim().split('\n').filter(Boolean).sort();
-  const packages: { [k: string]: Json }[] = [];
+  const packages: PackageFile[] = [];
   for (const path of found) {
     const file = path.split('/').pop()!;
     // read back from the package, never predicted from the file name
@@ -88,5 +96,5 @@ async function collectRpms(ctx: StepContext, dir: string): Promise<{ [k: string]
     packages.push({ file, package: q[0] ?? '', version: q[1] ?? '', architecture: q[2] ?? '', sha256: await sha256File(path) });
   }
   if (!packages.some((p) => p.package === 'kernel')) throw new GuestError('E_PACKAGE_MISSING', `binrpm-pkg produced no kernel package (got: ${packages.map((p) => p.file).join(', ') || 'nothing'})`);
-  return { format: 'rpm', kernelRelease: String(ctx.upstream['kernel-build']!.result.kernelRelease), packages };
+  return { format: 'rpm', kernelRelease: release, packages };
 }

@@ -1,17 +1,19 @@
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { GuestError } from '../../errors.js';
-import { sha256File } from '../../engine/digest.js';
-import type { Json } from '../../engine/types.js';
+import { GuestError } from '../../model/errors.js';
+import { sha256File } from '../../sys/hash.js';
+import type { JsonObject } from '../../model/json.js';
+import type { KernelSourceResult } from '../../model/results.js';
 import { aptShow } from '../../sys/apt.js';
-import { checkPinnedFile, checkSha256, downloadVerified, fetchText, redactUrl } from '../../sys/download.js';
+import { checkPinnedFile, checkSha256, downloadVerified, fetchText } from '../../sys/download.js';
+import { redact } from '../../model/redact.js';
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
-import type { ResolveContext, StepContext, StepDefinition } from '../types.js';
+import type { ResolveContext, StepContext, StepDefinition } from '../../model/step.js';
 import { majorFolder, listedVersions, pickVersion, sha256FromSums, versionFromMakefile, versionSatisfies } from './versions.js';
 
-interface SourceParams {
+type SourceParams = {
   version: string;
   mirrors?: string[] | null;
   tarball?: string | null;
@@ -20,43 +22,43 @@ interface SourceParams {
   resolvedVersion?: string;
   tarballName?: string;
   aptVersion?: string;
-}
+};
 
 /**
  * kernel-source: fetches the kernel tarball (kernel.org-style mirrors, a URL, a local file or
  * Debian's linux-source package), verifies its sha256, and extracts it to out/tree.
  */
-export const kernelSource: StepDefinition = {
+export const kernelSource: StepDefinition<SourceParams, Record<string, never>, KernelSourceResult> = {
   kind: 'kernel-source',
   version: 1,
   resources: { cpu: 1 },
   undigested: ['tree'],
-  resolve: (params, files, ctx) => resolveSource(params as unknown as SourceParams, files, ctx),
+  resolve: (params, files, ctx) => resolveSource(params, files, ctx),
   // once the sha256 is known, the mirrors are only where the bytes come from
-  identity: ({ mirrors, ...rest }) => (rest.sha256 ? rest : { mirrors, ...rest }),
+  identity: ({ mirrors, ...rest }) => (rest.sha256 ? rest : { mirrors, ...rest }) as JsonObject,
   run: (ctx) => fetchAndExtract(ctx),
 };
 
-async function resolveSource(p: SourceParams, files: StepContext['files'], ctx: ResolveContext): Promise<{ [k: string]: Json }> {
-  const out = { ...p } as unknown as { [k: string]: Json };
+async function resolveSource(p: SourceParams, files: StepContext['files'], ctx: ResolveContext): Promise<SourceParams> {
+  const out = { ...p };
   if (files.tarball) return out; // a local file: keyed by its content digest
   if (p.tarball?.startsWith('apt:')) {
     const pkg = await aptShow(p.tarball.slice(4));
     return { ...out, aptVersion: pkg.version, sha256: pkg.sha256 };
   }
   if (p.tarball) {
-    if (!p.sha256) throw new GuestError('E_PIPELINE_INVALID', `kernel.source.tarball ${redactUrl(p.tarball)} is a URL: pin its kernel.sha256 so the download can be verified`);
+    if (!p.sha256) throw new GuestError('E_PIPELINE_INVALID', `kernel.source.tarball ${redact(p.tarball)} is a URL: pin its kernel.sha256 so the download can be verified`);
     return out;
   }
   const mirrors = p.mirrors ?? [];
   const folder = majorFolder(p.version);
   let version = /^\d+\.\d+\.\d+$/.test(p.version) ? p.version : undefined;
   if (!version || !p.sha256) {
-    if (ctx.offline) throw new GuestError('E_OFFLINE', `kernel ${p.version}: resolving needs the mirror, but the build is offline (pin kernel.version and kernel.sha256)`);
+    if (!ctx.network) throw new GuestError('E_NEEDS_NETWORK', `kernel ${p.version} needs the mirror's listing for its exact version and sha256`);
     if (!version) {
       const listing = await fetchText(mirrors.map((m) => `${m.replace(/\/$/, '')}/${folder}/`), `the kernel listing ${folder}/`, ctx.signal);
       version = pickVersion(p.version, listedVersions(listing.text));
-      if (!version) throw new GuestError('E_NOT_FOUND', `kernel ${p.version}: no matching version in ${redactUrl(listing.url)} (check kernel.version)`);
+      if (!version) throw new GuestError('E_NOT_FOUND', `kernel ${p.version}: no matching version in ${redact(listing.url)} (check kernel.version)`);
     }
   }
   const tarballName = `linux-${version}.tar.xz`;
@@ -64,7 +66,7 @@ async function resolveSource(p: SourceParams, files: StepContext['files'], ctx: 
   if (!sha256) {
     const sums = await fetchText(mirrors.map((m) => `${m.replace(/\/$/, '')}/${folder}/sha256sums.asc`), `${folder}/sha256sums.asc`, ctx.signal);
     sha256 = sha256FromSums(sums.text, tarballName);
-    if (!sha256) throw new GuestError('E_NOT_FOUND', `kernel ${version}: ${tarballName} is not listed in ${redactUrl(sums.url)} (no such version: check kernel.version)`);
+    if (!sha256) throw new GuestError('E_NOT_FOUND', `kernel ${version}: ${tarballName} is not listed in ${redact(sums.url)} (no such version: check kernel.version)`);
     if (files.keyring) await verifySignature(sums.text, files.keyring as string, ctx);
   }
   return { ...out, resolvedVersion: version, tarballName, sha256 };
@@ -87,9 +89,9 @@ async function verifySignature(text: string, keyring: string, ctx: ResolveContex
   }
 }
 
-async function fetchAndExtract(ctx: StepContext): Promise<{ [k: string]: Json }> {
+async function fetchAndExtract(ctx: StepContext<SourceParams>): Promise<KernelSourceResult> {
   await requireHostTools('kernel-source');
-  const p = ctx.params as unknown as SourceParams;
+  const p = ctx.params;
   const { tarball, origin, name } = await obtainTarball(ctx, p);
   const digest = await sha256File(tarball);
   ctx.log.info(`tarball ${basename(tarball)} sha256 ${digest}`);
@@ -107,7 +109,7 @@ async function fetchAndExtract(ctx: StepContext): Promise<{ [k: string]: Json }>
   return { version, sha256: digest, origin, topDir: top };
 }
 
-async function obtainTarball(ctx: StepContext, p: SourceParams): Promise<{ tarball: string; origin: string; name: string }> {
+async function obtainTarball(ctx: StepContext<SourceParams>, p: SourceParams): Promise<{ tarball: string; origin: string; name: string }> {
   if (ctx.files.tarball) {
     const file = ctx.files.tarball as string;
     if (p.sha256) await checkPinnedFile(file, p.sha256, 'kernel tarball', 'kernel.sha256 says');
@@ -120,10 +122,10 @@ async function obtainTarball(ctx: StepContext, p: SourceParams): Promise<{ tarba
   const dest = join(downloads, `${p.sha256}-${name}`);
   const what = `kernel tarball ${name}`;
   await downloadVerified({ urls, dest, sha256: p.sha256!, what, signal: ctx.signal, onProgress: (d, t) => ctx.progress('download', d, t), log: (l) => ctx.log.info(l) });
-  return { tarball: dest, name, origin: urls.length === 1 ? redactUrl(urls[0]!) : `mirrors (${urls.map(redactUrl).join(', ')})` };
+  return { tarball: dest, name, origin: urls.length === 1 ? redact(urls[0]!) : `mirrors (${urls.map(redact).join(', ')})` };
 }
 
-async function fromAptPackage(ctx: StepContext, pkg: string, version: string): Promise<{ tarball: string; origin: string; name: string }> {
+async function fromAptPackage(ctx: StepContext<SourceParams>, pkg: string, version: string): Promise<{ tarball: string; origin: string; name: string }> {
   const dir = join(ctx.workDir, 'apt');
   mkdirSync(dir, { recursive: true });
   await runLogged(ctx.log, 'apt-get', ['download', `${pkg}=${version}`], { cwd: dir, signal: ctx.signal });

@@ -1,5 +1,5 @@
 import semver from 'semver';
-import { GuestError } from '../../errors.js';
+import { GuestError } from '../../model/errors.js';
 
 /** `6.1` means the newest 6.1.y; `6.1.55` exactly that; anything else is a semver range. */
 export function versionRange(spec: string): string {

@@ -1,7 +1,8 @@
 import { join } from 'node:path';
-import { GuestError } from '../../errors.js';
-import { checkPinnedFile, downloadVerified, redactUrl } from '../../sys/download.js';
-import type { StepContext } from '../types.js';
+import { GuestError } from '../../model/errors.js';
+import { checkPinnedFile, downloadVerified } from '../../sys/download.js';
+import { redact } from '../../model/redact.js';
+import type { StepContext } from '../../model/step.js';
 
 /** NVIDIA's download layout for a driver version. */
 export function defaultDriverUrl(version: string, suffix = ''): string {
@@ -21,6 +22,6 @@ export async function obtainDriverRun(ctx: StepContext, opts: { path?: string; u
   const url = opts.url ?? defaultDriverUrl(opts.version, opts.suffix);
   const name = new URL(url).pathname.split('/').pop()!;
   const dest = join(ctx.cacheDir, 'downloads', `${opts.sha256}-${name}`);
-  ctx.log.info(`driver from ${redactUrl(url)}`);
+  ctx.log.info(`driver from ${redact(url)}`);
   return downloadVerified({ urls: [url], dest, sha256: opts.sha256, what: `${opts.what} ${name}`, signal: ctx.signal, onProgress: (d, t) => ctx.progress('download', d, t), log: (l) => ctx.log.info(l) });
 }

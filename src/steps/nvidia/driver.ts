@@ -1,20 +1,21 @@
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { GuestError } from '../../errors.js';
-import type { Json } from '../../engine/types.js';
+import { GuestError } from '../../model/errors.js';
+import type { DriverResult, KernelPackagesResult, RootfsTarballResult } from '../../model/results.js';
 import { withChroot } from '../../sys/chroot.js';
 import { assertMakeselfArchive, checkMakeselfArchive, makeselfLabel } from '../../sys/makeself.js';
 import { packRootfs, unpackRootfs } from '../../sys/rootfs-tar.js';
-import type { StepContext, StepDefinition } from '../types.js';
+import type { StepContext, StepDefinition } from '../../model/step.js';
 import { obtainDriverRun } from './driver-run.js';
 
-interface DriverParams {
+type DriverParams = {
   version: string;
   sha256: string;
   url: string | null;
   moduleType: 'open' | 'proprietary';
   installerArgs: string[];
-}
+};
+type DriverInputs = { packages: KernelPackagesResult; rootfs: RootfsTarballResult };
 
 /** Staging folder inside the rootfs (not /tmp: the chroot session mounts a tmpfs there). */
 const STAGE = 'var/tmp/gpu-guest';
@@ -23,18 +24,18 @@ const STAGE = 'var/tmp/gpu-guest';
  * driver: installs the kernel headers/image debs, then NVIDIA's .run with nvidia-installer for the
  * built kernel release, inside a chroot of the rootfs.
  */
-export const driver: StepDefinition = {
+export const driver: StepDefinition<DriverParams, DriverInputs, DriverResult> = {
   kind: 'driver',
-  version: 1,
+  version: 2,
   resources: { cpu: 'all' },
   run: (ctx) => installDriver(ctx),
 };
 
-async function installDriver(ctx: StepContext): Promise<{ [k: string]: Json }> {
-  const p = ctx.params as unknown as DriverParams;
-  const debs = ctx.upstream['kernel-debs']!;
-  const release = String(debs.result.kernelRelease);
-  const packages = (debs.result.packages as { file: string; package: string }[]) ?? [];
+async function installDriver(ctx: StepContext<DriverParams, DriverInputs>): Promise<DriverResult> {
+  const p = ctx.params;
+  const debs = ctx.upstream.packages;
+  const release = debs.result.kernelRelease;
+  const packages = debs.result.packages;
   const wanted = packages.filter((d) => d.package === `linux-headers-${release}` || d.package === `linux-image-${release}`);
   if (!wanted.some((d) => d.package.startsWith('linux-headers-'))) {
     throw new GuestError('E_HEADERS_MISSING', `kernel-debs produced no linux-headers-${release} package: the driver cannot be built (CONFIG_MODULES must be y)`);
@@ -46,7 +47,7 @@ async function installDriver(ctx: StepContext): Promise<{ [k: string]: Json }> {
   const version = /(\d+\.\d+(?:\.\d+)?)/.exec(basename(run))?.[1] ?? /(\d+\.\d+(?:\.\d+)?)\s*$/.exec(label)?.[1] ?? p.version;
 
   const root = join(ctx.workDir, 'root');
-  await unpackRootfs(ctx.log, join(ctx.upstream.rootfs!.dir, 'rootfs.tar'), root, ctx.signal);
+  await unpackRootfs(ctx.log, join(ctx.upstream.rootfs.dir, ctx.upstream.rootfs.result.tarball), root, ctx.signal);
   const stage = join(root, STAGE);
   mkdirSync(stage, { recursive: true });
   for (const d of wanted) copyFileSync(join(debs.dir, d.file), join(stage, d.file));
@@ -56,7 +57,7 @@ async function installDriver(ctx: StepContext): Promise<{ [k: string]: Json }> {
     // the image package first, so the headers' scripts find the kernel they belong to
     await chroot.run('dpkg', ['-i', ...wanted.sort((a, b) => (a.package < b.package ? 1 : -1)).map((d) => `/${STAGE}/${d.file}`)]);
     // checked inside the chroot: build is an absolute link, meaningless from the host
-    const headers = await chroot.run('sh', ['-c', `test -f /lib/modules/${release}/build/Makefile && echo ok || echo missing`], { capture: true });
+    const headers = await chroot.run('sh', ['-c', 'test -f "$1" && echo ok || echo missing', 'sh', `/lib/modules/${release}/build/Makefile`], { capture: true });
     if (headers.trim() !== 'ok') {
       throw new GuestError('E_HEADERS_MISSING', `/lib/modules/${release}/build is missing in the rootfs after installing linux-headers-${release}`);
     }

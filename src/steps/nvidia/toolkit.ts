@@ -1,12 +1,12 @@
 import { chmodSync, copyFileSync, mkdirSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { GuestError } from '../../errors.js';
-import type { Json } from '../../engine/types.js';
+import { GuestError } from '../../model/errors.js';
+import type { DriverResult, ToolkitResult } from '../../model/results.js';
 import { withChroot, type ChrootSession } from '../../sys/chroot.js';
 import { applyCleanupList, treeSize } from '../../sys/cleanup.js';
 import { readDebFields } from '../../sys/deb.js';
 import { packRootfs, unpackRootfs } from '../../sys/rootfs-tar.js';
-import type { StepContext, StepDefinition } from '../types.js';
+import type { StepContext, StepDefinition } from '../../model/step.js';
 import { readRecipe } from '../rootfs/recipe.js';
 
 /** The four packages of the NVIDIA container toolkit; all must have one version. */
@@ -15,20 +15,20 @@ export const TOOLKIT_PACKAGES = ['nvidia-container-toolkit', 'nvidia-container-t
 export const HOOK_PATH = 'usr/share/oci/hooks/prestart/nvidia-container-toolkit.sh';
 const STAGE = 'var/tmp/gpu-guest-toolkit';
 
-interface ToolkitParams {
+type ToolkitParams = {
   version: string;
   mode: 'oci-hook' | 'cdi';
   repository: { url: string; suite: string; components: string[] } | null;
   purge: string[];
   /** rootfs.keepBuildPackages: keep the kernel headers too. */
   keepHeaders: boolean;
-}
+};
 
 /**
  * toolkit: installs the NVIDIA container toolkit (local debs or an apt repository), writes the Kata
  * prestart hook (or a CDI generator), then purges build-only packages and caches.
  */
-export const toolkit: StepDefinition = {
+export const toolkit: StepDefinition<ToolkitParams, { driver: DriverResult }, ToolkitResult> = {
   kind: 'toolkit',
   version: 1,
   resources: { cpu: 1 },
@@ -41,7 +41,7 @@ interface LocalDeb {
   version: string;
 }
 
-async function readDebs(ctx: StepContext, paths: string[]): Promise<LocalDeb[]> {
+async function readDebs(ctx: StepContext<ToolkitParams, { driver: DriverResult }>, paths: string[]): Promise<LocalDeb[]> {
   const files = paths.flatMap((p) => (statSync(p).isDirectory() ? readdirSync(p).filter((f) => f.endsWith('.deb')).sort().map((f) => join(p, f)) : [p]));
   const debs: LocalDeb[] = [];
   for (const file of files) {
@@ -63,15 +63,16 @@ export function checkToolkitSet(debs: LocalDeb[], version: string): LocalDeb[] {
   return found;
 }
 
-async function installToolkit(ctx: StepContext): Promise<{ [k: string]: Json }> {
-  const p = ctx.params as unknown as ToolkitParams;
+async function installToolkit(ctx: StepContext<ToolkitParams, { driver: DriverResult }>): Promise<ToolkitResult> {
+  const p = ctx.params;
   const debPaths = (ctx.files.debs as string[] | undefined) ?? [];
   if (!debPaths.length && !p.repository) throw new GuestError('E_PIPELINE_INVALID', 'toolkit: give toolkit.debs (local .deb files or folders) or toolkit.repository');
   const debs = debPaths.length ? checkToolkitSet(await readDebs(ctx, debPaths), p.version) : [];
   const recipe = readRecipe(ctx.files.recipe as string);
   const root = join(ctx.workDir, 'root');
-  await unpackRootfs(ctx.log, join(ctx.upstream.driver!.dir, 'rootfs.tar'), root, ctx.signal);
-  const release = String(ctx.upstream.driver!.result.kernelRelease);
+  const driver = ctx.upstream.driver;
+  await unpackRootfs(ctx.log, join(driver.dir, driver.result.tarball), root, ctx.signal);
+  const release = driver.result.kernelRelease;
   const stage = join(root, STAGE);
   mkdirSync(stage, { recursive: true });
   for (const d of debs) copyFileSync(d.file, join(stage, basename(d.file)));
@@ -98,7 +99,7 @@ async function installToolkit(ctx: StepContext): Promise<{ [k: string]: Json }> 
   return { toolkitVersion: p.version, mode: p.mode, packages: installed, source: debs.length ? 'debs' : String(p.repository?.url), purged, sizeBeforeBytes: sizeBefore, sizeAfterBytes: sizeAfter, kernelRelease: release, tarball: 'rootfs.tar' };
 }
 
-async function installFromRepository(chroot: ChrootSession, root: string, p: ToolkitParams, ctx: StepContext): Promise<void> {
+async function installFromRepository(chroot: ChrootSession, root: string, p: ToolkitParams, ctx: StepContext<ToolkitParams, { driver: DriverResult }>): Promise<void> {
   const repo = p.repository!;
   const key = ctx.files.repositoryKey as string | undefined;
   if (!key) throw new GuestError('E_PIPELINE_INVALID', 'toolkit.repository.key must be a local keyring file');

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { GuestError } from '../../errors.js';
+import { GuestError } from '../../model/errors.js';
 
 /** A distro recipe: rootfs/<distro>/recipe.yaml, plus files/ to place and cleanup.list. */
 export interface Recipe {

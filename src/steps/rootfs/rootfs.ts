@@ -1,14 +1,14 @@
 import { join } from 'node:path';
 import { which } from 'zx';
-import type { Json } from '../../engine/types.js';
+import type { RootfsResult } from '../../model/results.js';
 import { hostMirror } from '../../sys/apt-sources.js';
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
 import { packRootfs } from '../../sys/rootfs-tar.js';
-import type { StepContext, StepDefinition } from '../types.js';
+import type { StepContext, StepDefinition } from '../../model/step.js';
 import { readRecipe } from './recipe.js';
 
-interface RootfsParams {
+type RootfsParams = {
   distro: string;
   suite: string;
   mirror: string;
@@ -16,24 +16,25 @@ interface RootfsParams {
   variant: string;
   packages: string[];
   extraPackages: string[];
-}
+  sourceDate: number;
+};
 
 /**
  * rootfs: a Debian or Ubuntu root filesystem from a mirror with mmdebstrap (debootstrap when
  * mmdebstrap is absent), as a reproducible tarball. Depends on no kernel task.
  */
-export const rootfs: StepDefinition = {
+export const rootfs: StepDefinition<RootfsParams, Record<string, never>, RootfsResult> = {
   kind: 'rootfs',
   version: 1,
   resources: { cpu: 1 },
   // `host` becomes the host's actual mirror URL, which is part of the key
-  resolve: async (params) => ({ ...params, mirror: params.mirror === 'host' ? hostMirror(String(params.distro)) : params.mirror }),
+  resolve: async (params) => ({ ...params, mirror: params.mirror === 'host' ? hostMirror(params.distro) : params.mirror }),
   run: (ctx) => createRootfs(ctx),
 };
 
-async function createRootfs(ctx: StepContext): Promise<{ [k: string]: Json }> {
+async function createRootfs(ctx: StepContext<RootfsParams>): Promise<RootfsResult> {
   await requireHostTools('rootfs');
-  const p = ctx.params as unknown as RootfsParams;
+  const p = ctx.params;
   const recipe = readRecipe(ctx.files.recipe as string);
   const packages = [...new Set([...recipe.basePackages, ...p.packages, ...p.extraPackages])].sort();
   const out = join(ctx.outDir, 'rootfs.tar');

@@ -1,10 +1,10 @@
 import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { GuestError } from '../../errors.js';
-import { sha256File } from '../../engine/digest.js';
+import { GuestError } from '../../model/errors.js';
+import { sha256File } from '../../sys/hash.js';
 import { runLogged } from '../../sys/exec.js';
 import { MEDIA, type Descriptor, type ImageLayout } from '../../sys/oci.js';
-import type { StepContext } from '../types.js';
+import type { StepContext } from '../../model/step.js';
 
 interface BaseImage {
   layers: Descriptor[];

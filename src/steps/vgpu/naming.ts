@@ -1,4 +1,4 @@
-import { GuestError } from '../../errors.js';
+import { GuestError } from '../../model/errors.js';
 
 /** The base each GPU Operator os tag stands for; rhel/rhcos bases come from the user's own OCI image. */
 export interface OsBase {

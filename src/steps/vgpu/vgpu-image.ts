@@ -1,17 +1,18 @@
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { GuestError } from '../../errors.js';
-import type { Json } from '../../engine/types.js';
+import { GuestError } from '../../model/errors.js';
+import type { Json } from '../../model/json.js';
+import type { RootfsResult, VgpuImageResult } from '../../model/results.js';
 import { ImageLayout, MEDIA, type Descriptor } from '../../sys/oci.js';
 import { assertMakeselfArchive, checkMakeselfArchive } from '../../sys/makeself.js';
 import { packRootfs } from '../../sys/rootfs-tar.js';
 import { obtainDriverRun } from '../nvidia/driver-run.js';
-import type { StepContext, StepDefinition } from '../types.js';
+import type { StepContext, StepDefinition } from '../../model/step.js';
 import { readBaseImage } from './base-image.js';
 import { buildWithEngine } from './engine.js';
 import { vgpuReference } from './naming.js';
 
-interface VgpuParams {
+type VgpuParams = {
   version: string;
   sha256: string;
   url: string | null;
@@ -20,7 +21,11 @@ interface VgpuParams {
   osTag: string;
   registry: string;
   engine: 'builtin' | 'buildah' | 'podman' | 'docker';
-}
+  sourceDate: number;
+};
+/** The rootfs role is absent when the user brings a base image or an engine builds the image. */
+type VgpuInputs = { rootfs?: RootfsResult };
+type VgpuContext = StepContext<VgpuParams, VgpuInputs>;
 
 const PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -29,26 +34,29 @@ const PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
  * without a daemon: the base rootfs (or the user's own base image), then one layer with the .run
  * under /driver/ and the nvidia-driver entrypoint. Layers are reproducible from the source date.
  */
-export const vgpuImage: StepDefinition = {
+export const vgpuImage: StepDefinition<VgpuParams, VgpuInputs, VgpuImageResult> = {
   kind: 'vgpu-image',
-  version: 1,
+  version: 2,
   resources: { cpu: 1 },
   publish: 'vgpu-manager',
   run: (ctx) => buildVgpuImage(ctx),
 };
 
-async function buildVgpuImage(ctx: StepContext): Promise<{ [k: string]: Json }> {
-  const p = ctx.params as unknown as VgpuParams;
+async function buildVgpuImage(ctx: VgpuContext): Promise<VgpuImageResult> {
+  const p = ctx.params;
   const ref = vgpuReference(p.registry, p.version, p.osTag);
   const run = await obtainDriverRun(ctx, { path: ctx.locations.run, url: p.url, version: p.version, sha256: p.sha256, what: 'vGPU driver', suffix: '-vgpu-kvm' });
   assertMakeselfArchive(run, 'vGPU driver');
   await checkMakeselfArchive(ctx.log, run, 'vGPU driver', ctx.signal);
   const archive = join(ctx.outDir, 'vgpu-manager.oci.tar');
+  const layoutDir = join(ctx.outDir, 'layout');
+  const built = { reference: ref.reference, repository: ref.repository, tag: ref.tag, engine: p.engine, layout: 'layout', archive: basename(archive), driverVersion: p.version };
   if (p.engine !== 'builtin') {
-    const digest = await buildWithEngine(ctx, { engine: p.engine, dockerfileDir: ctx.locations.dockerfileDir, run, imageName: p.imageName, version: p.version, reference: ref.reference, archive });
-    return { reference: ref.reference, tag: ref.tag, manifestDigest: digest, engine: p.engine, archive: basename(archive) };
+    const digest = await buildWithEngine(ctx, { engine: p.engine, dockerfileDir: ctx.locations.dockerfileDir, run, imageName: p.imageName, version: p.version, reference: ref.reference, archive, layoutDir });
+    writeFileSync(join(ctx.outDir, 'digest'), `${digest}\n`);
+    return { ...built, manifestDigest: digest };
   }
-  const layout = new ImageLayout(join(ctx.outDir, 'layout'));
+  const layout = new ImageLayout(layoutDir);
   const base = ctx.locations.baseImage ? await readBaseImage(ctx, ctx.locations.baseImage, layout) : await baseFromRootfs(ctx, layout);
   const driverLayer = await layout.addLayer(await driverLayerTar(ctx, run, p.imageName));
   const created = new Date(ctx.sourceDate * 1000).toISOString().replace(/\.000Z$/, 'Z');
@@ -76,11 +84,11 @@ async function buildVgpuImage(ctx: StepContext): Promise<{ [k: string]: Json }> 
   await packRootfs(ctx.log, layout.dir, archive, ctx.sourceDate, ctx.signal);
   writeFileSync(join(ctx.outDir, 'digest'), `${manifestDesc.digest}\n`);
   ctx.log.info(`${ref.reference} ${manifestDesc.digest}`);
-  return { reference: ref.reference, repository: ref.repository, tag: ref.tag, manifestDigest: manifestDesc.digest, layers: manifest.layers.length, engine: 'builtin', layout: 'layout', archive: basename(archive), driverVersion: p.version };
+  return { ...built, manifestDigest: manifestDesc.digest };
 }
 
 /** The base layer: the rootfs task's reproducible tarball as it is. */
-async function baseFromRootfs(ctx: StepContext, layout: ImageLayout) {
+async function baseFromRootfs(ctx: VgpuContext, layout: ImageLayout) {
   const rootfs = ctx.upstream.rootfs;
   if (!rootfs) throw new GuestError('E_PIPELINE_INVALID', 'vgpu-image needs a base: the rootfs task or vgpu.baseImage');
   const layer = await layout.addLayer(join(rootfs.dir, 'rootfs.tar'));
@@ -89,7 +97,7 @@ async function baseFromRootfs(ctx: StepContext, layout: ImageLayout) {
 }
 
 /** /driver/<name>.run and /usr/local/bin/nvidia-driver, packed reproducibly. */
-async function driverLayerTar(ctx: StepContext, run: string, imageName: string): Promise<string> {
+async function driverLayerTar(ctx: VgpuContext, run: string, imageName: string): Promise<string> {
   const stage = join(ctx.workDir, 'driver-layer');
   mkdirSync(join(stage, 'driver'), { recursive: true });
   mkdirSync(join(stage, 'usr/local/bin'), { recursive: true });

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { GuestError } from '../../errors.js';
+import { GuestError } from '../../model/errors.js';
 
 /** A value in a .config: `y`, `m`, a string (with its quotes), a number; null means "is not set". */
 export type OptionValue = string | null;

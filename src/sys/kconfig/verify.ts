@@ -1,5 +1,5 @@
 import { basename } from 'node:path';
-import { GuestError } from '../../errors.js';
+import { GuestError } from '../../model/errors.js';
 import { evaluate } from './expr.js';
 import { createAllowList, findMismatches, formatValue, type Mismatch, type OptionValue, type RequestedOption } from './options.js';
 import { PROMPT_IF, type KconfigIndex } from './tree.js';

@@ -1,0 +1,115 @@
+/**
+ * What each step kind returns: recorded in its cache entry and handed, typed, to the steps and
+ * commands that read it. Type aliases (not interfaces) so that they are JSON objects.
+ */
+
+export type KernelSourceResult = {
+  /** The Linux version the tarball's Makefile names. */
+  version: string;
+  sha256: string;
+  /** Where the tarball came from (URLs redacted). */
+  origin: string;
+  topDir: string;
+};
+
+export type KernelConfigResult = {
+  fragments: string[];
+  requested: number;
+  enabled: number;
+  allowedDrops: string[];
+};
+
+export type KernelBuildResult = {
+  kernelRelease: string;
+  /** The key of the build, which names its stable object-tree path. */
+  buildKey: string;
+  version: string | null;
+  flavour: string;
+  modules: boolean;
+  /** The kernel image file in the entry (vmlinuz-<release>). */
+  image: string;
+};
+
+export type PackageFile = { file: string; package: string; version: string; architecture: string; sha256: string };
+
+export type KernelPackagesResult = {
+  kernelRelease: string;
+  format: 'deb' | 'rpm';
+  packages: PackageFile[];
+  /** The headers package name, when the kernel has modules. */
+  headers?: string | null;
+};
+
+/** Any task whose entry holds a root filesystem tarball that a later task continues from. */
+export type RootfsTarballResult = {
+  /** The tarball's name in the entry. */
+  tarball: string;
+  kernelRelease?: string | null;
+};
+
+export type RootfsResult = RootfsTarballResult & {
+  distro: string;
+  suite: string;
+  mirror: string;
+  packages: string[];
+  builder: 'mmdebstrap' | 'debootstrap';
+};
+
+export type DriverResult = RootfsTarballResult & {
+  driverVersion: string;
+  label: string;
+  kernelRelease: string;
+  moduleType: 'open' | 'proprietary';
+  /** Module paths relative to /lib/modules/<release>. */
+  modules: string[];
+};
+
+export type ToolkitResult = RootfsTarballResult & {
+  toolkitVersion: string;
+  mode: 'oci-hook' | 'cdi';
+  packages: string[];
+  source: string;
+  purged: string[];
+  sizeBeforeBytes: number;
+  sizeAfterBytes: number;
+  kernelRelease: string;
+};
+
+export type ImageResult = {
+  /** Path of the image in the entry (rootfs/kata-containers-<flavour>.img). */
+  image: string;
+  format: 'ext4' | 'erofs' | 'initrd';
+  sizeMiB: number | null;
+  contentBytes: number;
+  uuid: string;
+  kata: string;
+  kernelRelease: string | null;
+};
+
+export type VgpuImageResult = {
+  /** registry/vgpu-manager:tag */
+  reference: string;
+  /** registry/vgpu-manager */
+  repository: string;
+  tag: string;
+  manifestDigest: string;
+  engine: 'builtin' | 'buildah' | 'podman' | 'docker';
+  /** The OCI image layout folder in the entry. */
+  layout: string;
+  /** The oci-archive file in the entry. */
+  archive: string;
+  driverVersion: string;
+};
+
+/** The result type of every built-in step kind, by kind. */
+export type StepResults = {
+  'kernel-source': KernelSourceResult;
+  'kernel-config': KernelConfigResult;
+  'kernel-build': KernelBuildResult;
+  'kernel-debs': KernelPackagesResult;
+  rootfs: RootfsResult;
+  driver: DriverResult;
+  toolkit: ToolkitResult;
+  image: ImageResult;
+  'vgpu-image': VgpuImageResult;
+};

@@ -1,0 +1,102 @@
+import type { Json, JsonObject } from './json.js';
+import type { TaskSpec } from './task.js';
+
+/** Where a step writes its narration and its commands' output. */
+export interface StepLog {
+  /** Raw output of a process. */
+  write(chunk: string | Buffer): void;
+  /** One line of the step's own narration. */
+  info(line: string): void;
+  /** The last n lines written. */
+  tail(n: number): string[];
+}
+
+/** An upstream task's entry as a step sees it. */
+export interface UpstreamOutput<R extends JsonObject = JsonObject> {
+  /** The upstream entry's out/ folder (read-only). */
+  dir: string;
+  /** What the upstream step returned. */
+  result: R;
+}
+
+/** The upstream roles a step reads, each with the result type it expects. */
+export type UpstreamResults = { [role: string]: JsonObject | undefined };
+
+/** What a running step may use. It writes only under outDir (kept) and workDir (thrown away). */
+export interface StepContext<P extends object = JsonObject, U extends UpstreamResults = UpstreamResults> {
+  task: TaskSpec;
+  /** This task's cache key. */
+  key: string;
+  params: P;
+  /** Local input files by role, as absolute paths. */
+  files: TaskSpec['files'];
+  /** Local files identified by a pinned sha256 in params (see TaskSpec.locations). */
+  locations: { [role: string]: string };
+  /** Becomes the cache entry's out/ folder when the step succeeds. */
+  outDir: string;
+  /** Scratch space, deleted after the task. */
+  workDir: string;
+  /** Outputs of the tasks this one reads, by role. */
+  upstream: { [K in keyof U]: UpstreamOutput<NonNullable<U[K]>> };
+  log: StepLog;
+  /** Aborted on Ctrl-C / SIGTERM or when the run is cancelled: stop, clean up, throw. */
+  signal: AbortSignal;
+  /** Reports progress (bytes downloaded …) to the progress view. */
+  progress(label: string, done: number, total?: number): void;
+  /** The cache folder, for steps that keep shared state there (stale mount records …). */
+  cacheDir: string;
+  /** Seconds since the epoch: the one date stamped into artifacts. */
+  sourceDate: number;
+}
+
+/** Context for resolve(): reads allowed, nothing written outside the cache. */
+export interface ResolveContext {
+  signal: AbortSignal;
+  cacheDir: string;
+  /**
+   * Whether resolution may use the network. `plan` never does (it reuses the resolution the last
+   * build recorded, else says the task resolves at build time); `--offline` never does.
+   */
+  network: boolean;
+}
+
+/**
+ * One step kind. Steps never import each other: the engine hands them their upstream results by
+ * role, typed by U, and records what run() returns (R) for the steps and commands downstream.
+ */
+export interface StepDefinition<P extends object = JsonObject, U extends UpstreamResults = UpstreamResults, R extends JsonObject = JsonObject> {
+  kind: string;
+  /** Bump when the step's logic changes what it produces: it changes every key of this kind. */
+  version: number;
+  /** `cpu: 'all'` steps never overlap each other (a kernel build uses every core). Default 1. */
+  resources: { cpu: 'all' | 1 };
+  /** Folder under out/<pipeline>/ where the outputs are laid out; none when absent. */
+  publish?: string;
+  /** Output paths (prefixes) not digested into the entry's metadata (a whole kernel tree). */
+  undigested?: string[];
+  /**
+   * Turns declared parameters into exact ones before keying, e.g. a version range into the
+   * version a mirror lists. The result replaces params and shows in `plan`. Throws
+   * E_NEEDS_NETWORK when it cannot resolve without the network and ctx.network is false.
+   */
+  resolve?(params: P, files: TaskSpec['files'], ctx: ResolveContext): Promise<P>;
+  /**
+   * The parameters that identify the result, for the key. Default: all of them. Where to fetch an
+   * input from (a mirror list) is not its identity when its sha256 is known.
+   */
+  identity?(params: P): JsonObject;
+  /** Does the work; returns data recorded in the entry (read back by downstream steps). */
+  run(ctx: StepContext<P, U>): Promise<R>;
+}
+
+/** A step of any types, as the engine holds it. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyStep = StepDefinition<any, any, any>;
+
+export type StepRegistry = Map<string, AnyStep>;
+
+export function createStepRegistry(steps: AnyStep[]): StepRegistry {
+  return new Map(steps.map((s) => [s.kind, s]));
+}
+
+export type { Json };
