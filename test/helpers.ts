@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, afterEach } from 'vitest';
@@ -88,6 +88,12 @@ export interface ExecTask {
   seconds?: number;
   cpu?: 1 | 'all';
   files?: Record<string, string | string[]>;
+  /** Instead of a script: the step throws a GuestError with this code and message. */
+  throw?: { code: string; message: string };
+  /** Instead of a script: the step throws a plain TypeError (a bug, not a GuestError). */
+  crash?: string;
+  /** A step kind other than the harness's own (to test an unknown kind). */
+  kind?: string;
 }
 
 /** Writes a harness graph file and returns the common CLI arguments for it. */
@@ -139,4 +145,13 @@ export function pathWithout(dir: string, missing: string[]): string {
     }
   }
   return bin;
+}
+
+/** Resolves once a file exists: processes signal progress through marker files, never through sleeps. */
+export async function fileAppears(path: string, timeoutMs = 30_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!existsSync(path)) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${path}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }

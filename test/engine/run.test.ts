@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { execGraph, harness, run, start, testDir } from '../helpers.js';
+import { execGraph, fileAppears, harness, run, start, testDir } from '../helpers.js';
 
 const entries = (dir: string) => (existsSync(join(dir, 'cache/entries')) ? readdirSync(join(dir, 'cache/entries')) : []);
 
@@ -101,39 +101,41 @@ describe('engine with real processes', () => {
 
   it('never overlaps two cpu:all tasks, overlaps light ones, and honours --jobs', async () => {
     const dir = testDir();
-    const log = join(dir, 'spans');
-    const span = (id: string) => `echo "${id} start $(date +%s%N)" >> ${log}; sleep 0.6; echo "${id} end $(date +%s%N)" >> ${log}`;
+    const m = (name: string) => join(dir, name);
+    // bounded waits on marker files: a task that cannot see its partner within 20 s records why
+    const waitFor = (file: string, why: string) => `i=0; until [ -e ${file} ]; do i=$((i+1)); [ $i -gt 400 ] && { echo ${why} >> ${m('violations')}; break; }; sleep 0.05; done`;
     const tasks = [
-      { id: 'compile-1', cpu: 'all' as const, script: span('compile-1') },
-      { id: 'compile-2', cpu: 'all' as const, script: span('compile-2') },
-      { id: 'fetch-1', script: span('fetch-1') },
-      { id: 'fetch-2', script: span('fetch-2') },
+      { id: 'compile-1', cpu: 'all' as const, script: `touch ${m('c1.run')}; [ -e ${m('c2.run')} ] && echo compile-overlap >> ${m('violations')}; ${waitFor(m('fetch.run'), 'fetch-never-ran-beside-compile')}; rm ${m('c1.run')}` },
+      { id: 'compile-2', cpu: 'all' as const, script: `touch ${m('c2.run')}; [ -e ${m('c1.run')} ] && echo compile-overlap >> ${m('violations')}; rm ${m('c2.run')}` },
+      { id: 'fetch', script: `touch ${m('fetch.run')}; ${waitFor(m('c1.run'), 'compile-never-ran-beside-fetch')}` },
     ];
-    expect((await run(harness, ['build', ...execGraph(dir, tasks)])).code).toBe(0);
-    const spans = readSpans(log);
-    expect(overlaps(spans['compile-1']!, spans['compile-2']!)).toBe(false);
-    expect(overlaps(spans['fetch-1']!, spans['compile-1']!) || overlaps(spans['fetch-1']!, spans['compile-2']!)).toBe(true);
+    const r = await run(harness, ['build', ...execGraph(dir, tasks)]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(existsSync(m('violations')) ? readFileSync(m('violations'), 'utf8') : '').toBe('');
 
     const dir2 = testDir();
-    const log2 = join(dir2, 'spans');
-    const serial = tasks.map((t) => ({ ...t, id: `${t.id}`, script: t.script.replaceAll(log, log2) }));
+    const order = join(dir2, 'order');
+    const serial = ['a', 'b', 'c'].map((id) => ({ id, script: `echo "start ${id}" >> ${order}; echo "end ${id}" >> ${order}` }));
     expect((await run(harness, ['build', '--jobs', '1', ...execGraph(dir2, serial)])).code).toBe(0);
-    const s2 = Object.values(readSpans(log2));
-    for (let i = 0; i < s2.length; i++) for (let j = i + 1; j < s2.length; j++) expect(overlaps(s2[i]!, s2[j]!)).toBe(false);
+    const lines = readFileSync(order, 'utf8').trim().split('\n');
+    for (let i = 0; i < lines.length; i += 2) expect(lines[i + 1]).toBe(lines[i]!.replace('start', 'end'));
   });
 
   it('two processes on one cache build a task once; the second waits and reuses it', async () => {
     const dir = testDir();
     const counter = join(dir, 'runs');
-    const args = execGraph(dir, [{ id: 'shared', script: `echo x >> ${counter}; sleep 1.5; echo done > out.txt` }]);
+    const started = join(dir, 'started');
+    const release = join(dir, 'release');
+    const args = execGraph(dir, [{ id: 'shared', script: `echo x >> ${counter}; touch ${started}; while [ ! -e ${release} ]; do sleep 0.05; done; echo done > out.txt` }]);
     const one = start(harness, ['build', ...args]);
     await one.waitFor(/start {2}shared/);
     const two = start(harness, ['build', ...args]);
+    await two.waitFor(/wait {3}shared: cache entry is locked by process \d+/);
+    writeFileSync(release, '');
     const [r1, r2] = await Promise.all([one.done, two.done]);
     expect(r1.code, r1.stderr).toBe(0);
     expect(r2.code, r2.stderr).toBe(0);
     expect(readFileSync(counter, 'utf8').trim()).toBe('x');
-    expect(r2.stdout).toMatch(/wait {3}shared: cache entry is locked by process \d+/);
     expect(r2.stdout).toMatch(/cached +shared/);
   });
 });
@@ -143,14 +145,15 @@ describe('interruption', () => {
     it(`${sig} stops the running task, lets it clean up, exits 130 and leaves no entry`, async () => {
       const dir = testDir();
       const cleaned = join(dir, 'cleaned');
-      const args = execGraph(dir, [{ id: 'long', script: `trap 'echo cleaned > ${cleaned}; exit 1' TERM; echo started; sleep 30 & wait` }]);
-      const p = start(harness, ['build', ...args]);
-      await p.waitFor(/start {2}long/);
-      await new Promise((r) => setTimeout(r, 300));
+      const ready = join(dir, 'trap-set');
+      const args = execGraph(dir, [{ id: 'long', script: `trap 'echo cleaned > ${cleaned}; exit 1' TERM; touch ${ready}; sleep 30 & wait` }]);
+      const p = start(harness, ['build', '--json', ...args]);
+      await fileAppears(ready);
       p.child.kill(sig);
       const r = await p.done;
       expect(r.code).toBe(130);
       expect(r.stderr).toContain('interrupted');
+      expect(r.stdout).toMatch(/"type":"task:end","time":\d+,"id":"long","status":"cancelled".*"code":"E_INTERRUPTED"/);
       expect(existsSync(cleaned)).toBe(true);
       expect(entries(dir)).toHaveLength(0);
       expect(readdirSync(join(dir, 'cache/tmp'))).toHaveLength(0);
@@ -159,15 +162,15 @@ describe('interruption', () => {
 
   it('a process killed outright leaves no entry, and the next run sweeps its scratch and succeeds', async () => {
     const dir = testDir();
-    const args = execGraph(dir, [{ id: 'long', script: 'echo partial > part.txt; sleep 30' }]);
+    const written = join(dir, 'written');
+    const args = execGraph(dir, [{ id: 'long', script: `echo partial > part.txt; touch ${written}; sleep 30` }]);
     const p = start(harness, ['build', ...args]);
-    await p.waitFor(/start {2}long/);
-    await new Promise((r) => setTimeout(r, 300));
+    await fileAppears(written);
     p.child.kill('SIGKILL');
     await p.done;
     expect(entries(dir)).toHaveLength(0);
     expect(readdirSync(join(dir, 'cache/tmp')).length).toBeGreaterThan(0);
-    const fixed = execGraph(dir, [{ id: 'long', script: 'echo partial > part.txt; sleep 30' }]);
+    const fixed = execGraph(dir, [{ id: 'long', script: `echo partial > part.txt; touch ${written}; sleep 30` }]);
     // same graph, same key: the killed process's lock and scratch must not block the rerun
     const again = start(harness, ['build', ...fixed]);
     await again.waitFor(/start {2}long/);
@@ -176,18 +179,3 @@ describe('interruption', () => {
     expect(readdirSync(join(dir, 'cache/tmp'))).toHaveLength(0);
   });
 });
-
-function readSpans(file: string): Record<string, [number, number]> {
-  const spans: Record<string, [number, number]> = {};
-  for (const line of readFileSync(file, 'utf8').trim().split('\n')) {
-    const [id, what, ns] = line.split(' ');
-    const t = Number(BigInt(ns!) / 1000000n);
-    spans[id!] ??= [0, 0];
-    spans[id!]![what === 'start' ? 0 : 1] = t;
-  }
-  return spans;
-}
-
-function overlaps(a: [number, number], b: [number, number]): boolean {
-  return a[0] < b[1] && b[0] < a[1];
-}

@@ -10,11 +10,15 @@ interface Pending {
   title: string;
 }
 
+const waitTitle = (title: string, holder: string) => `${title} (waiting for ${holder} to finish this entry)`;
+
 /** A listr2 tree on a terminal: one line per task, the live log or download line under it. */
 export function createTtyReporter(write: (text: string) => void = (t) => process.stdout.write(t)): Reporter {
   const tasks = new Map<string, Pending>();
   // A task may end before listr2 has called its function: remember the ending and settle it then.
   const endings = new Map<string, Extract<EngineEvent, { type: 'task:end' }>>();
+  // likewise a wait for another process's lock, which is told right at the start of the run
+  const waits = new Map<string, string>();
   let done: Promise<unknown> = Promise.resolve();
   let summary: string[] = [];
 
@@ -49,7 +53,7 @@ export function createTtyReporter(write: (text: string) => void = (t) => process
                   const ended = endings.get(t.id);
                   if (t.status === 'cached') pending.resolve('cached');
                   else if (ended) settle(pending, ended);
-                  else task.title = `${pending.title} (waiting)`;
+                  else task.title = waits.has(t.id) ? waitTitle(pending.title, waits.get(t.id)!) : `${pending.title} (waiting)`;
                 }),
             })),
           { concurrent: true, exitOnError: false, rendererOptions: { collapseSkips: true, collapseErrors: false, showErrorMessage: true } },
@@ -61,7 +65,8 @@ export function createTtyReporter(write: (text: string) => void = (t) => process
         withTask(e.id, (p) => (p.task!.title = p.title));
         break;
       case 'task:wait':
-        withTask(e.id, (p) => (p.task!.output = `waiting for ${e.holder} to finish this entry`));
+        waits.set(e.id, e.holder);
+        withTask(e.id, (p) => (p.task!.title = waitTitle(p.title, e.holder)));
         break;
       case 'task:progress':
         withTask(e.id, (p) => (p.task!.output = formatProgress(e.label, e.done, e.total)));

@@ -78,10 +78,8 @@ async function collectDebs(ctx: StepContext<PackagesParams, PackagesInputs>, dir
     copyFileSync(join(dir, file), join(ctx.outDir, file));
     packages.push({ file, package: f.Package, version: f.Version, architecture: f.Architecture, sha256: await sha256File(join(dir, file)) });
   }
-  const names = packages.map((p) => String(p.package));
-  if (!names.includes(`linux-image-${release}`)) {
-    throw new GuestError('E_PACKAGE_MISSING', `bindeb-pkg produced no linux-image-${release} package (got: ${names.join(', ') || 'nothing'})`);
-  }
+  const names = packages.map((p) => p.package);
+  requireKernelPackage('deb', names, release);
   return { kernelRelease: release, format: 'deb', packages, headers: names.includes(`linux-headers-${release}`) ? `linux-headers-${release}` : null };
 }
 
@@ -95,6 +93,14 @@ async function collectRpms(ctx: StepContext<PackagesParams, PackagesInputs>, dir
     copyFileSync(path, join(ctx.outDir, file));
     packages.push({ file, package: q[0] ?? '', version: q[1] ?? '', architecture: q[2] ?? '', sha256: await sha256File(path) });
   }
-  if (!packages.some((p) => p.package === 'kernel')) throw new GuestError('E_PACKAGE_MISSING', `binrpm-pkg produced no kernel package (got: ${packages.map((p) => p.file).join(', ') || 'nothing'})`);
+  requireKernelPackage('rpm', packages.map((p) => p.package), release);
   return { format: 'rpm', kernelRelease: release, packages };
+}
+
+/** The packaging must have produced the kernel image package itself (names read back from the files). */
+export function requireKernelPackage(format: 'deb' | 'rpm', names: string[], release: string): void {
+  const wanted = format === 'deb' ? `linux-image-${release}` : 'kernel';
+  if (!names.includes(wanted)) {
+    throw new GuestError('E_PACKAGE_MISSING', `${format === 'deb' ? 'bindeb-pkg' : 'binrpm-pkg'} produced no ${wanted} package (got: ${names.join(', ') || 'nothing'}); see the kernel-debs task log`);
+  }
 }

@@ -17,7 +17,7 @@ interface BaseImage {
  * The user's own base image (RHEL-family bases cannot be debootstrapped): an OCI image layout
  * folder or an oci-archive. Its layers are copied into our layout after checking their digests.
  */
-export async function readBaseImage(ctx: StepContext, path: string, layout: ImageLayout): Promise<BaseImage> {
+export async function readBaseImage(ctx: Pick<StepContext, 'log' | 'workDir' | 'signal'>, path: string, layout: ImageLayout): Promise<BaseImage> {
   let dir = path;
   if (statSync(path).isFile()) {
     dir = join(ctx.workDir, 'base-layout');

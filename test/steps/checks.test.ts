@@ -1,0 +1,90 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { guestChecks, quote, verifyInit } from '../../src/cli/verify-init.js';
+import { debugfsQuote } from '../../src/steps/image/image.js';
+import { checkKernelRelease } from '../../src/steps/kernel/kernel-build.js';
+import { expandFragments } from '../../src/steps/kernel/kernel-config.js';
+import { requireKernelPackage } from '../../src/steps/kernel/kernel-debs.js';
+import { checkToolkitSet } from '../../src/steps/nvidia/toolkit.js';
+import { readBaseImage } from '../../src/steps/vgpu/base-image.js';
+import { ImageLayout } from '../../src/sys/oci.js';
+import { TaskLog } from '../../src/sys/task-log.js';
+import { testDir } from '../helpers.js';
+
+const thrown = (fn: () => unknown) => {
+  try {
+    fn();
+  } catch (err) {
+    return err as { code: string; message: string };
+  }
+  throw new Error('expected a throw');
+};
+
+describe('the checks steps make on what they are given', () => {
+  it('a kernel release without the pipeline suffix is E_KERNEL_RELEASE', () => {
+    expect(() => checkKernelRelease('6.1.192-nvidia-gpu', '-nvidia-gpu')).not.toThrow();
+    const err = thrown(() => checkKernelRelease('6.1.192', '-nvidia-gpu'));
+    expect(err.code).toBe('E_KERNEL_RELEASE');
+    expect(err.message).toContain("built kernel release '6.1.192' does not end in -nvidia-gpu");
+  });
+
+  it('packaging without the kernel image package is E_PACKAGE_MISSING, naming what was made', () => {
+    expect(() => requireKernelPackage('deb', ['linux-image-6.1.1-x', 'linux-libc-dev'], '6.1.1-x')).not.toThrow();
+    const err = thrown(() => requireKernelPackage('deb', ['linux-libc-dev'], '6.1.1-x'));
+    expect(err.code).toBe('E_PACKAGE_MISSING');
+    expect(err.message).toContain('bindeb-pkg produced no linux-image-6.1.1-x package (got: linux-libc-dev)');
+    expect(thrown(() => requireKernelPackage('rpm', [], '6.1.1-x')).message).toContain('binrpm-pkg produced no kernel package (got: nothing)');
+  });
+
+  it('three of the four toolkit packages is E_TOOLKIT_INCOMPLETE, naming the missing one', () => {
+    const debs = ['nvidia-container-toolkit', 'nvidia-container-toolkit-base', 'libnvidia-container1'].map((p) => ({ file: `${p}.deb`, package: p, version: '1.17.3-1' }));
+    const err = thrown(() => checkToolkitSet(debs, '1.17.3-1'));
+    expect(err.code).toBe('E_TOOLKIT_INCOMPLETE');
+    expect(err.message).toBe('toolkit.debs lacks libnvidia-container-tools (all four toolkit packages are needed)');
+  });
+
+  it('a missing fragment or an empty fragment folder is E_FRAGMENT_NOT_FOUND', () => {
+    const dir = testDir();
+    expect(thrown(() => expandFragments([join(dir, 'nope.conf')]))).toMatchObject({ code: 'E_FRAGMENT_NOT_FOUND', message: expect.stringContaining('nope.conf does not exist') });
+    mkdirSync(join(dir, 'empty'));
+    expect(thrown(() => expandFragments([join(dir, 'empty')]))).toMatchObject({ code: 'E_FRAGMENT_NOT_FOUND', message: expect.stringContaining('holds no *.conf file') });
+  });
+
+  it('a base image that is no OCI layout is E_BASE_IMAGE', async () => {
+    const dir = testDir();
+    mkdirSync(join(dir, 'not-a-layout'));
+    const log = new TaskLog(join(dir, 'log'));
+    const ctx = { log, workDir: dir, signal: new AbortController().signal };
+    await expect(readBaseImage(ctx, join(dir, 'not-a-layout'), new ImageLayout(join(dir, 'layout')))).rejects.toMatchObject({ code: 'E_BASE_IMAGE', message: expect.stringContaining('no oci-layout and index.json') });
+    log.close();
+  });
+});
+
+describe('values that reach a shell or a script are quoted, never spliced', () => {
+  it('debugfs paths: a quote is doubled, a backslash kept, a newline refused with E_IMAGE_PATH', () => {
+    expect(debugfsQuote('/etc/a"b\\c')).toBe('"/etc/a""b\\c"');
+    const err = thrown(() => debugfsQuote('/tmp/a\nb'));
+    expect(err.code).toBe('E_IMAGE_PATH');
+    expect(err.message).toContain('"/tmp/a\\nb"');
+  });
+
+  it('the verify init carries check names, module names and the file system type as single words', () => {
+    const dir = testDir();
+    const marker = join(dir, 'pwned');
+    const hostile = 'x$(touch pwned)`touch pwned`';
+    const script = verifyInit(guestChecks({ release: hostile, options: [], modules: [`${hostile}.ko`] }), hostile);
+    // run only the parts that expand values: the checks, with every command they call made harmless
+    const body = script.split('\n').filter((l) => l.startsWith('name=') || l.startsWith('fs=')).join('\n');
+    const bin = join(dir, 'bin');
+    mkdirSync(bin);
+    for (const tool of ['chroot', 'uname', 'grep', 'test', 'head']) {
+      writeFileSync(join(bin, tool), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
+    }
+    const out = execFileSync('/bin/sh', ['-c', body], { cwd: dir, env: { PATH: `${bin}:/usr/bin:/bin` }, encoding: 'utf8' });
+    expect(existsSync(marker)).toBe(false);
+    expect(out).toContain(`GG-CHECK module-present:${hostile} fail`);
+    expect(quote("it's")).toBe(`'it'\\''s'`);
+  });
+});
