@@ -1,11 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildDriverRun, type DriverRun } from '../fixtures/driver.js';
 import { startCuttingProxy, startRegistry, type Registry } from '../fixtures/registry.js';
-import { cliBin, run, sharedCacheDir, suiteDir, testDir } from '../helpers.js';
+import { cliBin, pathWithout, run, sharedCacheDir, suiteDir, testDir } from '../helpers.js';
 
 const VERSION = '550.54.16';
 let dir: string;
@@ -145,9 +145,28 @@ describe('vGPU manager image', () => {
     expect(blob(manifest.config.digest).rootfs.diff_ids).toHaveLength(manifest.layers.length);
   }, 300_000);
 
+  it('builds with buildah (daemonless) from a Dockerfile folder, and push sends that image', async () => {
+    const where = testDir();
+    const context = join(where, 'vgpu-manager-ubuntu22.04');
+    mkdirSync(context);
+    // NVIDIA's vgpu-manager Dockerfiles copy the .run into /driver; FROM scratch keeps the test offline
+    writeFileSync(join(context, 'Dockerfile'), `FROM scratch\nARG DRIVER_VERSION\nCOPY NVIDIA-Linux-x86_64-${VERSION}-vgpu-kvm.run /driver/\n`);
+    const file = vgpuPipeline(where, `${open.host}/engine`, `  engine: buildah\n  dockerfileDir: ${context}\n`);
+    const build = await run(cliBin, ['build', '--pipeline', file, ...common(where)]);
+    expect(build.code, build.stderr).toBe(0);
+    const digest = readFileSync(join(where, 'out/vgpu-test/vgpu-manager/digest'), 'utf8').trim();
+    const index = JSON.parse(readFileSync(join(where, 'out/vgpu-test/vgpu-manager/layout/index.json'), 'utf8'));
+    expect(index.manifests[0]).toMatchObject({ digest, annotations: { 'org.opencontainers.image.ref.name': `${VERSION}-ubuntu22.04` } });
+    const push = await run(cliBin, ['push', '--insecure-registry', '--pipeline', file, ...common(where)]);
+    expect(push.code, push.stderr).toBe(0);
+    const ref = `${open.host}/engine/vgpu-manager:${VERSION}-ubuntu22.04`;
+    expect(push.stdout).toContain(`pushed ${ref}@${digest}`);
+    expect(execFileSync('skopeo', ['inspect', '--tls-verify=false', '--format', '{{.Digest}}', `docker://${ref}`], { encoding: 'utf8' }).trim()).toBe(digest);
+  }, 300_000);
+
   it('says clearly when the chosen build engine is not installed', async () => {
     const where = testDir();
-    const r = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/nvidia`, `  engine: buildah\n  dockerfileDir: ${where}\n`), ...common(where)]);
+    const r = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/nvidia`, `  engine: buildah\n  dockerfileDir: ${where}\n`), ...common(where)], { env: { PATH: pathWithout(where, ['buildah']) } });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/E_MISSING_TOOL: vgpu\.engine is buildah, but buildah is not installed/);
   });

@@ -23,12 +23,13 @@ export async function buildWithEngine(
   const buildArgs = ['--build-arg', `DRIVER_VERSION=${o.version}`];
   const digestFile = join(ctx.workDir, 'digest');
   if (o.engine === 'docker') {
-    await runLogged(ctx.log, 'docker', ['buildx', 'build', ...buildArgs, '-t', o.reference, '--output', `type=oci,dest=${o.archive}`, context], { signal: ctx.signal });
+    await runLogged(ctx.log, 'docker', ['buildx', 'build', ...buildArgs, '-t', o.reference, '--output', `type=oci,dest=${o.archive},name=${o.reference}`, context], { signal: ctx.signal });
   } else {
     // daemonless by default: vfs storage and chroot isolation work as root without overlay or a user namespace
     const env = { ...process.env, STORAGE_DRIVER: process.env.STORAGE_DRIVER ?? 'vfs', BUILDAH_ISOLATION: process.env.BUILDAH_ISOLATION ?? 'chroot' };
     await runLogged(ctx.log, o.engine, [o.engine === 'buildah' ? 'bud' : 'build', ...buildArgs, '-t', o.reference, context], { signal: ctx.signal, env });
-    await runLogged(ctx.log, o.engine, ['push', '--digestfile', digestFile, o.reference, `oci-archive:${o.archive}`], { signal: ctx.signal, env });
+    // the tag as the layout's ref.name annotation, as the built-in builder writes it (push reads it)
+    await runLogged(ctx.log, o.engine, ['push', '--digestfile', digestFile, o.reference, `oci-archive:${o.archive}:${o.reference.split(':').pop()}`], { signal: ctx.signal, env });
   }
   // the same layout/ folder the built-in builder writes, so push reads one form whatever built the image
   mkdirSync(o.layoutDir, { recursive: true });
