@@ -57,6 +57,7 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
   addSelectionOptions(addPipelineOptions(program.command('plan').description('show each task, its key and dependencies, and whether it is cached or must run and why'), env))
     .option('--json', 'print the plan as JSON', false)
     .option('--dot', 'print the task graph as Graphviz dot', false)
+    .option('--resolve', 'ask the mirrors for exact versions and sha256 of version ranges (reads only; without it plan uses no network)', false)
     .action(async (opts) => setStatus(await planCommand(opts, env)));
 
   addPipelineOptions(program.command('doctor').description('check the host tools the pipeline needs and print the apt-get line that installs the missing ones'), env)

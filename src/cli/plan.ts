@@ -7,6 +7,8 @@ import type { Json } from '../model/json.js';
 export interface PlanOptions extends PipelineOptions, Selection {
   json?: boolean;
   dot?: boolean;
+  /** Ask the mirrors to resolve version ranges (network reads; still writes nothing). Default off. */
+  resolve?: boolean;
 }
 
 /** gpu-guest plan: what build would do, and why, without doing it. */
@@ -15,7 +17,7 @@ export async function planCommand(opts: PlanOptions, env: CliEnv): Promise<numbe
   const { store, memo } = openCacheReadOnly(opts, env.env);
   const signals = abortOnSignals(() => undefined);
   try {
-    const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal, network: false });
+    const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal, network: opts.resolve ?? false });
     if (opts.json) env.stdout(`${JSON.stringify(redactJson({ pipeline: plan.pipeline, tasks: plan.tasks } as unknown as Json), null, 2)}\n`);
     else if (opts.dot) env.stdout(planToDot(plan));
     else env.stdout(redact(planToText(plan)));

@@ -79,16 +79,24 @@ describe('the terminal view', () => {
     let screen = '';
     tty.stdout.on('data', (d: Buffer) => (screen += d.toString()));
     const closed = new Promise<number | null>((r) => tty.on('close', r));
-    // the terminal run is waiting for the holder's lock before the holder may finish
-    for (let i = 0; !/waiting for process/.test(screen); i++) {
-      if (i > 1500) throw new Error(`the terminal run never waited:\n${screen.slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 20));
+    const timer = setTimeout(() => tty.kill('SIGKILL'), 60_000);
+    let code: number | null;
+    try {
+      // the terminal run is waiting for the holder's lock before the holder may finish
+      for (let i = 0; !/waiting for process/.test(screen); i++) {
+        if (i > 1500) throw new Error(`the terminal run never waited:\n${screen.slice(-2000)}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      writeFileSync(release, '');
+      expect((await holder.done).code).toBe(0);
+      code = await closed;
+    } finally {
+      // whatever happened, neither process outlives the test
+      writeFileSync(release, '');
+      clearTimeout(timer);
+      holder.child.kill('SIGKILL');
+      tty.kill('SIGKILL');
     }
-    writeFileSync(release, '');
-    expect((await holder.done).code).toBe(0);
-    const timer = setTimeout(() => tty.kill('SIGKILL'), 30_000);
-    const code = await closed;
-    clearTimeout(timer);
     expect(code, screen).toBe(0);
     expect(screen.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')).toMatch(/shared +cached/);
   });

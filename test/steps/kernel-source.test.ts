@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSigningKey, DEBIAN_TARBALL, debianKernelVersion, makeNotAKernelTarball, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { cliBin, run, testDir } from '../helpers.js';
+import { sha256File } from '../../src/sys/hash.js';
 import { writePipeline } from '../helpers.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -41,7 +42,7 @@ const mirrors = (...urls: string[]) => `  source:\n    mirrors: [${urls.join(', 
 async function plan(kernel: string, extra: string[] = []) {
   const dir = testDir();
   const file = writePipeline(dir, 'intel', kernel);
-  return run(cliBin, ['plan', '--json', '--pipeline', file, '--cache-dir', join(dir, 'cache'), ...extra]);
+  return run(cliBin, ['plan', '--resolve', '--json', '--pipeline', file, '--cache-dir', join(dir, 'cache'), ...extra]);
 }
 
 async function build(kernel: string) {
@@ -115,6 +116,25 @@ describe('kernel-source bad inputs', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/E_CHECKSUM_MISMATCH: kernel tarball linux-6\.3\.2\.tar\.xz: sha256 is [0-9a-f]{64}, expected e{64}/);
   });
+
+  it('plan without --resolve contacts no mirror: the task resolves at build time (E_NEEDS_NETWORK inside)', async () => {
+    const dir = testDir();
+    const file = writePipeline(dir, 'intel', `  version: "6.1"\n${mirrors(server.mirror)}`);
+    const r = await run(cliBin, ['plan', '--json', '--pipeline', file, '--cache-dir', join(dir, 'cache')]);
+    expect(r.code, r.stderr).toBe(0);
+    const task = JSON.parse(r.stdout).tasks.find((t: { id: string }) => t.id === 'kernel-source');
+    expect(task.params.resolvedVersion).toBeUndefined();
+    expect(task.reasons).toContain("kernel 6.1 needs the mirror's listing for its exact version and sha256: resolved when the build runs (plan does not contact mirrors)");
+    const { kernelSource } = await import('../../src/steps/kernel/kernel-source.js');
+    const offline = { signal: new AbortController().signal, cacheDir: join(dir, 'cache'), network: false };
+    await expect(kernelSource.resolve!({ version: '6.1', mirrors: [server.mirror] }, {}, offline)).rejects.toMatchObject({ code: 'E_NEEDS_NETWORK' });
+  });
+
+  it('a tarball holding another version than kernel.version asks for is E_VERSION_MISMATCH', async () => {
+    const r = await build(`  version: "6.1.1"\n  sha256: ${await sha256File(DEBIAN_TARBALL)}\n  source:\n    tarball: ${DEBIAN_TARBALL}\n`);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`E_VERSION_MISMATCH: .* holds Linux ${version.replace(/\./g, '\\.')}, but kernel\\.version asks for 6\\.1\\.1`));
+  }, 300_000);
 
   it('fails on a tarball that is not a kernel tree', async () => {
     const r = await build(`  version: "6.3.1"\n${mirrors(server.mirror)}`);

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { GuestError } from '../../model/errors.js';
 import { sha256File } from '../../sys/hash.js';
@@ -73,7 +74,8 @@ async function resolveSource(p: SourceParams, files: StepContext['files'], ctx: 
 }
 
 async function verifySignature(text: string, keyring: string, ctx: ResolveContext): Promise<void> {
-  const dir = mkdtempSync(join(ctx.cacheDir, 'tmp', `gpgv.${process.pid}.`));
+  // a private temp folder, not the cache: resolution also runs for `plan --resolve`, which writes nothing there
+  const dir = mkdtempSync(join(tmpdir(), 'gpu-guest-gpgv-'));
   const file = join(dir, 'sha256sums.asc');
   try {
     writeFileSync(file, text);
