@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { mountsUnder } from '../../src/sys/mounts.js';
@@ -37,4 +38,29 @@ describe('intel guest end to end (apt kernel source → rootfs → image → boo
     expect(verify.stdout).toMatch(/pass {2}kernel-release {2}6\.1\.\d+-intel-gpu/);
     for (const opt of ['DRM', 'DRM_I915', 'DRM_I915_USERPTR']) expect(verify.stdout).toContain(`pass  config:CONFIG_${opt}  on`);
   });
+
+  it('bounds every boot: a guest that cannot finish in --timeout is E_BOOT_TIMEOUT with the console tail', async () => {
+    const r = await run(cliBin, ['verify', '--timeout', '1', ...args]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: E_BOOT_TIMEOUT: the guest did not finish its checks within 1 s/m);
+  });
+
+  it('reports a check that fails inside the guest as E_VERIFY_FAILED, naming it', async () => {
+    // a cache of hard links to the built entries, with one requested option the kernel does not have
+    const dir = suiteDir('gpu-guest-verify-fail-');
+    const cache = join(dir, 'cache');
+    const plan = await run(cliBin, ['plan', '--json', ...args]);
+    const keyOf = (kind: string) => JSON.parse(plan.stdout).tasks.find((t: { kind: string }) => t.kind === kind).key as string;
+    mkdirSync(join(cache, 'entries'), { recursive: true });
+    for (const kind of ['kernel-build', 'kernel-config', 'image']) execFileSync('cp', ['-al', join(sharedCacheDir(), 'entries', keyOf(kind)), join(cache, 'entries')]);
+    const requested = join(cache, 'entries', keyOf('kernel-config'), 'out/requested.conf');
+    const text = readFileSync(requested, 'utf8');
+    rmSync(requested);
+    writeFileSync(requested, `${text}CONFIG_GPU_GUEST_NOT_IN_THIS_KERNEL=y  # test.conf:1\n`);
+    const r = await run(cliBin, ['verify', ...args.slice(0, 2), '--cache-dir', cache, '--out-dir', join(dir, 'out')]);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/^error: E_VERIFY_FAILED: 1 of \d+ checks failed in the guest/m);
+    expect(r.stderr).toMatch(/^ {2}config:CONFIG_GPU_GUEST_NOT_IN_THIS_KERNEL: /m);
+    expect(r.stdout).toMatch(/^FAIL {2}config:CONFIG_GPU_GUEST_NOT_IN_THIS_KERNEL/m);
+  }, 600_000);
 });

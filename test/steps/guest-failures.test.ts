@@ -128,6 +128,15 @@ describe('guest bad inputs through the CLI', () => {
     }
   }, 1_800_000);
 
+  it('refuses toolkit packages whose postinst does not create the hook binary (E_TOOLKIT_INSTALL)', async () => {
+    const dir = testDir();
+    const debs = buildToolkitDebs(dir, '1.17.3-1', {}, { brokenPostinst: true });
+    const r = await run(cliBin, ['build', '--until', 'toolkit', '--pipeline', nvidia(dir), ...common(dir), '--set', `driver.path=${good.file}`, '--set', `driver.sha256=${good.sha256}`, '--set', `toolkit.debs=[${debs}]`]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: E_TOOLKIT_INSTALL: nvidia-container-toolkit installed, but \/usr\/bin\/nvidia-container-toolkit is missing/m);
+    expect(mountsUnder(sharedCacheDir())).toEqual([]);
+  }, 1_800_000);
+
   it('says plainly when the mirror does not have the suite', async () => {
     const dir = testDir();
     const r = await run(cliBin, ['build', '--until', 'rootfs', '--pipeline', nvidia(dir), ...common(dir), '--set', 'rootfs.suite=nosuchsuite']);
