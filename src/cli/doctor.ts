@@ -3,8 +3,8 @@ import type { CliEnv, PipelineOptions } from './context.js';
 
 /** gpu-guest doctor: which host tools the pipeline's tasks need, and the apt-get line for the missing ones. */
 export async function doctorCommand(opts: PipelineOptions & { json?: boolean }, env: CliEnv): Promise<number> {
-  const tasks = opts.vendor || opts.pipeline ? [...env.loadGraph(opts).graph.tasks.map((t) => t.id), 'verify'] : undefined;
-  const checks = await checkHostTools(tasks);
+  const kinds = opts.vendor || opts.pipeline ? [...env.loadGraph(opts).graph.tasks.map((t) => t.kind), 'verify'] : undefined;
+  const checks = await checkHostTools(kinds);
   const fix = aptInstallLine(checks);
   if (opts.json) {
     env.stdout(`${JSON.stringify({ tools: checks.map((c) => ({ name: c.tool.name, present: c.present, coveredBy: c.coveredBy ?? null, aptPackage: c.tool.aptPackage, neededBy: c.tool.neededBy })), fix: fix ?? null }, null, 2)}\n`);

@@ -8,7 +8,7 @@ export interface HostTool {
   /** A command on PATH, or an absolute file (a header) that must exist. */
   probe: string;
   aptPackage: string;
-  /** Task ids that need it. */
+  /** Step kinds (and commands: verify) that need it. */
   neededBy: string[];
   /** Another tool that can stand in (debootstrap for mmdebstrap). */
   alternative?: string;
@@ -55,7 +55,7 @@ export interface ToolCheck {
   coveredBy?: string;
 }
 
-/** Checks the tools the given tasks need (all tools when tasks is undefined). */
+/** Checks the tools the given step kinds need (all tools when kinds is undefined). */
 export async function checkHostTools(tasks?: string[]): Promise<ToolCheck[]> {
   const wanted = HOST_TOOLS.filter((t) => !tasks || t.neededBy.some((n) => tasks.includes(n)) || t.neededBy.length === 0);
   const present = new Map<string, boolean>();

@@ -76,8 +76,21 @@ describe('loadPipeline', () => {
     ['--set invalid value', () => loadPipeline({ vendor: 'intel', sets: ['image.format=qcow2'] }), 'E_PIPELINE_INVALID', /^--set image\.format=qcow2: image\.format: expected one of/],
     ['missing fragment file', () => loadPipeline({ vendor: 'intel', sets: ['kernel.fragments=./nope.conf'] }), 'E_PIPELINE_INVALID', /kernel\.fragments\[0\]: .*nope\.conf does not exist/],
     ['nvidia without driver sha256', () => loadPipeline({ vendor: 'nvidia' }), 'E_PIPELINE_INVALID', /nvidia\.yaml:\d+:\d+: driver\.sha256: required key is missing/],
+    ['a package name with a shell substitution', () => loadPipeline({ vendor: 'intel', sets: ['rootfs.packages=[gcc, "$(id)"]'] }), 'E_PIPELINE_INVALID', /rootfs\.packages\[1\]: expected a Debian package name \(lowercase letters, digits, \+ - \.; optionally :arch and =version\), found string "\$\(id\)"/],
+    ['a package name with a slash', () => loadPipeline({ vendor: 'nvidia', sets: [`driver.sha256=${SHA}`, 'rootfs.extraPackages=[gcc/bookworm]'] }), 'E_PIPELINE_INVALID', /rootfs\.extraPackages\[0\]: expected a Debian package name/],
+    ['a component with a semicolon', () => loadPipeline({ vendor: 'intel', sets: ['rootfs.components=[main;rm]'] }), 'E_PIPELINE_INVALID', /rootfs\.components\[0\]: expected a Debian archive component/],
+    ['a toolkit repository suite that would break the sources line', () => loadPipeline({ vendor: 'nvidia', sets: [`driver.sha256=${SHA}`, 'toolkit.repository={url: "https://repo.example/deb", suite: "stable main\\ndeb http://evil.example", key: "/k.gpg"}'] }), 'E_PIPELINE_INVALID', /toolkit\.repository\.suite: expected a Debian suite or codename/],
     ['driver in an intel pipeline', () => loadPipeline({ vendor: 'intel', sets: ['driver={version: "1.0", sha256: "' + SHA + '"}'] }), 'E_PIPELINE_INVALID', /driver: not used by vendor intel/],
   ];
+  it('accepts Debian names with an architecture or a version, and a flat repository suite', () => {
+    const p = loadPipeline({ vendor: 'intel', sets: ['rootfs.packages=[libc6:amd64, "gcc=4:12.2.0-3", g++, libstdc++6]', 'rootfs.components=[main, non-free-firmware]'] }).pipeline;
+    expect(p.rootfs.packages).toEqual(['libc6:amd64', 'gcc=4:12.2.0-3', 'g++', 'libstdc++6']);
+    const key = join(testDir(), 'k.gpg');
+    writeFileSync(key, '');
+    const n = loadPipeline({ vendor: 'nvidia', sets: [`driver.sha256=${SHA}`, `toolkit.repository={url: "https://repo.example/deb", suite: "/", key: "${key}"}`] }).pipeline;
+    expect(n.toolkit!.repository!.suite).toBe('/');
+  });
+
   it.each(bad)('rejects %s', (_, fn, code, message) => {
     const err = failure(fn);
     expect(err.code).toBe(code);
