@@ -1,4 +1,4 @@
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { existsSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { recoverStaleMounts } from '../sys/chroot.js';
 import { unusableFolderReason } from '../sys/usable-path.js';
@@ -70,7 +70,14 @@ export function openCacheReadOnly(opts: PipelineOptions, env: NodeJS.ProcessEnv)
   return { store: LocalCacheStore.openReadOnly(root), memo: new DigestMemo(join(root, 'digests.json'), { readOnly: true }) };
 }
 
-/** Creates out/<pipeline>/logs and proves it can be written. */
+const OUT_MARKER = '.gpu-guest-out';
+
+/** Whether gpu-guest made this out folder (or pipeline folder under it): `clean` removes only those. */
+export function isOutFolder(dir: string): boolean {
+  return existsSync(join(dir, OUT_MARKER));
+}
+
+/** Creates out/<pipeline>/logs, proves it can be written, and marks both folders as gpu-guest's. */
 export function prepareOut(pipelineOut: string): string {
   const logs = join(pipelineOut, 'logs');
   const why = unusableFolderReason(pipelineOut);
@@ -80,6 +87,8 @@ export function prepareOut(pipelineOut: string): string {
     const probe = join(logs, `.probe-${process.pid}`);
     writeFileSync(probe, '');
     rmSync(probe);
+    const marker = 'made by gpu-guest: `gpu-guest clean` may remove this folder\n';
+    for (const dir of [pipelineOut, dirname(pipelineOut)]) if (!isOutFolder(dir)) writeFileSync(join(dir, OUT_MARKER), marker);
   } catch (err) {
     throw new GuestError('E_OUT_UNWRITABLE', `output folder ${pipelineOut} is not writable (${(err as NodeJS.ErrnoException).code}): pass --out-dir DIR or fix its permissions`, { cause: err });
   }

@@ -75,6 +75,8 @@ export class LocalCacheStore implements CacheStore {
     assertUsableCache(root);
     try {
       for (const sub of ['entries', 'tmp', 'locks', 'index']) mkdirSync(join(root, sub), { recursive: true });
+      // the standard cache-directory tag: backup tools skip the folder, and `clean --cache` knows it is ours
+      if (!isCacheFolder(root)) writeFileSync(join(root, 'CACHEDIR.TAG'), `${CACHEDIR_SIGNATURE}\n# gpu-guest's cache: \`gpu-guest clean --cache\` empties it\n`);
       const probe = join(root, 'tmp', `.probe-${process.pid}`);
       writeFileSync(probe, '');
       readdirSync(join(root, 'tmp'));
@@ -94,6 +96,28 @@ export class LocalCacheStore implements CacheStore {
   static openReadOnly(root: string): LocalCacheStore {
     assertUsableCache(root);
     return new LocalCacheStore(root, true);
+  }
+
+  /**
+   * Removes every entry and all shared state, keeping locks/ (a concurrent build holds its lock
+   * files there) and the tag. Refuses a folder that is not a gpu-guest cache. Returns what it removed.
+   */
+  static clear(root: string): string[] {
+    if (!existsSync(root)) return [];
+    if (!isCacheFolder(root)) {
+      throw new GuestError('E_CLEAN_REFUSED', `refusing to empty ${root}: it is not a gpu-guest cache (no CACHEDIR.TAG written by gpu-guest); check --cache-dir, or remove it yourself`);
+    }
+    const removed: string[] = [];
+    for (const name of readdirSync(root).sort()) {
+      if (name === 'locks' || name === 'CACHEDIR.TAG') continue;
+      const path = join(root, name);
+      if (!nothingMountedUnder(path)) {
+        throw new GuestError('E_MOUNT_LEAK', `refusing to delete ${path}: something is still mounted below it (run any gpu-guest build once to recover stale mounts, or umount them)`, { details: mountsUnder(path) });
+      }
+      rmSync(path, { recursive: true, force: true });
+      removed.push(path);
+    }
+    return removed;
   }
 
   async get(key: string): Promise<CacheEntry | undefined> {
@@ -220,6 +244,16 @@ async function readHolder(file: string): Promise<{ pid: number; host: string } |
     const st = await stat(file).catch(() => undefined);
     if (st && st.size === 0 && Date.now() - st.mtimeMs > 60_000) await rm(file, { force: true });
     return undefined;
+  }
+}
+
+const CACHEDIR_SIGNATURE = 'Signature: 8a477f597d28d172789f06886806bc55';
+
+function isCacheFolder(root: string): boolean {
+  try {
+    return readFileSync(join(root, 'CACHEDIR.TAG'), 'utf8').startsWith(CACHEDIR_SIGNATURE) && existsSync(join(root, 'entries'));
+  } catch {
+    return false;
   }
 }
 

@@ -27,6 +27,7 @@ export const ERROR_CODES = {
   E_UNKNOWN_STEP: { kind: 'usage', fix: 'the pipeline uses a step kind this gpu-guest lacks: update gpu-guest or the pipeline' },
   E_CYCLE: { kind: 'usage', fix: 'remove one of the dependencies on the cycle shown' },
   E_NOT_CACHED: { kind: 'usage', fix: 'build the inputs first (`build --until <input>`, or a full `build`)' },
+  E_CLEAN_REFUSED: { kind: 'usage', fix: 'clean removes only folders gpu-guest made: check --out-dir / --cache-dir, or remove the folder yourself' },
   E_CACHE_UNWRITABLE: { kind: 'usage', fix: 'pass `--cache-dir` to a writable folder or fix its permissions' },
   E_OUT_UNWRITABLE: { kind: 'usage', fix: 'pass `--out-dir` to a writable folder or fix its permissions' },
   E_VGPU_NAME: { kind: 'usage', fix: 'name the vGPU .run as NVIDIA does (`NVIDIA-Linux-x86_64-<version>-vgpu-kvm.run`) and use a known OS tag' },

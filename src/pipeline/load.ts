@@ -236,7 +236,7 @@ function checkVgpu(p: Pipeline, where: Where): void {
     try {
       parsed = parseVgpuRunName(name);
     } catch (err) {
-      if (!v.version) throw new GuestError('E_VGPU_NAME', `${where(['vgpu', v.path ? 'path' : 'url'])}: ${(err as Error).message}`);
+      if (!v.version) throw new GuestError('E_VGPU_NAME', `${where(['vgpu', v.path ? 'path' : 'url'])}: ${(err as Error).message}`, { cause: err });
     }
     if (parsed && v.version && parsed.version !== v.version) {
       throw new GuestError('E_PIPELINE_INVALID', `${where(['vgpu', 'version'])}: vgpu.version ${v.version} disagrees with the file name ${name} (${parsed.version})`);

@@ -73,7 +73,7 @@ function parseFlow(text: string, raw: string): unknown {
   try {
     return parseYaml(raw);
   } catch (err) {
-    throw new GuestError('E_SET_PATH', `--set ${text}: value is not valid YAML flow syntax (${(err as Error).message.split('\n')[0]})`);
+    throw new GuestError('E_SET_PATH', `--set ${text}: value is not valid YAML flow syntax (${(err as Error).message.split('\n')[0]})`, { cause: err });
   }
 }
 

@@ -42,7 +42,7 @@ export async function downloadVerified(opts: DownloadOptions): Promise<string> {
       if (opts.sha256) await checkSha256(opts.dest, opts.sha256, opts.what, url);
       return opts.dest;
     } catch (err) {
-      if (opts.signal?.aborted) throw new GuestError('E_INTERRUPTED', `download of ${opts.what} interrupted`);
+      if (opts.signal?.aborted) throw new GuestError('E_INTERRUPTED', `download of ${opts.what} interrupted`, { cause: err });
       if (err instanceof GuestError && err.code === 'E_CHECKSUM_MISMATCH') throw err;
       failures.push(`${redact(url)}: ${describeFailure(err)}`);
       opts.log?.(`download from ${redact(url)} failed: ${describeFailure(err)}`);
@@ -130,7 +130,7 @@ export async function fetchText(urls: string[], what: string, signal?: AbortSign
       const text = await got(url, { retry: { limit: 1 }, timeout: { request: 20_000 }, signal }).text();
       return { text, url };
     } catch (err) {
-      if (signal?.aborted) throw new GuestError('E_INTERRUPTED', `fetching ${what} interrupted`);
+      if (signal?.aborted) throw new GuestError('E_INTERRUPTED', `fetching ${what} interrupted`, { cause: err });
       failures.push(`${redact(url)}: ${describeFailure(err)}`);
     }
   }

@@ -102,7 +102,7 @@ export async function pushWithApi(log: StepLog, layoutDir: string, target: PushT
     return String(put.headers['docker-content-digest'] ?? manifestDesc.digest);
   } catch (err) {
     if (err instanceof GuestError) throw err;
-    if (signal?.aborted) throw new GuestError('E_INTERRUPTED', 'push interrupted');
+    if (signal?.aborted) throw new GuestError('E_INTERRUPTED', 'push interrupted', { cause: err });
     const code = (err as NodeJS.ErrnoException).code ?? '';
     if (['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH'].includes(code)) {
       throw new GuestError('E_PUSH_UNREACHABLE', `cannot reach the registry ${target.host} (${code}: check vgpu.registry, the network, or --insecure-registry for plain HTTP)`, { cause: err });

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cliBin, execGraph, harness, repoRoot, run, testDir } from '../helpers.js';
@@ -84,6 +84,22 @@ describe('gpu-guest CLI', () => {
     expect(r.stdout).toContain(`removed ${join(dir, 'out/demo')}`);
     expect(r.stdout).toContain(`removed ${join(dir, 'cache/entries')}`);
     expect((await run(harness, ['plan', ...args])).stdout).toMatch(/run +a/);
+  });
+
+  it('clean removes only what gpu-guest made: never the current folder, a folder without its marker, or a non-cache', async () => {
+    const dir = testDir();
+    const precious = join(dir, 'precious.txt');
+    writeFileSync(precious, 'keep me');
+    const here = spawnSync(process.execPath, [cliBin, 'clean', '--out-dir', '.'], { cwd: dir, encoding: 'utf8' });
+    expect(here.status).toBe(2);
+    expect(here.stderr).toMatch(/^error: E_CLEAN_REFUSED: refusing to remove .*: it holds the current folder/);
+    const foreign = await run(cliBin, ['clean', '--out-dir', dir]);
+    expect(foreign.code).toBe(2);
+    expect(foreign.stderr).toMatch(/E_CLEAN_REFUSED: refusing to remove .*: gpu-guest did not make it \(no \.gpu-guest-out marker\)/);
+    const notCache = await run(cliBin, ['clean', '--cache', '--cache-dir', dir, '--out-dir', join(dir, 'no-out')]);
+    expect(notCache.code).toBe(2);
+    expect(notCache.stderr).toMatch(/E_CLEAN_REFUSED: refusing to empty .*: it is not a gpu-guest cache \(no CACHEDIR\.TAG/);
+    expect(readFileSync(precious, 'utf8')).toBe('keep me');
   });
 
   it('is a working binary from the checkout', () => {
