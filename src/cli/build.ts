@@ -12,7 +12,7 @@ import { createTtyReporter } from '../engine/report/tty.js';
 import { runPlan } from '../engine/run.js';
 import { readResult } from '../engine/results.js';
 import { exitStatusFor } from '../model/errors.js';
-import { openCache, prepareOut, type CliEnv, type PipelineOptions } from './context.js';
+import { assertOutUsable, openCache, prepareOut, type CliEnv, type PipelineOptions } from './context.js';
 import { abortOnSignals } from './signals.js';
 import { pushEntry, type PushOptions } from './push.js';
 import { TaskLog } from '../sys/task-log.js';
@@ -30,12 +30,14 @@ export interface BuildOptions extends PipelineOptions, Selection, PushOptions {
 export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<number> {
   const jobs = parseJobs(opts.jobs);
   const loaded = env.loadGraph(opts);
+  assertOutUsable(loaded.pipelineOut);
   const { store, memo } = openCache(opts, env.env, env.stderr);
-  const logsDir = prepareOut(loaded.pipelineOut);
   const signals = abortOnSignals(() => env.stderr('still cleaning up after the interrupt (mounts, scratch folders); please wait\n'));
   try {
+    // the plan checks every input it can (preflight) before the out folder is even created
     const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal, network: true });
     memo.save();
+    const logsDir = prepareOut(loaded.pipelineOut);
     const bus = new EventBus();
     const reporters = createReporters(opts, env, logsDir);
     for (const r of reporters) bus.subscribe(r.listen);
@@ -47,7 +49,8 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
       sourceDate: loaded.sourceDate,
     });
     for (const r of reporters) await r.close?.();
-    publishOutputs(plan, outcome, env.steps, loaded.pipelineOut);
+    // out/ shows the last successful build: a failed or interrupted one leaves its logs, never a partial set of artifacts
+    if (outcome.status === 'succeeded') publishOutputs(plan, outcome, env.steps, loaded.pipelineOut);
     if (outcome.status === 'interrupted') {
       env.stderr('interrupted: running tasks were stopped and left no cache entry; run the same command again to continue\n');
       return 130;

@@ -8,6 +8,7 @@ import { DigestMemo } from '../engine/digest.js';
 import type { TaskGraph } from '../model/task.js';
 import { compileTaskGraph, sourceDateEpoch } from '../pipeline/compile.js';
 import { loadPipeline } from '../pipeline/load.js';
+import { expandFragments } from '../steps/kernel/kernel-config.js';
 import { defaultCacheDir } from '../paths.js';
 import type { StepRegistry } from '../model/step.js';
 
@@ -45,6 +46,8 @@ export interface CliEnv {
 export const loadFromPipelineFile: GraphLoader = (opts) => {
   const loaded = loadPipeline({ vendor: opts.vendor, file: opts.pipeline, sets: opts.set });
   const extraFragments = opts.fragment.map((f) => resolve(f));
+  // a --fragment is an input named on the command line: checked now, like the pipeline's own paths
+  expandFragments(extraFragments);
   const graph = compileTaskGraph(loaded.pipeline, { extraFragments });
   return { graph, sourceDate: sourceDateEpoch(loaded.pipeline), pipelineOut: resolve(opts.outDir, loaded.pipeline.name) };
 };
@@ -77,11 +80,16 @@ export function isOutFolder(dir: string): boolean {
   return existsSync(join(dir, OUT_MARKER));
 }
 
+/** Fails at once, creating nothing, when the out folder could not be made or written. */
+export function assertOutUsable(pipelineOut: string): void {
+  const why = unusableFolderReason(pipelineOut);
+  if (why) throw new GuestError('E_OUT_UNWRITABLE', `output folder ${pipelineOut} is not writable (${why}): pass --out-dir DIR or fix its permissions`);
+}
+
 /** Creates out/<pipeline>/logs, proves it can be written, and marks both folders as gpu-guest's. */
 export function prepareOut(pipelineOut: string): string {
   const logs = join(pipelineOut, 'logs');
-  const why = unusableFolderReason(pipelineOut);
-  if (why) throw new GuestError('E_OUT_UNWRITABLE', `output folder ${pipelineOut} is not writable (${why}): pass --out-dir DIR or fix its permissions`);
+  assertOutUsable(pipelineOut);
   try {
     mkdirSync(logs, { recursive: true });
     const probe = join(logs, `.probe-${process.pid}`);

@@ -8,6 +8,7 @@ import { builtinSteps } from '../steps/index.js';
 import { buildCommand } from './build.js';
 import { cleanCommand } from './clean.js';
 import { loadFromPipelineFile, type CliEnv } from './context.js';
+import { listVendors } from '../pipeline/load.js';
 import { doctorCommand } from './doctor.js';
 import { planCommand } from './plan.js';
 import { verifyCommand } from './verify.js';
@@ -17,7 +18,7 @@ const collect = (value: string, previous: string[]) => [...previous, value];
 
 function addPipelineOptions(cmd: Command, env: CliEnv): Command {
   return cmd
-    .option('--vendor <name>', 'load pipelines/<name>.yaml (nvidia, intel)')
+    .option('--vendor <name>', `load pipelines/<name>.yaml (${listVendors().join(', ') || 'none installed'})`)
     .option('--pipeline <file>', 'load this pipeline file instead of a vendor pipeline')
     .option('--set <key.path=value>', 'override one pipeline value, repeatable (like helm --set)', collect, [])
     .option('--fragment <file>', 'add a kernel config fragment (file or folder of *.conf), repeatable', collect, [])

@@ -1,6 +1,6 @@
 import { GuestError, isGuestError } from '../model/errors.js';
 import { canonicalJson, sha256Hex, type JsonObject } from '../model/json.js';
-import type { AnyStep, StepRegistry } from '../model/step.js';
+import type { AnyStep, PreflightContext, StepLog, StepRegistry } from '../model/step.js';
 import { taskDeps, type KeyMaterial, type PlannedTask, type TaskGraph, type TaskSpec } from '../model/task.js';
 import type { CacheStore } from './cache.js';
 import type { DigestMemo } from './digest.js';
@@ -82,6 +82,12 @@ export async function planRun(graph: TaskGraph, selection: Selection, ctx: PlanC
     if (note) planned.reasons.push(note);
     tasks.push(planned);
   }
+  // every input that can be checked without running anything, before anything runs
+  for (const planned of tasks) {
+    if (planned.status !== 'run') continue;
+    const task = graph.tasks.find((t) => t.id === planned.id)!;
+    await ctx.steps.get(task.kind)!.preflight?.(planned.params, task.files, preflightContext(task, ctx));
+  }
   if (selection.only) requireCachedDeps(tasks, selection.only);
   return { pipeline: graph.pipeline, tasks, materials };
 }
@@ -99,6 +105,21 @@ function requireCachedDeps(tasks: PlannedTask[], only: string): void {
     const what = notCached.length > 1 ? `inputs ${notCached.join(', ')} are` : `input ${notCached[0]} is`;
     throw new GuestError('E_NOT_CACHED', `--only ${only}: its ${what} not cached (run gpu-guest build --until ${notCached[0]} first)`);
   }
+}
+
+function preflightContext(task: TaskSpec, ctx: PlanContext): PreflightContext {
+  return { locations: task.locations ?? {}, sha256: (path) => ctx.memo.path(path), log: createMemoryLog(), signal: ctx.signal };
+}
+
+/** A StepLog that keeps the last lines in memory (preflight checks have no task log). */
+function createMemoryLog(): StepLog {
+  const lines: string[] = [];
+  const log: StepLog = {
+    write: (chunk) => void lines.push(...chunk.toString().split('\n').filter(Boolean)),
+    info: (line) => log.write(`${line}\n`),
+    tail: (n) => lines.slice(-n),
+  };
+  return log;
 }
 
 /**

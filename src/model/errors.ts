@@ -49,6 +49,7 @@ export const ERROR_CODES = {
   E_CHECKSUM_MISMATCH: { kind: 'build', fix: 'check the mirror, or the pinned sha256' },
   E_SIGNATURE: { kind: 'build', fix: 'check `kernel.keyring` holds the key that signed sha256sums.asc' },
   E_NOT_KERNEL_TREE: { kind: 'build', fix: 'point `kernel.source.tarball` at a Linux source tarball' },
+  E_ARCHIVE_UNSAFE: { kind: 'build', fix: 'the archive holds links that point outside it: use a genuine source tarball' },
   E_VERSION_MISMATCH: { kind: 'build', fix: 'make `kernel.version` match the tarball\'s Makefile' },
   E_OPTION_DROPPED: { kind: 'build', fix: 'satisfy the unmet `depends on` shown, or list the symbol in `kernel.allowDropped`' },
   E_UNKNOWN_SYMBOL: { kind: 'build', fix: 'fix the misspelled symbol, or drop it: this kernel does not define it' },

@@ -60,6 +60,17 @@ export interface ResolveContext {
   network: boolean;
 }
 
+/** What a step's preflight may use: reads only, no network, nothing written. */
+export interface PreflightContext {
+  /** Local files identified by a pinned sha256 in params (see TaskSpec.locations). */
+  locations: { [role: string]: string };
+  /** sha256 of a local file, remembered by path, size, mtime and inode (a 100 MB .run is hashed once). */
+  sha256(path: string): Promise<string>;
+  /** Where the commands a check runs (dpkg-deb -f …) write their output; kept in memory. */
+  log: StepLog;
+  signal: AbortSignal;
+}
+
 /**
  * One step kind. Steps never import each other: the engine hands them their upstream results by
  * role, typed by U, and records what run() returns (R) for the steps and commands downstream.
@@ -85,6 +96,12 @@ export interface StepDefinition<P extends object = JsonObject, U extends Upstrea
    * input from (a mirror list) is not its identity when its sha256 is known.
    */
   identity?(params: P): JsonObject;
+  /**
+   * Checks everything about the task's own inputs that needs no task to run — files present,
+   * pinned sha256s, archive stubs, package sets, fragment syntax — so a bad input fails in seconds
+   * at `plan` and at the start of `build`, not after a kernel build. Reads only.
+   */
+  preflight?(params: P, files: TaskSpec['files'], ctx: PreflightContext): Promise<void>;
   /** Does the work; returns data recorded in the entry (read back by downstream steps). */
   run(ctx: StepContext<P, U>): Promise<R>;
 }

@@ -1,5 +1,6 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { versionRange } from '../steps/kernel/versions.js';
 import { checkRegistry, osBase, parseVgpuRunName } from '../steps/vgpu/naming.js';
 import { Ajv, type ErrorObject } from 'ajv';
 import { isMap, isNode, LineCounter, parseDocument, type Document } from 'yaml';
@@ -21,6 +22,9 @@ export interface PipelineSelection {
   /** Folder that `--set` paths starting with ./ or ../ resolve against. Default: process.cwd(). */
   cwd?: string;
 }
+
+/** A pipeline file is a few kilobytes; anything past this is not one. */
+const MAX_PIPELINE_BYTES = 1 << 20;
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
 const validate = ajv.compile(pipelineSchema);
@@ -44,6 +48,10 @@ export function pipelineFileFor(selection: PipelineSelection): string {
     if (!existsSync(file)) {
       throw new GuestError('E_PIPELINE_NOT_FOUND', `pipeline file ${selection.file} does not exist (check the path given to --pipeline)`);
     }
+    // a directory, a device (/dev/zero) or a FIFO would fail late or be read forever
+    const st = statSync(file);
+    if (!st.isFile()) throw new GuestError('E_PIPELINE_INVALID', `pipeline file ${selection.file} is ${st.isDirectory() ? 'a directory' : 'not a regular file'} (give --pipeline a .yaml file)`);
+    if (st.size > MAX_PIPELINE_BYTES) throw new GuestError('E_PIPELINE_INVALID', `pipeline file ${selection.file} is ${st.size} bytes; a pipeline is at most ${MAX_PIPELINE_BYTES} (is this the right file?)`);
     return file;
   }
   if (!selection.vendor) {
@@ -70,7 +78,13 @@ export function loadPipeline(selection: PipelineSelection): LoadedPipeline {
     const pos = lines.linePos(e.pos[0]);
     throw new GuestError('E_PIPELINE_SYNTAX', `${shown}:${pos.line}:${pos.col}: YAML syntax error: ${e.message.split('\n')[0]} (fix the file's indentation or quoting)`);
   }
-  const data = doc.toJS() as unknown;
+  let data: unknown;
+  try {
+    // yaml refuses documents whose aliases expand without bound (a "billion laughs" file)
+    data = doc.toJS({ maxAliasCount: 100 }) as unknown;
+  } catch (err) {
+    throw new GuestError('E_PIPELINE_SYNTAX', `${shown}: ${(err as Error).message.split('\n')[0]} (a pipeline has no need for that many aliases)`, { cause: err });
+  }
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
     throw new GuestError('E_PIPELINE_INVALID', `${shown}: expected a mapping of keys (name, vendor, kernel, rootfs …) at the top level`);
   }
@@ -184,6 +198,10 @@ function checkSemantics(p: Pipeline, where: Where): void {
       throw new GuestError('E_PIPELINE_INVALID', `${where([])}: rootfs: required (add a rootfs: section${p.vendor === 'nvidia-vgpu' ? ', or vgpu.baseImage' : ''})`);
     }
   } else {
+    const local = /^file:\/\/(\/.*)$/.exec(p.rootfs.mirror)?.[1];
+    if (local && !existsSync(join(decodeURI(local), 'dists'))) {
+      throw new GuestError('E_PIPELINE_INVALID', `${where(['rootfs', 'mirror'])}: rootfs.mirror ${p.rootfs.mirror}: no Debian repository there (no dists/ folder); check the path`);
+    }
     const recipes = join(projectRoot, 'rootfs');
     if (!existsSync(join(recipes, p.rootfs.distro, 'recipe.yaml'))) {
       const known = existsSync(recipes) ? readdirSync(recipes).filter((d) => existsSync(join(recipes, d, 'recipe.yaml'))) : [];
@@ -193,6 +211,11 @@ function checkSemantics(p: Pipeline, where: Where): void {
   if (p.vendor === 'nvidia-vgpu') return;
   if (!p.kernel) throw new GuestError('E_PIPELINE_INVALID', `${where([])}: kernel: required for vendor ${p.vendor} (add a kernel: section)`);
   if (p.vgpu) throw new GuestError('E_PIPELINE_INVALID', `${where(['vgpu'])}: vgpu: only for vendor nvidia-vgpu; remove it`);
+  try {
+    versionRange(p.kernel.version);
+  } catch (err) {
+    throw new GuestError('E_PIPELINE_INVALID', `${where(['kernel', 'version'])}: ${(err as Error).message}`, { cause: err });
+  }
   if (p.kernel.source.mirrors && p.kernel.source.tarball) {
     throw new GuestError('E_PIPELINE_INVALID', `${where(['kernel', 'source'])}: kernel.source: give either mirrors or tarball, not both`);
   }

@@ -81,6 +81,9 @@ function parseFlow(text: string, raw: string): unknown {
 export function applyOverride(data: Record<string, unknown>, override: Override): void {
   let node: Record<string | number, unknown> = data;
   override.path.forEach((part, i) => {
+    if (Array.isArray(node) && typeof part === 'number' && part > node.length) {
+      throw new GuestError('E_SET_PATH', `--set ${override.text}: ${formatKeyPath(override.path.slice(0, i))} has ${node.length} item(s); index [${part}] would leave a gap (use [0] to [${node.length}])`);
+    }
     if (i === override.path.length - 1) {
       node[part] = override.value;
       return;

@@ -109,8 +109,8 @@ export async function checkSha256(file: string, expected: string, what: string, 
  * A user's own file pinned by sha256 (a local tarball or .run): compared, never deleted.
  * `pin` names where the expected digest comes from (`kernel.sha256 says`, `the pipeline pins`).
  */
-export async function checkPinnedFile(file: string, expected: string, what: string, pin: string): Promise<void> {
-  const actual = await sha256File(file);
+export async function checkPinnedFile(file: string, expected: string, what: string, pin: string, hash: (path: string) => Promise<string> = sha256File): Promise<void> {
+  const actual = await hash(file);
   if (actual !== expected) {
     throw new GuestError('E_CHECKSUM_MISMATCH', `${what} ${basename(file)}: sha256 is ${actual}, ${pin} ${expected} (check the file or the pin)`);
   }

@@ -4,7 +4,7 @@ import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { mountsUnder } from '../../src/sys/mounts.js';
-import { cliBin, execGraph, fileAppears, harness, run, start, testDir } from '../helpers.js';
+import { cliBin, execGraph, fileAppears, harness, run, start, testDir, writePipeline } from '../helpers.js';
 
 const jsonEvents = (stdout: string) => stdout.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
 
@@ -124,7 +124,8 @@ describe('plan never changes the host', () => {
       writeFileSync(join(cache, 'chroot-sessions', `${dead}-1.json`), JSON.stringify({ pid: dead, root: stale, mounts: [stale] }));
       const before = readdirSync(cache).sort();
       const port = (mirror.address() as { port: number }).port;
-      const r = await run(cliBin, ['plan', '--vendor', 'nvidia', '--cache-dir', cache, '--set', `driver.sha256=${'a'.repeat(64)}`, '--set', `kernel.source.mirrors=[http://user:secret@127.0.0.1:${port}/pub]`]);
+      const file = writePipeline(dir, 'intel', `  version: "6.1"\n  source:\n    mirrors: [http://user:secret@127.0.0.1:${port}/pub]\n`);
+      const r = await run(cliBin, ['plan', '--pipeline', file, '--cache-dir', cache]);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toMatch(/resolved when the build runs \(plan does not contact mirrors\)/);
       expect(requests).toBe(0);
@@ -150,11 +151,18 @@ describe('credentials in a URL', () => {
     expect(JSON.parse(plan.stdout).tasks.find((t: { id: string }) => t.id === 'rootfs').params.mirror).toBe('http://***@127.0.0.1:9/debian');
     const build = await run(cliBin, ['build', '--until', 'rootfs', '--json', ...common]);
     expect(build.code).toBe(1);
-    const texts = [plan.stdout, plan.stderr, build.stdout, build.stderr];
+    // an unreachable mirror is said to be unreachable, not to lack the suite
+    expect(build.stderr).toMatch(/the mirror http:\/\/\*\*\*@127\.0\.0\.1:9\/debian could not be reached \(.*(refused|connect).*\): check rootfs\.mirror and the network/i);
+    // a task that succeeds with the URL in its parameters: its manifest entry, log and events
+    const ok = await run(harness, ['build', '--json', ...execGraph(dir, [{ id: 'fetch', script: `echo ${mirror} > url.txt` }])]);
+    expect(ok.code, ok.stderr).toBe(0);
+    const texts = [plan.stdout, plan.stderr, build.stdout, build.stderr, ok.stdout, ok.stderr];
     const walk = (d: string): string[] => readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(d, e.name)) : [join(d, e.name)]));
-    for (const f of walk(out)) texts.push(readFileSync(f, 'utf8'));
-    expect(walk(out).map((f) => f.slice(out.length))).toEqual(expect.arrayContaining(['/intel/manifest.json', '/intel/logs/rootfs.log', '/intel/logs/events.jsonl']));
+    const files = walk(out).filter((f) => !f.endsWith('url.txt'));
+    for (const f of files) texts.push(readFileSync(f, 'utf8'));
+    expect(files.map((f) => f.slice(out.length))).toEqual(expect.arrayContaining(['/intel/logs/rootfs.log', '/intel/logs/events.jsonl', '/demo/manifest.json', '/demo/logs/fetch.log']));
     expect(readFileSync(join(out, 'intel/logs/rootfs.log'), 'utf8')).toContain('http://***@127.0.0.1:9/debian');
+    expect(readFileSync(join(out, 'demo/manifest.json'), 'utf8')).toContain('http://***@127.0.0.1:9/debian');
     for (const t of texts) expect(t).not.toContain('s3cr3t-pw');
   }, 120_000);
 });

@@ -21,6 +21,10 @@ export const kernelConfig: StepDefinition<ConfigParams, { source: KernelSourceRe
   version: 1,
   resources: { cpu: 1 },
   publish: 'kernel-config',
+  // every fragment present and well-formed before the kernel source is even fetched
+  preflight: async (p, files) => {
+    for (const f of [...(p.startFrom === 'base' ? [] : [files.baseConfig as string]), ...expandFragments(files.fragments as string[])]) readFragment(f);
+  },
   run: (ctx) => mergeAndVerify(ctx),
 };
 

@@ -11,6 +11,7 @@ import { checkPinnedFile, checkSha256, downloadVerified, fetchText } from '../..
 import { redact } from '../../model/redact.js';
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
+import { assertTarArchive, linksEscaping } from '../../sys/archive.js';
 import type { ResolveContext, StepContext, StepDefinition } from '../../model/step.js';
 import { majorFolder, listedVersions, pickVersion, sha256FromSums, versionFromMakefile, versionSatisfies } from './versions.js';
 
@@ -37,6 +38,13 @@ export const kernelSource: StepDefinition<SourceParams, Record<string, never>, K
   resolve: (params, files, ctx) => resolveSource(params, files, ctx),
   // once the sha256 is known, the mirrors are only where the bytes come from
   identity: ({ mirrors, ...rest }) => (rest.sha256 ? rest : { mirrors, ...rest }) as JsonObject,
+  // a local tarball is checked at plan time: its pin and that it is a tar archive at all
+  preflight: async (p, files, ctx) => {
+    if (!files.tarball) return;
+    const file = files.tarball as string;
+    if (p.sha256) await checkPinnedFile(file, p.sha256, 'kernel tarball', 'kernel.sha256 says', ctx.sha256);
+    assertTarArchive(file, 'kernel tarball');
+  },
   run: (ctx) => fetchAndExtract(ctx),
 };
 
@@ -97,9 +105,14 @@ async function fetchAndExtract(ctx: StepContext<SourceParams>): Promise<KernelSo
   const { tarball, origin, name } = await obtainTarball(ctx, p);
   const digest = await sha256File(tarball);
   ctx.log.info(`tarball ${basename(tarball)} sha256 ${digest}`);
+  assertTarArchive(tarball, 'kernel tarball');
   const extract = join(ctx.workDir, 'extract');
   mkdirSync(extract, { recursive: true });
   await runLogged(ctx.log, 'tar', ['-xf', tarball, '-C', extract, '--no-same-owner'], { signal: ctx.signal });
+  const escaping = linksEscaping(extract);
+  if (escaping.length) {
+    throw new GuestError('E_ARCHIVE_UNSAFE', `${name} holds ${escaping.length} link(s) pointing outside the extracted tree (not a genuine kernel source tarball)`, { details: escaping.slice(0, 20) });
+  }
   const top = findTopDir(extract, name);
   const makefile = readFileSync(join(extract, top, 'Makefile'), 'utf8');
   const version = versionFromMakefile(makefile)!;

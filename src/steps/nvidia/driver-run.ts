@@ -2,7 +2,9 @@ import { join } from 'node:path';
 import { GuestError } from '../../model/errors.js';
 import { checkPinnedFile, downloadVerified } from '../../sys/download.js';
 import { redact } from '../../model/redact.js';
-import type { StepContext } from '../../model/step.js';
+import type { PreflightContext, StepContext } from '../../model/step.js';
+import { assertMakeselfArchive } from '../../sys/makeself.js';
+import { basename } from 'node:path';
 
 /** NVIDIA's download layout for a driver version. */
 export function defaultDriverUrl(version: string, suffix = ''): string {
@@ -24,4 +26,21 @@ export async function obtainDriverRun(ctx: StepContext, opts: { path?: string; u
   const dest = join(ctx.cacheDir, 'downloads', `${opts.sha256}-${name}`);
   ctx.log.info(`driver from ${redact(url)}`);
   return downloadVerified({ urls: [url], dest, sha256: opts.sha256, what: `${opts.what} ${name}`, signal: ctx.signal, onProgress: (d, t) => ctx.progress('download', d, t), log: (l) => ctx.log.info(l) });
+}
+
+/**
+ * What can be known about a .run before any task runs: the pin is a sha256, a local file has that
+ * sha256 and a makeself stub, and a version in its name is the pipeline's. A URL is checked when
+ * it is downloaded.
+ */
+export async function preflightDriverRun(ctx: PreflightContext, o: { path?: string; url?: string | null; version: string; sha256: string; what: string; key: string }): Promise<void> {
+  if (!/^[0-9a-f]{64}$/.test(o.sha256)) throw new GuestError('E_PIPELINE_INVALID', `${o.what}: a sha256 is required (pin the .run's sha256); an unverified driver is refused`);
+  const name = o.path ? basename(o.path) : o.url ? basename(new URL(o.url).pathname) : undefined;
+  const named = name ? /-(\d+\.\d+(?:\.\d+)?)(?:-[a-z-]+)?\.run$/.exec(name)?.[1] : undefined;
+  if (named && named !== o.version) {
+    throw new GuestError('E_PIPELINE_INVALID', `${o.what} ${name} is version ${named}, but ${o.key} says ${o.version} (make them the same)`);
+  }
+  if (!o.path) return;
+  await checkPinnedFile(o.path, o.sha256, o.what, 'the pipeline pins', ctx.sha256);
+  assertMakeselfArchive(o.path, o.what);
 }

@@ -6,7 +6,7 @@ import { withChroot } from '../../sys/chroot.js';
 import { assertMakeselfArchive, checkMakeselfArchive, makeselfLabel } from '../../sys/makeself.js';
 import { packRootfs, unpackRootfs } from '../../sys/rootfs-tar.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
-import { obtainDriverRun } from './driver-run.js';
+import { obtainDriverRun, preflightDriverRun } from './driver-run.js';
 
 type DriverParams = {
   version: string;
@@ -28,6 +28,7 @@ export const driver: StepDefinition<DriverParams, DriverInputs, DriverResult> = 
   kind: 'driver',
   version: 2,
   resources: { cpu: 'all' },
+  preflight: (p, _files, ctx) => preflightDriverRun(ctx, { path: ctx.locations.run, url: p.url, version: p.version, sha256: p.sha256, what: 'driver', key: 'driver.version' }),
   run: (ctx) => installDriver(ctx),
 };
 

@@ -6,7 +6,7 @@ import { withChroot, type ChrootSession } from '../../sys/chroot.js';
 import { applyCleanupList, treeSize } from '../../sys/cleanup.js';
 import { readDebFields } from '../../sys/deb.js';
 import { packRootfs, unpackRootfs } from '../../sys/rootfs-tar.js';
-import type { StepContext, StepDefinition } from '../../model/step.js';
+import type { StepContext, StepDefinition, StepLog } from '../../model/step.js';
 import { readRecipe } from '../rootfs/recipe.js';
 
 /** The four packages of the NVIDIA container toolkit; all must have one version. */
@@ -32,6 +32,8 @@ export const toolkit: StepDefinition<ToolkitParams, { driver: DriverResult }, To
   kind: 'toolkit',
   version: 1,
   resources: { cpu: 1 },
+  // the package set is checked before the kernel is built, not after
+  preflight: async (p, files, ctx) => void (await chooseToolkitDebs(ctx.log, files, p)),
   run: (ctx) => installToolkit(ctx),
 };
 
@@ -41,14 +43,21 @@ interface LocalDeb {
   version: string;
 }
 
-async function readDebs(ctx: StepContext<ToolkitParams, { driver: DriverResult }>, paths: string[]): Promise<LocalDeb[]> {
+async function readDebs(log: StepLog, paths: string[]): Promise<LocalDeb[]> {
   const files = paths.flatMap((p) => (statSync(p).isDirectory() ? readdirSync(p).filter((f) => f.endsWith('.deb')).sort().map((f) => join(p, f)) : [p]));
   const debs: LocalDeb[] = [];
   for (const file of files) {
-    const f = await readDebFields(ctx.log, file, ['Package', 'Version']);
+    const f = await readDebFields(log, file, ['Package', 'Version']);
     debs.push({ file, package: f.Package, version: f.Version });
   }
   return debs;
+}
+
+/** The local toolkit debs to install (none when a repository is named), checked as a set. */
+async function chooseToolkitDebs(log: StepLog, files: StepContext['files'], p: ToolkitParams): Promise<LocalDeb[]> {
+  const paths = (files.debs as string[] | undefined) ?? [];
+  if (!paths.length && !p.repository) throw new GuestError('E_PIPELINE_INVALID', 'toolkit: give toolkit.debs (local .deb files or folders) or toolkit.repository');
+  return paths.length ? checkToolkitSet(await readDebs(log, paths), p.version) : [];
 }
 
 /** All four packages present, all of the pipeline's version: checked before anything is installed. */
@@ -65,9 +74,7 @@ export function checkToolkitSet(debs: LocalDeb[], version: string): LocalDeb[] {
 
 async function installToolkit(ctx: StepContext<ToolkitParams, { driver: DriverResult }>): Promise<ToolkitResult> {
   const p = ctx.params;
-  const debPaths = (ctx.files.debs as string[] | undefined) ?? [];
-  if (!debPaths.length && !p.repository) throw new GuestError('E_PIPELINE_INVALID', 'toolkit: give toolkit.debs (local .deb files or folders) or toolkit.repository');
-  const debs = debPaths.length ? checkToolkitSet(await readDebs(ctx, debPaths), p.version) : [];
+  const debs = await chooseToolkitDebs(ctx.log, ctx.files, p);
   const recipe = readRecipe(ctx.files.recipe as string);
   const root = join(ctx.workDir, 'root');
   const driver = ctx.upstream.driver;

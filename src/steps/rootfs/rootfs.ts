@@ -73,10 +73,21 @@ async function createRootfs(ctx: StepContext<RootfsParams>): Promise<RootfsResul
   return { distro: p.distro, suite: p.suite, mirror: p.mirror, packages, builder, tarball: 'rootfs.tar' };
 }
 
-/** mmdebstrap and debootstrap report a suite the mirror lacks in several ways: say it once, plainly. */
+/** How apt says it never reached the mirror at all. */
+const UNREACHABLE = /Could not connect|Connection refused|Temporary failure resolving|Could not resolve|No route to host|Network is unreachable|Connection timed out|Failed to connect/i;
+
+/**
+ * mmdebstrap and debootstrap report a missing suite and an unreachable mirror in several ways, and
+ * an unreachable mirror also mentions the suite's Release file: say which it is, once, plainly.
+ */
 function mirrorErrors(tail: string[], p: RootfsParams): string[] {
-  const lines = tail.filter((l) => /^(E:|W: Failed|Err:)|Failed getting release file|does not have a Release file|404\s+Not Found|Unable to locate package|unable to fetch|Couldn't find these debs/.test(l));
-  const noSuite = lines.some((l) => /Release|404/.test(l) && l.includes(p.suite));
-  const head = noSuite ? [`the mirror ${p.mirror} has no suite ${p.suite} (check rootfs.suite and rootfs.mirror)`] : [];
+  const lines = tail.filter((l) => /^(E:|W: Failed|Err:)|Failed getting release file|does not have a Release file|404\s+Not Found|Unable to locate package|unable to fetch|Couldn't find these debs/.test(l) || UNREACHABLE.test(l));
+  const unreachable = lines.find((l) => UNREACHABLE.test(l));
+  const noSuite = !unreachable && lines.some((l) => /Release|404/.test(l) && l.includes(p.suite));
+  const head = unreachable
+    ? [`the mirror ${p.mirror} could not be reached (${unreachable.replace(/^.*?((Could not|Temporary|No route|Network|Connection|Failed to connect).*)$/i, '$1').trim()}): check rootfs.mirror and the network`]
+    : noSuite
+      ? [`the mirror ${p.mirror} has no suite ${p.suite} (check rootfs.suite and rootfs.mirror)`]
+      : [];
   return [...head, ...[...new Set(lines)].slice(-8)];
 }
