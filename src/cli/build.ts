@@ -58,7 +58,8 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
     if (outcome.failure) {
       const f = outcome.failure;
       const lines = [`error: ${f.error.code}: ${f.error.message}`, ...f.error.details.map((d) => `  ${d}`)];
-      lines.push(`--- last ${f.tail.length} lines of ${f.id}'s log ---`, ...f.tail, `--- full log: ${f.logFile}`);
+      // a task that failed before it started (its cache lock) has no log to show
+      if (f.tail.length) lines.push(`--- last ${f.tail.length} lines of ${f.id}'s log ---`, ...f.tail, `--- full log: ${f.logFile}`);
       env.stderr(`${lines.join('\n')}\n`);
     }
     // a step that rejects its input (E_PIPELINE_INVALID …) exits 2, as the same error at plan time does

@@ -63,12 +63,14 @@ describe('kernel-config on the real kernel tree', () => {
 
   it('rejects a malformed fragment line before running make', async () => {
     const r = await configure('nvidia', 'CONFIG_A=y\nCONFIG_B yes\n', { fragmentName: 'typo.conf' });
-    expect(r.code).toBe(1);
+    // an input error: exit 2, found by the plan's preflight before the kernel source is fetched
+    expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/E_FRAGMENT_SYNTAX: typo\.conf:2: 'CONFIG_B yes' is not a config line/);
   });
 
   it('rejects a CONFIG_LOCALVERSION that disagrees with kernel.localVersion', async () => {
     const r = await configure('nvidia', 'CONFIG_LOCALVERSION="-other"\n');
+    expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/E_FRAGMENT_CONFLICT: extra\.conf:1: CONFIG_LOCALVERSION="-other" disagrees with kernel\.localVersion -nvidia-gpu/);
   });
 

@@ -23,7 +23,8 @@ export const kernelConfig: StepDefinition<ConfigParams, { source: KernelSourceRe
   publish: 'kernel-config',
   // every fragment present and well-formed before the kernel source is even fetched
   preflight: async (p, files) => {
-    for (const f of [...(p.startFrom === 'base' ? [] : [files.baseConfig as string]), ...expandFragments(files.fragments as string[])]) readFragment(f);
+    const requested = [...(p.startFrom === 'base' ? [] : [files.baseConfig as string]), ...expandFragments(files.fragments as string[])].flatMap(readFragment);
+    checkLocalVersion(requested, p.localVersion);
   },
   run: (ctx) => mergeAndVerify(ctx),
 };
