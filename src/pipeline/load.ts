@@ -252,6 +252,10 @@ function checkVgpu(p: Pipeline, where: Where): void {
   if (base.needsBaseImage && !v.baseImage && v.engine === 'builtin') {
     throw new GuestError('E_PIPELINE_INVALID', `${where(['vgpu', 'osTag'])}: vgpu.osTag ${v.osTag} has a RHEL-family base, which cannot be bootstrapped from a Debian-format mirror: give vgpu.baseImage (an OCI layout or oci-archive of your base image)`);
   }
+  // the tag promises the node's OS: the image built from the rootfs must be that distribution and release
+  if (!v.baseImage && v.engine === 'builtin' && p.rootfs && base.distro && (p.rootfs.distro !== base.distro || p.rootfs.suite !== base.suite)) {
+    throw new GuestError('E_PIPELINE_INVALID', `${where(['vgpu', 'osTag'])}: vgpu.osTag ${v.osTag} needs a ${base.distro} ${base.suite} base, but rootfs is ${p.rootfs.distro} ${p.rootfs.suite} (make rootfs.distro and rootfs.suite match the nodes' OS, or change vgpu.osTag)`);
+  }
   const name = v.path ? basename(v.path) : v.url ? basename(new URL(v.url).pathname) : undefined;
   if (!name && !v.version) throw new GuestError('E_PIPELINE_INVALID', `${where(['vgpu'])}: vgpu: give path or url of the .run (or at least version, for NVIDIA's download layout)`);
   if (name) {

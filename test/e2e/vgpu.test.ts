@@ -14,12 +14,12 @@ let open: Registry;
 let locked: Registry;
 const PASSWORD = 'S3cret-pass-for-test';
 
-/** A vgpu pipeline: Debian's rootfs stands in for the Ubuntu base (only a Debian mirror is reachable here). */
+/** A vgpu pipeline for Debian 12 nodes (os tag debian12): only a Debian mirror is reachable here. */
 function vgpuPipeline(where: string, registry: string, vgpuExtra = '', runFile = driver): string {
   const file = join(where, 'nvidia-vgpu-test.yaml');
   writeFileSync(
     file,
-    `name: vgpu-test\nvendor: nvidia-vgpu\nrootfs:\n  distro: debian\n  suite: bookworm\nvgpu:\n  path: ${runFile.file}\n  sha256: ${runFile.sha256}\n  osTag: ubuntu22.04\n  registry: ${registry}\n${vgpuExtra}`,
+    `name: vgpu-test\nvendor: nvidia-vgpu\nrootfs:\n  distro: debian\n  suite: bookworm\nvgpu:\n  path: ${runFile.file}\n  sha256: ${runFile.sha256}\n  osTag: debian12\n  registry: ${registry}\n${vgpuExtra}`,
   );
   return file;
 }
@@ -55,14 +55,14 @@ describe('vGPU manager image', () => {
       expect(createHash('sha256').update(readFileSync(join(layout, 'blobs/sha256', name))).digest('hex')).toBe(name);
     }
     const index = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8'));
-    expect(index.manifests[0].annotations['org.opencontainers.image.ref.name']).toBe(`${VERSION}-ubuntu22.04`);
+    expect(index.manifests[0].annotations['org.opencontainers.image.ref.name']).toBe(`${VERSION}-debian12`);
     expect(index.manifests[0].digest).toBe(digest);
     const blob = (d: string) => JSON.parse(readFileSync(join(layout, 'blobs', ...d.split(':')), 'utf8'));
     const manifest = blob(digest);
     const config = blob(manifest.config.digest);
     expect(config.config.Entrypoint).toEqual(['nvidia-driver', 'init']);
     expect(config.config.Env).toContain(`DRIVER_VERSION=${VERSION}`);
-    expect(config.config.Labels).toMatchObject({ 'org.opencontainers.image.version': `${VERSION}-ubuntu22.04`, 'org.opencontainers.image.created': '2024-01-01T00:00:00Z', 'com.nvidia.driver.version': VERSION });
+    expect(config.config.Labels).toMatchObject({ 'org.opencontainers.image.version': `${VERSION}-debian12`, 'org.opencontainers.image.created': '2024-01-01T00:00:00Z', 'com.nvidia.driver.version': VERSION });
     expect(config.rootfs.diff_ids).toHaveLength(manifest.layers.length);
     const top = join(layout, 'blobs', ...manifest.layers.at(-1).digest.split(':'));
     const files = execFileSync('tar', ['-tvzf', top], { encoding: 'utf8' });
@@ -82,7 +82,7 @@ describe('vGPU manager image', () => {
   it('pushes to an open registry with skopeo, and the registry serves it back with the .run under /driver/', async () => {
     const r = await run(cliBin, ['push', '--insecure-registry', '--pipeline', vgpuPipeline(dir, `${open.host}/nvidia`), ...common(dir)]);
     expect(r.code, r.stderr).toBe(0);
-    const ref = `${open.host}/nvidia/vgpu-manager:${VERSION}-ubuntu22.04`;
+    const ref = `${open.host}/nvidia/vgpu-manager:${VERSION}-debian12`;
     expect(r.stdout).toContain(`pushed ${ref}@${digest}`);
     expect(execFileSync('skopeo', ['inspect', '--tls-verify=false', '--format', '{{.Digest}}', `docker://${ref}`], { encoding: 'utf8' }).trim()).toBe(digest);
     const pulled = testDir();
@@ -92,7 +92,7 @@ describe('vGPU manager image', () => {
     expect(execFileSync('tar', ['-tzf', top], { encoding: 'utf8' })).toContain(`./driver/NVIDIA-Linux-x86_64-${VERSION}-vgpu-kvm.run`);
     const values = readFileSync(join(dir, 'out/vgpu-test/gpu-operator/values.yaml'), 'utf8');
     expect(values).toContain(`repository: ${open.host}/nvidia`);
-    expect(values).toContain(`version: "${VERSION}-ubuntu22.04"`);
+    expect(values).toContain(`version: "${VERSION}-debian12"`);
     expect(values).toContain('sandboxWorkloads:\n  enabled: true');
     expect(readFileSync(join(dir, 'out/vgpu-test/gpu-operator/create-pull-secret.sh'), 'utf8')).toContain('--docker-password=<PASSWORD>');
   }, 300_000);
@@ -152,7 +152,7 @@ describe('vGPU manager image', () => {
 
   it('builds with buildah (daemonless) from a Dockerfile folder, and push sends that image', async () => {
     const where = testDir();
-    const context = join(where, 'vgpu-manager-ubuntu22.04');
+    const context = join(where, 'vgpu-manager-debian12');
     mkdirSync(context);
     // NVIDIA's vgpu-manager Dockerfiles copy the .run into /driver; FROM scratch keeps the test offline
     writeFileSync(join(context, 'Dockerfile'), `FROM scratch\nARG DRIVER_VERSION\nCOPY NVIDIA-Linux-x86_64-${VERSION}-vgpu-kvm.run /driver/\n`);
@@ -161,10 +161,10 @@ describe('vGPU manager image', () => {
     expect(build.code, build.stderr).toBe(0);
     const digest = readFileSync(join(where, 'out/vgpu-test/vgpu-manager/digest'), 'utf8').trim();
     const index = JSON.parse(readFileSync(join(where, 'out/vgpu-test/vgpu-manager/layout/index.json'), 'utf8'));
-    expect(index.manifests[0]).toMatchObject({ digest, annotations: { 'org.opencontainers.image.ref.name': `${VERSION}-ubuntu22.04` } });
+    expect(index.manifests[0]).toMatchObject({ digest, annotations: { 'org.opencontainers.image.ref.name': `${VERSION}-debian12` } });
     const push = await run(cliBin, ['push', '--insecure-registry', '--pipeline', file, ...common(where)]);
     expect(push.code, push.stderr).toBe(0);
-    const ref = `${open.host}/engine/vgpu-manager:${VERSION}-ubuntu22.04`;
+    const ref = `${open.host}/engine/vgpu-manager:${VERSION}-debian12`;
     expect(push.stdout).toContain(`pushed ${ref}@${digest}`);
     expect(execFileSync('skopeo', ['inspect', '--tls-verify=false', '--format', '{{.Digest}}', `docker://${ref}`], { encoding: 'utf8' }).trim()).toBe(digest);
   }, 300_000);

@@ -3,18 +3,21 @@ import { GuestError } from '../../model/errors.js';
 /** The base each GPU Operator os tag stands for; rhel/rhcos bases come from the user's own OCI image. */
 export interface OsBase {
   tag: string;
-  distro?: 'ubuntu';
+  distro?: 'ubuntu' | 'debian';
   suite?: string;
   /** RHEL-family bases cannot be debootstrapped: vgpu.baseImage is required. */
   needsBaseImage: boolean;
 }
 
 const UBUNTU: Record<string, string> = { 'ubuntu20.04': 'focal', 'ubuntu22.04': 'jammy', 'ubuntu24.04': 'noble' };
+// the GPU Operator's tag is the node's os-release ID + VERSION_ID: debian12 on a bookworm node
+const DEBIAN: Record<string, string> = { debian11: 'bullseye', debian12: 'bookworm', debian13: 'trixie' };
 
 export function osBase(tag: string): OsBase {
   if (UBUNTU[tag]) return { tag, distro: 'ubuntu', suite: UBUNTU[tag], needsBaseImage: false };
+  if (DEBIAN[tag]) return { tag, distro: 'debian', suite: DEBIAN[tag], needsBaseImage: false };
   if (/^(rhel8|rhel9|rhcos4\.\d+)$/.test(tag)) return { tag, needsBaseImage: true };
-  throw new GuestError('E_PIPELINE_INVALID', `vgpu.osTag '${tag}' is not one the GPU Operator uses (ubuntu20.04, ubuntu22.04, ubuntu24.04, rhel8, rhel9, rhcos4.<n>)`);
+  throw new GuestError('E_PIPELINE_INVALID', `vgpu.osTag '${tag}' is not one the GPU Operator uses (ubuntu20.04, ubuntu22.04, ubuntu24.04, debian11, debian12, debian13, rhel8, rhel9, rhcos4.<n>)`);
 }
 
 /**
