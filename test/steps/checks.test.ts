@@ -11,7 +11,7 @@ import { checkToolkitSet } from '../../src/steps/nvidia/toolkit.js';
 import { readBaseImage } from '../../src/steps/vgpu/base-image.js';
 import { ImageLayout } from '../../src/sys/oci.js';
 import { TaskLog } from '../../src/sys/task-log.js';
-import { testDir } from '../helpers.js';
+import { repoRoot, testDir } from '../helpers.js';
 
 const thrown = (fn: () => unknown) => {
   try {
@@ -86,5 +86,48 @@ describe('values that reach a shell or a script are quoted, never spliced', () =
     expect(existsSync(marker)).toBe(false);
     expect(out).toContain(`GG-CHECK module-present:${hostile} fail`);
     expect(quote("it's")).toBe(`'it'\\''s'`);
+  });
+});
+
+describe('image: a mkfs.ext4 failure keeps its own cause', () => {
+  it('is E_COMMAND_FAILED with mkfs lines when mkfs fails for another reason than space, never E_IMAGE_TOO_SMALL', async () => {
+    const { image } = await import('../../src/steps/image/image.js');
+    const dir = testDir();
+    mkdirSync(join(dir, 'root/etc'), { recursive: true });
+    writeFileSync(join(dir, 'root/etc/os-release'), 'ID=debian\n');
+    mkdirSync(join(dir, 'up'));
+    execFileSync('tar', ['-cf', join(dir, 'up/rootfs.tar'), '-C', join(dir, 'root'), '.']);
+    const bin = join(dir, 'bin');
+    mkdirSync(bin);
+    writeFileSync(join(bin, 'mkfs.ext4'), '#!/bin/sh\necho "mkfs.ext4: Device size reported to be zero (test)" >&2\nexit 1\n', { mode: 0o755 });
+    const log = new TaskLog(join(dir, 'task.log'));
+    const path = process.env.PATH;
+    process.env.PATH = `${bin}:${path}`;
+    try {
+      mkdirSync(join(dir, 'out'));
+      mkdirSync(join(dir, 'work'));
+      const ctx = {
+        task: { id: 'image', kind: 'image', upstream: { rootfs: 'rootfs' }, params: {}, files: {}, title: 'image' },
+        key: 'e'.repeat(64),
+        params: { format: 'ext4' as const, marginMiB: 16, sizeMiB: null, flavour: 'nvidia-gpu', vendor: 'nvidia' as const, sourceDate: 1704067200 },
+        files: { recipe: join(repoRoot, 'rootfs/debian') },
+        locations: {},
+        outDir: join(dir, 'out'),
+        workDir: join(dir, 'work'),
+        upstream: { rootfs: { dir: join(dir, 'up'), result: { tarball: 'rootfs.tar' } } },
+        log,
+        signal: new AbortController().signal,
+        progress: () => undefined,
+        cacheDir: join(dir, 'cache'),
+        sourceDate: 1704067200,
+      };
+      const err = await image.run(ctx).catch((e) => e);
+      expect(err.code).toBe('E_COMMAND_FAILED');
+      expect(err.message).toMatch(/^mkfs\.ext4 .* exited with status 1/);
+      expect(err.details).toContain('mkfs.ext4: Device size reported to be zero (test)');
+    } finally {
+      process.env.PATH = path;
+      log.close();
+    }
   });
 });
