@@ -36,7 +36,7 @@ const PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
  */
 export const vgpuImage: StepDefinition<VgpuParams, VgpuInputs, VgpuImageResult> = {
   kind: 'vgpu-image',
-  version: 2,
+  version: 3,
   resources: { cpu: 1 },
   publish: 'vgpu-manager',
   preflight: (p, _files, ctx) => preflightDriverRun(ctx, { path: ctx.locations.run, url: p.url, version: p.version, sha256: p.sha256, what: 'vGPU driver', key: 'vgpu.version' }),
