@@ -105,9 +105,10 @@ describe('engine with real processes', () => {
     // bounded waits on marker files: a task that cannot see its partner within 20 s records why
     const waitFor = (file: string, why: string) => `i=0; until [ -e ${file} ]; do i=$((i+1)); [ $i -gt 400 ] && { echo ${why} >> ${m('violations')}; break; }; sleep 0.05; done`;
     const tasks = [
-      { id: 'compile-1', cpu: 'all' as const, script: `touch ${m('c1.run')}; [ -e ${m('c2.run')} ] && echo compile-overlap >> ${m('violations')}; ${waitFor(m('fetch.run'), 'fetch-never-ran-beside-compile')}; rm ${m('c1.run')}` },
+      // compile-1 keeps its marker until fetch has seen it, so a fast compile cannot slip between fetch's polls
+      { id: 'compile-1', cpu: 'all' as const, script: `touch ${m('c1.run')}; [ -e ${m('c2.run')} ] && echo compile-overlap >> ${m('violations')}; ${waitFor(m('fetch.saw-c1'), 'fetch-never-ran-beside-compile')}; rm ${m('c1.run')}` },
       { id: 'compile-2', cpu: 'all' as const, script: `touch ${m('c2.run')}; [ -e ${m('c1.run')} ] && echo compile-overlap >> ${m('violations')}; rm ${m('c2.run')}` },
-      { id: 'fetch', script: `touch ${m('fetch.run')}; ${waitFor(m('c1.run'), 'compile-never-ran-beside-fetch')}` },
+      { id: 'fetch', script: `${waitFor(m('c1.run'), 'compile-never-ran-beside-fetch')}; touch ${m('fetch.saw-c1')}` },
     ];
     const r = await run(harness, ['build', ...execGraph(dir, tasks)]);
     expect(r.code, r.stderr).toBe(0);
