@@ -33,8 +33,14 @@ export function verifyInit(checks: GuestCheck[], fsType: string): string {
   return `${lines.join('\n')}\n`;
 }
 
-/** Checks for a built guest: release, config options, driver modules, OCI hook. */
-export function guestChecks(o: { release: string; options: string[]; modules: string[]; hook?: string }): GuestCheck[] {
+/**
+ * Checks for a built guest: release, config options, driver modules, OCI hook. With NVIDIA's
+ * driver: every module's vermagic is the release and its dependencies resolve; `nvidia` loads, or
+ * fails only the way it must in a VM without an NVIDIA GPU (ENODEV, and NVRM says no GPU was
+ * found); the GSP firmware of the version is there; nvidia-smi and libnvidia-ml are the modules'
+ * version.
+ */
+export function guestChecks(o: { release: string; options: string[]; modules: string[]; hook?: string; driverVersion?: string }): GuestCheck[] {
   const checks: GuestCheck[] = [{ name: 'kernel-release', script: `r=$(uname -r); echo "$r"; [ "$r" = ${quote(o.release)} ]` }];
   for (const opt of o.options) {
     const unset = /^# (CONFIG_[A-Za-z0-9_]+) is not set$/.exec(opt);
@@ -47,7 +53,29 @@ export function guestChecks(o: { release: string; options: string[]; modules: st
     const path = `/mnt/lib/modules/${o.release}/${m}`;
     checks.push({ name: `module-present:${name}`, script: `test -f ${quote(path)} && echo ${quote(m)}` });
     checks.push({ name: `module-vermagic:${name}`, script: `v=$(chroot /mnt /sbin/modinfo -F vermagic ${quote(`/lib/modules/${o.release}/${m}`)}); echo "$v"; case "$v" in ${quote(o.release)}' '*) true;; *) false;; esac` });
-    checks.push({ name: `module-loads:${name}`, script: `m=${quote(name)}; chroot /mnt /sbin/modprobe "$m" && grep -q "^$m " /proc/modules && echo loaded` });
+    if (o.driverVersion && name !== 'nvidia') {
+      // needs nvidia loaded, which a VM without an NVIDIA GPU cannot: its dependencies must resolve
+      checks.push({ name: `module-deps:${name}`, script: `d=$(chroot /mnt /sbin/modprobe --show-depends ${quote(name)} 2>&1); r=$?; echo $d; [ $r -eq 0 ]` });
+      continue;
+    }
+    const noGpu = o.driverVersion && name === 'nvidia'
+      ? `elif echo "$out" | grep -q 'No such device' && dmesg | grep -q 'No NVIDIA GPU found'; then echo "loadable: every symbol resolved, no NVIDIA GPU in this VM (No such device)"; `
+      : '';
+    checks.push({
+      name: `module-loads:${name}`,
+      script: `m=${quote(name)}; out=$(chroot /mnt /sbin/modprobe "$m" 2>&1); if grep -q "^$m " /proc/modules; then echo loaded; ${noGpu}else echo "$out"; dmesg | grep -iE "$m|NVRM" | tail -n 6; false; fi`,
+    });
+  }
+  const v = o.driverVersion;
+  if (v) {
+    checks.push({ name: 'driver-version', script: `m=$(chroot /mnt /sbin/modinfo -F version nvidia); echo "nvidia $m"; [ "$m" = ${quote(v)} ]` });
+    if (Number(v.split('.')[0]) >= 510) {
+      checks.push({ name: 'gsp-firmware', script: `ls ${quote(`/mnt/lib/firmware/nvidia/${v}`)} | grep -E '^gsp_.*\.bin$' | tr '\\n' ' ' | grep .` });
+    }
+    checks.push({
+      name: 'nvidia-smi',
+      script: `test -x /mnt/usr/bin/nvidia-smi && grep -qF ${quote(v)} /mnt/usr/bin/nvidia-smi && l=$(readlink /mnt/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1) && echo "nvidia-smi ${v}, $l" && [ "$l" = ${quote(`libnvidia-ml.so.${v}`)} ]`,
+    });
   }
   if (o.hook) checks.push({ name: 'oci-hook', script: `test -x ${quote(`/mnt/${o.hook}`)} && head -n 2 ${quote(`/mnt/${o.hook}`)} | tr '\\n' ' '` });
   return checks;

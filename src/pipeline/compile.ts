@@ -77,7 +77,8 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
       title: `install the NVIDIA ${d.version} driver in the rootfs`,
       // The pinned sha256 is the .run's identity: its path or URL does not change the result.
       params: { version: d.version, sha256: d.sha256, url: d.path ? null : (d.url ?? null), moduleType: d.moduleType, installerArgs: d.installerArgs },
-      files: {},
+      // patches change what is built: their contents (in order) are part of the key
+      files: d.patches.length ? { patches: d.patches } : {},
       ...(d.path ? { locations: { run: d.path } } : {}),
     });
     const t = p.toolkit;

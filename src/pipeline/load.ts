@@ -303,6 +303,7 @@ function resolvePaths(p: Pipeline, baseDir: string, cwd: string, overrides: Over
   const tarball = p.kernel.source.tarball;
   if (tarball && !/^(https?:\/\/|apt:)/.test(tarball)) p.kernel.source.tarball = mustExist(tarball, ['kernel', 'source', 'tarball']);
   if (p.driver?.path) p.driver.path = mustExist(p.driver.path, ['driver', 'path']);
+  if (p.driver) p.driver.patches = p.driver.patches.map((f, i) => mustExist(f, ['driver', 'patches', i]));
   if (p.toolkit) {
     p.toolkit.debs = p.toolkit.debs.map((d, i) => mustExist(d, ['toolkit', 'debs', i]));
     const repo = p.toolkit.repository;

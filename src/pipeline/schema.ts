@@ -83,6 +83,7 @@ export const pipelineSchema = {
         sha256,
         moduleType: { enum: ['open', 'proprietary'], default: 'open' },
         installerArgs: strList,
+        patches: strList,
       },
     },
     toolkit: {

@@ -73,6 +73,8 @@ export interface DriverSection {
   sha256: string;
   moduleType: 'open' | 'proprietary';
   installerArgs: string[];
+  /** Patch files (-p1) applied in order to the extracted driver before it is built. */
+  patches: string[];
 }
 
 export interface ToolkitSection {

@@ -29,7 +29,7 @@ export const CHROOT_ENV: NodeJS.ProcessEnv = {
 export interface ChrootSession {
   root: string;
   /** Runs a command inside the chroot with the clean environment; output goes to the task log. */
-  run(cmd: string, args: string[], opts?: Pick<RunOptions, 'capture' | 'input' | 'explain' | 'okStatus'>): Promise<string>;
+  run(cmd: string, args: string[], opts?: Pick<RunOptions, 'capture' | 'input' | 'explain' | 'okStatus'> & { cwd?: string }): Promise<string>;
   /** Stops what still runs inside, unmounts in reverse order, and proves nothing is left mounted. */
   close(): Promise<void>;
 }
@@ -145,7 +145,8 @@ export async function openChroot(rootDir: string, ctx: { log: StepLog; cacheDir:
   }
   return {
     root,
-    run: (cmd, args, opts = {}) => runLogged(ctx.log, 'chroot', [root, cmd, ...args], { ...opts, env: CHROOT_ENV, signal: ctx.signal }),
+    // a working folder inside the chroot through env --chdir: no shell, the values stay argv
+    run: (cmd, args, { cwd, ...opts } = {}) => runLogged(ctx.log, 'chroot', [root, ...(cwd ? ['env', `--chdir=${cwd}`] : []), cmd, ...args], { ...opts, env: CHROOT_ENV, signal: ctx.signal }),
     close,
   };
 }

@@ -1,9 +1,9 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mountsUnder } from '../../src/sys/mounts.js';
-import { buildDriverRun } from '../fixtures/driver.js';
+import { buildNvidiaRun, NVIDIA_VERSION, openKernelResizePatch } from '../fixtures/driver.js';
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
 import { cliBin, run, sharedCacheDir, suiteDir, writePipeline } from '../helpers.js';
@@ -17,15 +17,18 @@ let build: Awaited<ReturnType<typeof run>>;
 let verify: Awaited<ReturnType<typeof run>>;
 
 // The kernel comes from the shared cache (the same identity as the kernel path test's); the rootfs
-// is Debian bookworm minbase from the host's mirror; driver and toolkit are the NVIDIA look-alikes.
+// is Debian bookworm minbase from the host's mirror; the driver is a .run built from NVIDIA's real
+// 535.261.03 sources (Debian's packages), its open modules patched for 6.1.192 and compiled against
+// the built kernel; the toolkit debs are look-alikes.
 beforeAll(async () => {
   server = await startKernelOrg([{ path: `v6.x/linux-${version}.tar.xz`, file: DEBIAN_TARBALL }]);
   const dir = suiteDir('gpu-guest-e2e-');
   out = join(dir, 'out');
-  const driver = buildDriverRun(dir, '550.127.05');
+  const driver = buildNvidiaRun(sharedCacheDir(), dir);
+  const patch = openKernelResizePatch(sharedCacheDir(), dir);
   const debs = buildToolkitDebs(dir, '1.17.3-1');
   const file = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
-  args = ['--pipeline', file, '--cache-dir', sharedCacheDir(), '--out-dir', out, '--set', `driver.path=${driver.file}`, '--set', `driver.sha256=${driver.sha256}`, '--set', `toolkit.debs=${debs}`];
+  args = ['--pipeline', file, '--cache-dir', sharedCacheDir(), '--out-dir', out, '--set', `driver.path=${driver.file}`, '--set', `driver.sha256=${driver.sha256}`, '--set', `driver.version=${NVIDIA_VERSION}`, '--set', `driver.patches=[${patch}]`, '--set', `toolkit.debs=${debs}`];
   build = await run(cliBin, ['build', ...args]);
   verify = await run(cliBin, ['verify', ...args]);
 }, 2_400_000);
@@ -37,11 +40,19 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
     expect(mountsUnder(sharedCacheDir())).toEqual([]);
   });
 
-  it('installs the driver module built against the headers deb inside the chroot', () => {
+  it("builds NVIDIA's patched open modules against the headers deb, nvidia-uvm with MMU notifiers", () => {
     const manifest = JSON.parse(readFileSync(join(out, 'nvidia-test/manifest.json'), 'utf8'));
     const driver = manifest.tasks.find((t: { id: string }) => t.id === 'driver').result;
-    expect(driver).toMatchObject({ driverVersion: '550.127.05', kernelRelease: release, moduleType: 'open' });
-    expect(driver.modules).toContain('kernel/drivers/video/nvidia.ko');
+    expect(driver).toMatchObject({ driverVersion: NVIDIA_VERSION, kernelRelease: release, moduleType: 'open' });
+    expect(driver.modules.map((m: string) => m.split('/').pop()).sort()).toEqual(['nvidia-drm.ko', 'nvidia-modeset.ko', 'nvidia-peermem.ko', 'nvidia-uvm.ko', 'nvidia.ko']);
+    const rootfs = join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar');
+    const uvm = join(out, '..', 'nvidia-uvm.ko');
+    writeFileSync(uvm, execFileSync('tar', ['-xOf', rootfs, `./lib/modules/${release}/kernel/drivers/video/nvidia-uvm.ko`], { maxBuffer: 1 << 28 }));
+    // NVIDIA's conftest compiles UVM's notifier support out when the kernel lacks CONFIG_MMU_NOTIFIER
+    expect(execFileSync('nm', ['-u', uvm], { encoding: 'utf8' })).toMatch(/mmu_notifier/);
+    const listing = execFileSync('tar', ['-tf', rootfs], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    expect(listing).toMatch(new RegExp(`^\\./lib/firmware/nvidia/${NVIDIA_VERSION}/gsp_ga10x\\.bin$`, 'm'));
+    expect(listing).not.toMatch(/\.run$|var\/tmp\/gpu-guest|\.manifest$/m);
     const toolkit = manifest.tasks.find((t: { id: string }) => t.id === 'toolkit').result;
     expect(toolkit.purged).toEqual(expect.arrayContaining(['gcc', 'make', `linux-headers-${release}`]));
     expect(toolkit.sizeAfterBytes).toBeLessThan(toolkit.sizeBeforeBytes);
@@ -59,11 +70,22 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
     }
   });
 
-  it('boots in QEMU: release, config, module vermagic and modprobe nvidia, OCI hook', () => {
+  it("boots in QEMU and knows a real driver: nvidia loads up to 'No NVIDIA GPU found', firmware, nvidia-smi", () => {
     expect(verify.code, `${verify.stdout}\n${verify.stderr}`).toBe(0);
-    for (const check of [`pass  kernel-release  ${release}`, 'pass  config:CONFIG_PCI_MMCONFIG  on', 'pass  config:CONFIG_DRM_NOUVEAU  off', 'pass  module-loads:nvidia  loaded', 'pass  oci-hook']) {
+    for (const check of [
+      `pass  kernel-release  ${release}`,
+      'pass  config:CONFIG_PCI_MMCONFIG  on',
+      'pass  config:CONFIG_DRM_NOUVEAU  off',
+      'pass  config:CONFIG_MMU_NOTIFIER  on',
+      'pass  module-loads:nvidia  loadable: every symbol resolved, no NVIDIA GPU in this VM (No such device)',
+      `pass  driver-version  nvidia ${NVIDIA_VERSION}`,
+      'pass  gsp-firmware  gsp_ga10x.bin gsp_tu10x.bin',
+      `pass  nvidia-smi  nvidia-smi ${NVIDIA_VERSION}, libnvidia-ml.so.${NVIDIA_VERSION}`,
+      'pass  oci-hook',
+    ]) {
       expect(verify.stdout).toContain(check);
     }
+    expect(verify.stdout).toMatch(/pass {2}module-deps:nvidia-uvm {2}insmod \S+\/nvidia\.ko/);
     expect(verify.stdout).toMatch(/pass {2}module-vermagic:nvidia {2}6\.1\.\d+-nvidia-gpu SMP/);
     expect(existsSync(join(out, 'nvidia-test/logs/verify.log'))).toBe(true);
   });

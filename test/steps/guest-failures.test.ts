@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
@@ -8,7 +9,7 @@ import { TaskLog } from '../../src/sys/task-log.js';
 import { driver } from '../../src/steps/nvidia/driver.js';
 import { toolkit } from '../../src/steps/nvidia/toolkit.js';
 import type { StepContext } from '../../src/model/step.js';
-import { buildDriverRun, type DriverRun } from '../fixtures/driver.js';
+import { buildDriverRun, buildNvidiaRun, NVIDIA_VERSION, openKernelResizePatch, type DriverRun } from '../fixtures/driver.js';
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
 import { startAptRepo } from '../fixtures/apt-repo.js';
@@ -38,16 +39,20 @@ function stepContext(dir: string, over: Partial<StepContext<any, any>>): StepCon
 
 const debsUpstream = (packages: string[]) => ({ dir: '/nonexistent', result: { kernelRelease: '6.1.1-nvidia-gpu', packages: packages.map((p) => ({ file: `${p}.deb`, package: p })) } });
 let good: DriverRun;
+let patch: string;
 let fixtures: string;
+/** The real driver (NVIDIA's 535.261.03 sources), open modules patched for 6.1.192: what guest.test.ts builds too. */
+const goodDriver = () => ['--set', `driver.path=${good.file}`, '--set', `driver.sha256=${good.sha256}`, '--set', `driver.version=${NVIDIA_VERSION}`, '--set', `driver.patches=[${patch}]`];
 
 beforeAll(() => {
   fixtures = suiteDir('gpu-guest-fixtures-');
-  good = buildDriverRun(fixtures, '550.127.05');
-});
+  good = buildNvidiaRun(sharedCacheDir(), fixtures);
+  patch = openKernelResizePatch(sharedCacheDir(), fixtures);
+}, 600_000);
 
 describe('driver and toolkit refuse bad inputs before touching the rootfs', () => {
   const headers = debsUpstream(['linux-image-6.1.1-nvidia-gpu', 'linux-headers-6.1.1-nvidia-gpu']);
-  const params = { version: '550.127.05', url: null, moduleType: 'open', installerArgs: [] };
+  const params = { version: NVIDIA_VERSION, url: null, moduleType: 'open', installerArgs: [] };
 
   it('rejects a driver whose sha256 does not match the pin', async () => {
     const dir = testDir();
@@ -57,7 +62,7 @@ describe('driver and toolkit refuse bad inputs before touching the rootfs', () =
 
   it('rejects a file that is not a makeself archive', async () => {
     const dir = testDir();
-    const fake = join(dir, 'NVIDIA-Linux-x86_64-550.127.05.run');
+    const fake = join(dir, `NVIDIA-Linux-x86_64-${NVIDIA_VERSION}.run`);
     writeFileSync(fake, '#!/bin/sh\necho I am not an installer\n');
     const ctx = stepContext(dir, { params: { ...params, sha256: await sha256File(fake) }, locations: { run: fake }, upstream: { packages: headers } });
     await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_NOT_MAKESELF', message: expect.stringContaining('is not a self-extracting NVIDIA .run archive') });
@@ -65,7 +70,7 @@ describe('driver and toolkit refuse bad inputs before touching the rootfs', () =
 
   it('rejects a damaged archive whose --check fails', async () => {
     const dir = testDir();
-    const damaged = join(dir, 'NVIDIA-Linux-x86_64-550.127.05.run');
+    const damaged = join(dir, `NVIDIA-Linux-x86_64-${NVIDIA_VERSION}.run`);
     const bytes = readFileSync(good.file);
     bytes[bytes.length - 100] ^= 0xff;
     writeFileSync(damaged, bytes);
@@ -78,6 +83,30 @@ describe('driver and toolkit refuse bad inputs before touching the rootfs', () =
     const dir = testDir();
     const ctx = stepContext(dir, { params: { ...params, sha256: good.sha256 }, locations: { run: good.file }, upstream: { packages: debsUpstream(['linux-image-6.1.1-nvidia-gpu']) } });
     await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_HEADERS_MISSING', message: expect.stringContaining('no linux-headers-6.1.1-nvidia-gpu package') });
+  });
+
+  it('refuses a .run whose .manifest names another version than driver.version, before the rootfs', async () => {
+    const dir = testDir();
+    const other = buildDriverRun(dir, NVIDIA_VERSION, { manifestVersion: '535.230.02' });
+    const ctx = stepContext(dir, { params: { ...params, sha256: other.sha256 }, locations: { run: other.file }, upstream: { packages: headers } });
+    await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_VERSION_MISMATCH', message: `driver NVIDIA-Linux-x86_64-${NVIDIA_VERSION}.run holds driver 535.230.02 (its .manifest), but driver.version says ${NVIDIA_VERSION}: make them the same` });
+  });
+
+  it('refuses a .run without .manifest: nvidia-installer could not install from it', async () => {
+    const dir = testDir();
+    const bare = buildDriverRun(dir, NVIDIA_VERSION, { manifestVersion: null });
+    const ctx = stepContext(dir, { params: { ...params, sha256: bare.sha256 }, locations: { run: bare.file }, upstream: { packages: headers } });
+    await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_NOT_MAKESELF', message: expect.stringContaining('has no .manifest: it is not an NVIDIA driver package') });
+  });
+
+  it('refuses, by name, a patch that does not apply, and changes nothing', async () => {
+    const dir = testDir();
+    const stale = join(dir, 'stale.patch');
+    writeFileSync(stale, readFileSync(patch, 'utf8').replaceAll('requested_size', 'wanted_size'));
+    const ctx = stepContext(dir, { params: { ...params, sha256: good.sha256 }, files: { patches: [patch, stale] }, locations: { run: good.file }, upstream: { packages: headers } });
+    const err = await driver.run(ctx).catch((e) => e);
+    expect(err.code).toBe('E_DRIVER_PATCH');
+    expect(err.message).toMatch(new RegExp(`^driver\\.patches\\[1\\] stale\\.patch does not apply to NVIDIA-Linux-x86_64-${NVIDIA_VERSION.replace(/\./g, '\\.')}\\.run: .*FAILED`));
   });
 
   it('rejects toolkit packages whose versions disagree, listing each', async () => {
@@ -100,14 +129,27 @@ describe('guest bad inputs through the CLI', () => {
   const nvidia = (dir: string) => writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
   const common = (dir: string) => ['--cache-dir', sharedCacheDir(), '--out-dir', join(dir, 'out')];
 
-  it('shows the installer log tail when nvidia-installer fails, and leaves nothing mounted', async () => {
+  it("shows the compiler's first error when NVIDIA's open modules do not build on 6.1.192 unpatched", async () => {
     const dir = testDir();
-    const bad = buildDriverRun(dir, '550.127.05', { fail: true });
-    const r = await run(cliBin, ['build', '--until', 'driver', '--pipeline', nvidia(dir), ...common(dir), '--set', `driver.path=${bad.file}`, '--set', `driver.sha256=${bad.sha256}`]);
+    const r = await run(cliBin, ['build', '--until', 'driver', '--pipeline', nvidia(dir), ...common(dir), '--set', `driver.path=${good.file}`, '--set', `driver.sha256=${good.sha256}`, '--set', `driver.version=${NVIDIA_VERSION}`]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^error: E_DRIVER_INSTALL: nvidia-installer failed for kernel 6\.1\.\d+-nvidia-gpu/m);
+    expect(r.stderr).toMatch(/^error: E_DRIVER_INSTALL: nvidia-installer failed to build the open modules of driver 535\.261\.03 for kernel 6\.1\.\d+-nvidia-gpu: \S*nvidia\/nv-pci\.c:\d+:\d+: error: too few arguments to function .pci_resize_resource./m);
     expect(r.stderr).toContain('--- tail of /var/log/nvidia-installer.log ---');
-    expect(r.stderr).toContain('ERROR: the kernel module failed to build (fixture told to fail)');
+    expect(mountsUnder(sharedCacheDir())).toEqual([]);
+  }, 1_800_000);
+
+  it("builds NVIDIA's proprietary modules against the kernel, nvidia-uvm with its MMU notifiers", async () => {
+    const dir = testDir();
+    const r = await run(cliBin, ['build', '--until', 'driver', '--pipeline', nvidia(dir), ...common(dir), ...goodDriver(), '--set', 'driver.moduleType=proprietary']);
+    expect(r.code, r.stderr).toBe(0);
+    const manifest = JSON.parse(readFileSync(join(dir, 'out/nvidia-test/manifest.json'), 'utf8'));
+    const result = manifest.tasks.find((t: { id: string }) => t.id === 'driver').result;
+    expect(result).toMatchObject({ driverVersion: NVIDIA_VERSION, moduleType: 'proprietary' });
+    expect(result.modules.map((m: string) => m.split('/').pop()).sort()).toEqual(['nvidia-drm.ko', 'nvidia-modeset.ko', 'nvidia-peermem.ko', 'nvidia-uvm.ko', 'nvidia.ko']);
+    const entry = manifest.tasks.find((t: { id: string }) => t.id === 'driver');
+    const uvm = join(dir, 'nvidia-uvm.ko');
+    writeFileSync(uvm, execFileSync('tar', ['-xOf', join(sharedCacheDir(), 'entries', entry.key, 'out/rootfs.tar'), `./lib/modules/${result.kernelRelease}/kernel/drivers/video/nvidia-uvm.ko`], { maxBuffer: 1 << 28 }));
+    expect(execFileSync('nm', ['-u', uvm], { encoding: 'utf8' })).toMatch(/mmu_notifier/);
     expect(mountsUnder(sharedCacheDir())).toEqual([]);
   }, 1_800_000);
 
@@ -118,7 +160,7 @@ describe('guest bad inputs through the CLI', () => {
       const extra = `  repository:\n    url: ${repo.url}\n    suite: stable\n    components: [main]\n    key: ${repo.keyring}\n`;
       const file = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`).replace(/$/, '');
       writeFileSync(file, readFileSync(file, 'utf8').replace('toolkit:\n  version: "1.17.3-1"\n', `toolkit:\n  version: "1.17.3-1"\n${extra}`));
-      const r = await run(cliBin, ['build', '--until', 'toolkit', '--pipeline', file, ...common(dir), '--set', `driver.path=${good.file}`, '--set', `driver.sha256=${good.sha256}`]);
+      const r = await run(cliBin, ['build', '--until', 'toolkit', '--pipeline', file, ...common(dir), ...goodDriver()]);
       expect(r.code, r.stderr).toBe(0);
       const manifest = JSON.parse(readFileSync(join(dir, 'out/nvidia-test/manifest.json'), 'utf8'));
       expect(manifest.tasks.find((t: { id: string }) => t.id === 'toolkit').result.packages).toEqual(['libnvidia-container-tools=1.17.3-1', 'libnvidia-container1=1.17.3-1', 'nvidia-container-toolkit-base=1.17.3-1', 'nvidia-container-toolkit=1.17.3-1']);
@@ -131,7 +173,7 @@ describe('guest bad inputs through the CLI', () => {
   it('refuses toolkit packages whose postinst does not create the hook binary (E_TOOLKIT_INSTALL)', async () => {
     const dir = testDir();
     const debs = buildToolkitDebs(dir, '1.17.3-1', {}, { brokenPostinst: true });
-    const r = await run(cliBin, ['build', '--until', 'toolkit', '--pipeline', nvidia(dir), ...common(dir), '--set', `driver.path=${good.file}`, '--set', `driver.sha256=${good.sha256}`, '--set', `toolkit.debs=[${debs}]`]);
+    const r = await run(cliBin, ['build', '--until', 'toolkit', '--pipeline', nvidia(dir), ...common(dir), ...goodDriver(), '--set', `toolkit.debs=[${debs}]`]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^error: E_TOOLKIT_INSTALL: nvidia-container-toolkit installed, but \/usr\/bin\/nvidia-container-toolkit is missing/m);
     expect(mountsUnder(sharedCacheDir())).toEqual([]);

@@ -1,5 +1,6 @@
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { availableParallelism } from 'node:os';
 import { GuestError } from '../../model/errors.js';
 import type { DriverResult, KernelPackagesResult, RootfsTarballResult } from '../../model/results.js';
 import { withChroot } from '../../sys/chroot.js';
@@ -7,6 +8,7 @@ import { assertMakeselfArchive, checkMakeselfArchive, makeselfLabel } from '../.
 import { packRootfs, unpackRootfs } from '../../sys/rootfs-tar.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
 import { obtainDriverRun, preflightDriverRun } from './driver-run.js';
+import { runLogged } from '../../sys/exec.js';
 
 type DriverParams = {
   version: string;
@@ -21,12 +23,15 @@ type DriverInputs = { packages: KernelPackagesResult; rootfs: RootfsTarballResul
 const STAGE = 'var/tmp/gpu-guest';
 
 /**
- * driver: installs the kernel headers/image debs, then NVIDIA's .run with nvidia-installer for the
- * built kernel release, inside a chroot of the rootfs.
+ * driver: installs the kernel headers/image debs, then NVIDIA's .run for the built kernel
+ * release. The .run is extracted with the host's tools (a minbase rootfs may lack the stub's
+ * decompressor), patched, and nvidia-installer runs inside a chroot of the rootfs from the
+ * extracted folder, as NVIDIA's installer requires (it reads ./.manifest). Neither the .run nor
+ * the extracted tree stays in the image.
  */
 export const driver: StepDefinition<DriverParams, DriverInputs, DriverResult> = {
   kind: 'driver',
-  version: 2,
+  version: 3,
   resources: { cpu: 'all' },
   preflight: (p, _files, ctx) => preflightDriverRun(ctx, { path: ctx.locations.run, url: p.url, version: p.version, sha256: p.sha256, what: 'driver', key: 'driver.version' }),
   run: (ctx) => installDriver(ctx),
@@ -45,14 +50,22 @@ async function installDriver(ctx: StepContext<DriverParams, DriverInputs>): Prom
   assertMakeselfArchive(run, 'driver');
   await checkMakeselfArchive(ctx.log, run, 'driver', ctx.signal);
   const label = await makeselfLabel(ctx.log, run, ctx.signal);
-  const version = /(\d+\.\d+(?:\.\d+)?)/.exec(basename(run))?.[1] ?? /(\d+\.\d+(?:\.\d+)?)\s*$/.exec(label)?.[1] ?? p.version;
+
+  // extracted, checked and patched before the rootfs is unpacked: a wrong file fails in seconds
+  const extracted = join(ctx.workDir, 'driver');
+  await extractDriverRun(ctx, run, extracted);
+  const version = manifestVersion(extracted, basename(run));
+  if (version !== p.version) {
+    throw new GuestError('E_VERSION_MISMATCH', `driver ${basename(run)} holds driver ${version} (its .manifest), but driver.version says ${p.version}: make them the same`);
+  }
+  await applyPatches(ctx, ctx.files.patches, extracted, basename(run));
 
   const root = join(ctx.workDir, 'root');
   await unpackRootfs(ctx.log, join(ctx.upstream.rootfs.dir, ctx.upstream.rootfs.result.tarball), root, ctx.signal);
   const stage = join(root, STAGE);
   mkdirSync(stage, { recursive: true });
+  renameSync(extracted, join(stage, 'driver'));
   for (const d of wanted) copyFileSync(join(debs.dir, d.file), join(stage, d.file));
-  copyFileSync(run, join(stage, basename(run)));
 
   await withChroot(root, ctx, async (chroot) => {
     // the image package first, so the headers' scripts find the kernel they belong to
@@ -62,27 +75,78 @@ async function installDriver(ctx: StepContext<DriverParams, DriverInputs>): Prom
     if (headers.trim() !== 'ok') {
       throw new GuestError('E_HEADERS_MISSING', `/lib/modules/${release}/build is missing in the rootfs after installing linux-headers-${release}`);
     }
-    await chroot.run('sh', [`/${STAGE}/${basename(run)}`, '-x', '--target', `/${STAGE}/driver`]);
-    const args = ['-k', release, '--silent', '--no-x-check', '--no-nouveau-check', '--no-systemd', `--kernel-module-type=${p.moduleType}`, ...p.installerArgs];
+    const args = ['-k', release, '--silent', '--no-x-check', '--no-nouveau-check', '--no-systemd', `--kernel-module-type=${p.moduleType}`, '-j', String(availableParallelism()), ...p.installerArgs];
     try {
-      await chroot.run(`/${STAGE}/driver/nvidia-installer`, args);
+      await chroot.run('./nvidia-installer', args, { cwd: `/${STAGE}/driver` });
     } catch (err) {
       if (err instanceof GuestError && err.code === 'E_INTERRUPTED') throw err;
-      throw new GuestError('E_DRIVER_INSTALL', `nvidia-installer failed for kernel ${release} (its log: /var/log/nvidia-installer.log in the rootfs)`, { cause: err, details: installerLogTail(root) });
+      const log = installerLog(root);
+      const first = firstCompilerError(log);
+      const why = first ? `: ${first}` : ' (its log: /var/log/nvidia-installer.log in the rootfs)';
+      throw new GuestError('E_DRIVER_INSTALL', `nvidia-installer failed to build the ${p.moduleType} modules of driver ${version} for kernel ${release}${why}`, { cause: err, details: installerLogTail(log) });
     }
   });
   const modules = findModules(join(root, 'lib/modules', release));
   if (!modules.some((m) => basename(m) === 'nvidia.ko')) throw new GuestError('E_DRIVER_INSTALL', `nvidia-installer finished but installed no nvidia.ko under /lib/modules/${release}`);
   rmSync(stage, { recursive: true, force: true });
   await packRootfs(ctx.log, root, join(ctx.outDir, 'rootfs.tar'), ctx.sourceDate, ctx.signal);
-  ctx.log.info(`driver ${version} installed for ${release}: ${modules.join(', ')}`);
+  ctx.log.info(`driver ${version} (${p.moduleType}) installed for ${release}: ${modules.join(', ')}`);
   return { driverVersion: version, label, kernelRelease: release, moduleType: p.moduleType, modules, tarball: 'rootfs.tar' };
 }
 
-function installerLogTail(root: string): string[] {
+/** `sh X.run -x --target DIR` on the host: the stub's decompressor is the host's. */
+async function extractDriverRun(ctx: StepContext, run: string, target: string): Promise<void> {
+  try {
+    await runLogged(ctx.log, 'sh', [run, '-x', '--target', target], { signal: ctx.signal, quiet: true });
+  } catch (err) {
+    if (err instanceof GuestError && err.code === 'E_INTERRUPTED') throw err;
+    throw new GuestError('E_ARCHIVE_CORRUPT', `driver ${basename(run)} could not be extracted on this host (sh ${basename(run)} -x failed): check the file and that the host has xz-utils`, { cause: err });
+  }
+}
+
+/** Line 2 of NVIDIA's .manifest is the driver version; a package without one is not NVIDIA's. */
+function manifestVersion(dir: string, name: string): string {
+  const file = join(dir, '.manifest');
+  if (!existsSync(file)) throw new GuestError('E_NOT_MAKESELF', `driver ${name} has no .manifest: it is not an NVIDIA driver package (nvidia-installer installs from the folder holding .manifest)`);
+  const version = readFileSync(file, 'utf8').split('\n')[1]?.trim() ?? '';
+  if (!/^\d+(\.\d+)+$/.test(version)) throw new GuestError('E_NOT_MAKESELF', `driver ${name}: its .manifest names no driver version on line 2`);
+  return version;
+}
+
+/** What GNU patch says when a patch does not fit the tree. */
+const PATCH_TROUBLE = /FAILED|can't find file|malformed|Reversed|No file to patch|Only garbage/i;
+
+/** Each patch (-p1, in order) must apply whole: a dry run first, so a bad one changes nothing. */
+async function applyPatches(ctx: StepContext, patches: string | string[] | undefined, dir: string, runName: string): Promise<void> {
+  const list = patches === undefined ? [] : Array.isArray(patches) ? patches : [patches];
+  for (const [i, file] of list.entries()) {
+    const args = ['-p1', '--forward', '--batch', '--no-backup-if-mismatch', '-d', dir, '-i', file];
+    try {
+      await runLogged(ctx.log, 'patch', ['--dry-run', ...args], { signal: ctx.signal, explain: (tail) => tail.filter((l) => PATCH_TROUBLE.test(l)).slice(-5) });
+    } catch (err) {
+      if (err instanceof GuestError && err.code === 'E_INTERRUPTED') throw err;
+      const said = err instanceof GuestError ? err.details[0] : undefined;
+      throw new GuestError('E_DRIVER_PATCH', `driver.patches[${i}] ${basename(file)} does not apply to ${runName}${said ? `: ${said.trim()}` : ''}`, { cause: err, details: err instanceof GuestError ? err.details : [] });
+    }
+    await runLogged(ctx.log, 'patch', args, { signal: ctx.signal });
+    ctx.log.info(`applied ${basename(file)} to ${runName}`);
+  }
+}
+
+function installerLog(root: string): string[] {
   const file = join(root, 'var/log/nvidia-installer.log');
-  if (!existsSync(file)) return ['(no /var/log/nvidia-installer.log was written)'];
-  return ['--- tail of /var/log/nvidia-installer.log ---', ...readFileSync(file, 'utf8').trimEnd().split('\n').slice(-20)];
+  return existsSync(file) ? readFileSync(file, 'utf8').trimEnd().split('\n') : [];
+}
+
+/** The compiler's first `error:` line (file:line: error: …), which says why a module did not build. */
+export function firstCompilerError(log: string[]): string | undefined {
+  const line = log.find((l) => /(^|\s)(fatal )?error: /.test(l) && !/^ERROR: /.test(l));
+  return line?.trim().replace(/^.*?(\S+:\d+(:\d+)?: (fatal )?error: )/, '$1');
+}
+
+function installerLogTail(log: string[]): string[] {
+  if (log.length === 0) return ['(no /var/log/nvidia-installer.log was written)'];
+  return ['--- tail of /var/log/nvidia-installer.log ---', ...log.slice(-20)];
 }
 
 /** Kernel modules under a /lib/modules/<release> folder, relative to it. */
