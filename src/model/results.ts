@@ -75,11 +75,28 @@ export type ToolkitResult = RootfsTarballResult & {
   kernelRelease: string;
 };
 
+/** The dm-verity hash tree appended to an erofs image, and how to boot it. */
+export type VerityResult = {
+  rootHash: string;
+  salt: string;
+  algorithm: 'sha256';
+  dataBlocks: number;
+  dataBlockSize: number;
+  hashBlockSize: number;
+  /** In hash blocks from the start of the image: the tree follows the data. */
+  hashStartBlock: number;
+  /** dm-mod.create=… root=/dev/dm-0: the image (as /dev/vda) mapped through dm-verity as root. */
+  kernelParams: string;
+};
+
 export type ImageResult = {
   /** Path of the image in the entry (rootfs/kata-containers-<flavour>.img). */
   image: string;
   format: 'ext4' | 'erofs' | 'initrd';
   sizeMiB: number | null;
+  /** Bytes of the image file (with its verity tree): what the guest's disk costs. */
+  imageBytes?: number;
+  verity?: VerityResult;
   contentBytes: number;
   uuid: string;
   kata: string;

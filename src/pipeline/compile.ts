@@ -103,7 +103,7 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
     kind: 'image',
     upstream: { rootfs: lastRootfsTask },
     title: `make the ${p.image.format} guest image`,
-    params: { format: p.image.format, marginMiB: p.image.marginMiB, sizeMiB: p.image.sizeMiB ?? null, flavour: suffix.slice(1), vendor: p.vendor, sourceDate },
+    params: { format: p.image.format, marginMiB: p.image.marginMiB, sizeMiB: p.image.sizeMiB ?? null, ...(p.image.verity ? { verity: true } : {}), flavour: suffix.slice(1), vendor: p.vendor, sourceDate },
     files: { recipe: resolve(projectRoot, 'rootfs', p.rootfs.distro) },
   });
   return { pipeline: p.name, tasks };

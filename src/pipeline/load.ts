@@ -193,6 +193,9 @@ type Where = (path: KeyPath) => string;
 
 function checkSemantics(p: Pipeline, where: Where): void {
   if (p.vendor === 'nvidia-vgpu') checkVgpu(p, where);
+  if (p.image?.verity && p.image.format !== 'erofs') {
+    throw new GuestError('E_PIPELINE_INVALID', `${where(['image', 'verity'])}: image.verity needs image.format: erofs (the read-only measured rootfs Kata uses), not ${p.image.format}`);
+  }
   if (!p.rootfs) {
     if (p.vendor !== 'nvidia-vgpu' || (!p.vgpu?.baseImage && p.vgpu?.engine === 'builtin')) {
       throw new GuestError('E_PIPELINE_INVALID', `${where([])}: rootfs: required (add a rootfs: section${p.vendor === 'nvidia-vgpu' ? ', or vgpu.baseImage' : ''})`);

@@ -131,6 +131,7 @@ export const pipelineSchema = {
         format: { enum: ['ext4', 'erofs', 'initrd'], default: 'ext4' },
         marginMiB: { type: 'integer', minimum: 0, default: 64 },
         sizeMiB: { type: 'integer', minimum: 1 },
+        verity: { type: 'boolean', default: false },
       },
     },
   },

@@ -113,6 +113,8 @@ export interface ImageSection {
   marginMiB: number;
   /** A fixed image size in MiB instead of content + margin; too small is an error. */
   sizeMiB?: number;
+  /** erofs only: a dm-verity hash tree appended to the image (measured rootfs). */
+  verity: boolean;
 }
 
 /** A pipeline as loaded: the data plus where it came from, for messages and relative paths. */

@@ -37,6 +37,7 @@ export const HOST_TOOLS: HostTool[] = [
   { name: 'debootstrap', probe: 'debootstrap', aptPackage: 'debootstrap', neededBy: [], alternative: 'mmdebstrap' },
   { name: 'makeself', probe: 'makeself', aptPackage: 'makeself', neededBy: ['tests'] },
   { name: 'mkfs.ext4', probe: 'mkfs.ext4', aptPackage: 'e2fsprogs', neededBy: ['image'] },
+  { name: 'veritysetup', probe: 'veritysetup', aptPackage: 'cryptsetup-bin', neededBy: ['image-verity'] },
   { name: 'qemu-system-x86_64', probe: 'qemu-system-x86_64', aptPackage: 'qemu-system-x86', neededBy: ['verify'] },
   { name: 'busybox (static)', probe: '/bin/busybox', aptPackage: 'busybox-static', neededBy: ['verify'] },
   { name: 'unshare', probe: 'unshare', aptPackage: 'util-linux', neededBy: ['kernel-build', 'kernel-debs'] },

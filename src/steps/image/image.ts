@@ -1,8 +1,8 @@
-import { copyFileSync, linkSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, linkSync, mkdirSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GuestError } from '../../model/errors.js';
 import { sha256Hex } from '../../model/json.js';
-import type { ImageResult, RootfsTarballResult } from '../../model/results.js';
+import type { ImageResult, RootfsTarballResult, VerityResult } from '../../model/results.js';
 import { applyCleanupList, treeSize } from '../../sys/cleanup.js';
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
@@ -15,6 +15,8 @@ type ImageParams = {
   format: 'ext4' | 'erofs' | 'initrd';
   marginMiB: number;
   sizeMiB: number | null;
+  /** Present (true) only when asked: images without it keep their keys. */
+  verity?: boolean;
   flavour: string;
   vendor: 'nvidia' | 'intel';
   sourceDate: number;
@@ -96,6 +98,7 @@ async function makeImage(ctx: StepContext<ImageParams, ImageInputs>): Promise<Im
   const env = { ...process.env, SOURCE_DATE_EPOCH: String(ctx.sourceDate), E2FSPROGS_FAKE_TIME: String(ctx.sourceDate), LC_ALL: 'C' };
   const uuid = stableUuid(ctx.key);
   let sizeMiB: number | null = null;
+  let verity: VerityResult | undefined;
   if (p.format === 'ext4') {
     // content plus a quarter for ext4's own metadata and inodes, plus the margin
     const needed = Math.ceil((contentBytes * 1.25) / 2 ** 20) + 16;
@@ -115,6 +118,7 @@ async function makeImage(ctx: StepContext<ImageParams, ImageInputs>): Promise<Im
     await normalizeExt4Times(ctx, root, out, env);
   } else if (p.format === 'erofs') {
     await runLogged(ctx.log, 'mkfs.erofs', ['-T', String(ctx.sourceDate), '-U', uuid, '--all-root', out, root], { env, signal: ctx.signal });
+    if (p.verity) verity = await appendVerity(ctx, out, uuid);
   } else {
     await packInitramfs(ctx.log, root, out, ctx.signal);
   }
@@ -125,7 +129,34 @@ async function makeImage(ctx: StepContext<ImageParams, ImageInputs>): Promise<Im
   } catch {
     copyFileSync(tarball, join(ctx.outDir, 'rootfs', tarName));
   }
-  writeFileSync(join(ctx.outDir, 'kata', `configuration-${p.flavour}.toml`), kataConfig({ vendor: p.vendor, flavour: p.flavour, imageFile: name, initrd: p.format === 'initrd' }));
-  ctx.log.info(`${name}: ${p.format}${sizeMiB ? `, ${sizeMiB} MiB` : ''}, rootfs content ${(contentBytes / 2 ** 20).toFixed(1)} MiB`);
-  return { image: `rootfs/${name}`, format: p.format, sizeMiB, contentBytes, uuid, kata: `kata/configuration-${p.flavour}.toml`, kernelRelease: upstream.result.kernelRelease ?? null };
+  writeFileSync(join(ctx.outDir, 'kata', `configuration-${p.flavour}.toml`), kataConfig({ vendor: p.vendor, flavour: p.flavour, imageFile: name, initrd: p.format === 'initrd', kernelParams: verity?.kernelParams }));
+  const imageBytes = statSync(out).size;
+  ctx.log.info(`${name}: ${p.format}${verity ? ' with dm-verity' : ''}, ${(imageBytes / 2 ** 20).toFixed(1)} MiB image, rootfs content ${(contentBytes / 2 ** 20).toFixed(1)} MiB`);
+  return { image: `rootfs/${name}`, format: p.format, sizeMiB, imageBytes, contentBytes, uuid, kata: `kata/configuration-${p.flavour}.toml`, kernelRelease: upstream.result.kernelRelease ?? null, ...(verity ? { verity } : {}) };
+}
+
+const VERITY_BLOCK = 4096;
+
+/**
+ * Appends a dm-verity hash tree to the image (veritysetup, no superblock, a salt derived from the
+ * task key so the same inputs give the same root hash), proves it with `veritysetup verify`, and
+ * returns the root hash and the kernel parameters that map the image through dm-verity as root
+ * (CONFIG_DM_INIT, CONFIG_DM_VERITY in the guest kernel).
+ */
+async function appendVerity(ctx: StepContext<ImageParams, ImageInputs>, image: string, uuid: string): Promise<VerityResult> {
+  await requireHostTools('image-verity');
+  const dataBytes = Math.ceil(statSync(image).size / VERITY_BLOCK) * VERITY_BLOCK;
+  truncateSync(image, dataBytes);
+  const dataBlocks = dataBytes / VERITY_BLOCK;
+  const salt = sha256Hex(`verity-salt:${ctx.key}`);
+  const common = ['--hash=sha256', `--data-block-size=${VERITY_BLOCK}`, `--hash-block-size=${VERITY_BLOCK}`, `--data-blocks=${dataBlocks}`, `--hash-offset=${dataBytes}`, '--no-superblock', `--salt=${salt}`];
+  const said = await runLogged(ctx.log, 'veritysetup', ['format', ...common, `--uuid=${uuid}`, image, image], { signal: ctx.signal, capture: true });
+  const rootHash = /^Root hash:\s*([0-9a-f]{64})$/m.exec(said)?.[1];
+  if (!rootHash) throw new GuestError('E_COMMAND_FAILED', `veritysetup format printed no root hash for ${image}`);
+  await runLogged(ctx.log, 'veritysetup', ['verify', ...common, image, image, rootHash], { signal: ctx.signal });
+  const sectors = dataBytes / 512;
+  const table = `0 ${sectors} verity 1 /dev/vda /dev/vda ${VERITY_BLOCK} ${VERITY_BLOCK} ${dataBlocks} ${dataBlocks} sha256 ${rootHash} ${salt}`;
+  const kernelParams = `dm-mod.create="gpu-guest-root,,,ro,${table}" root=/dev/dm-0 rootfstype=erofs ro`;
+  ctx.log.info(`dm-verity root hash ${rootHash} over ${dataBlocks} blocks`);
+  return { rootHash, salt, algorithm: 'sha256', dataBlocks, dataBlockSize: VERITY_BLOCK, hashBlockSize: VERITY_BLOCK, hashStartBlock: dataBlocks, kernelParams };
 }

@@ -5,7 +5,7 @@ export const KATA_ASSETS = '/usr/share/kata-containers';
  * The [hypervisor.qemu] keys for this guest. NVIDIA: q35 with the GPU hot-plugged on a PCIe root
  * port (large-BAR GPUs); Intel GVT: pc with hot-plug on the root bus.
  */
-export function kataConfig(opts: { vendor: 'nvidia' | 'intel'; flavour: string; imageFile: string; initrd: boolean; largeBar?: boolean }): string {
+export function kataConfig(opts: { vendor: 'nvidia' | 'intel'; flavour: string; imageFile: string; initrd: boolean; largeBar?: boolean; kernelParams?: string }): string {
   const nvidia = opts.vendor === 'nvidia';
   const lines = [
     `# Kata Containers configuration for the ${opts.flavour} guest built by gpu-guest.`,
@@ -22,6 +22,10 @@ export function kataConfig(opts: { vendor: 'nvidia' | 'intel'; flavour: string; 
   } else {
     lines.push('hotplug_vfio_on_root_bus = true', 'pcie_root_port = 0');
   }
-  lines.push('guest_hook_path = "/usr/share/oci/hooks"', '');
+  lines.push('guest_hook_path = "/usr/share/oci/hooks"');
+  if (opts.kernelParams) {
+    lines.push('# measured rootfs: the image is root only through dm-verity with this root hash', `kernel_params = ${JSON.stringify(opts.kernelParams)}`);
+  }
+  lines.push('');
   return lines.join('\n');
 }
