@@ -74,7 +74,7 @@ export function guestChecks(o: { release: string; options: string[]; modules: st
     }
     checks.push({
       name: 'nvidia-smi',
-      script: `test -x /mnt/usr/bin/nvidia-smi && grep -qF ${quote(v)} /mnt/usr/bin/nvidia-smi && l=$(readlink /mnt/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1) && echo "nvidia-smi ${v}, $l" && [ "$l" = ${quote(`libnvidia-ml.so.${v}`)} ]`,
+      script: `test -x /mnt/usr/bin/nvidia-smi && chroot /mnt grep -qaF ${quote(v)} /usr/bin/nvidia-smi && l=$(readlink /mnt/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1) && echo "nvidia-smi ${v}, $l" && [ "$l" = ${quote(`libnvidia-ml.so.${v}`)} ]`,
     });
   }
   if (o.hook) checks.push({ name: 'oci-hook', script: `test -x ${quote(`/mnt/${o.hook}`)} && head -n 2 ${quote(`/mnt/${o.hook}`)} | tr '\\n' ' '` });

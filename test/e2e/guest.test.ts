@@ -47,11 +47,11 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
     expect(driver.modules.map((m: string) => m.split('/').pop()).sort()).toEqual(['nvidia-drm.ko', 'nvidia-modeset.ko', 'nvidia-peermem.ko', 'nvidia-uvm.ko', 'nvidia.ko']);
     const rootfs = join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar');
     const uvm = join(out, '..', 'nvidia-uvm.ko');
-    writeFileSync(uvm, execFileSync('tar', ['-xOf', rootfs, `./lib/modules/${release}/kernel/drivers/video/nvidia-uvm.ko`], { maxBuffer: 1 << 28 }));
-    // NVIDIA's conftest compiles UVM's notifier support out when the kernel lacks CONFIG_MMU_NOTIFIER
-    expect(execFileSync('nm', ['-u', uvm], { encoding: 'utf8' })).toMatch(/mmu_notifier/);
+    writeFileSync(uvm, execFileSync('tar', ['-xOf', rootfs, `./usr/lib/modules/${release}/kernel/drivers/video/nvidia-uvm.ko`], { maxBuffer: 1 << 28 }));
+    // NVIDIA's conftest compiles UVM's notifier (HMM) paths out when the kernel lacks MMU notifiers and HMM
+    expect(execFileSync('nm', ['-u', uvm], { encoding: 'utf8' })).toMatch(/ U mmu_interval_notifier_insert$/m);
     const listing = execFileSync('tar', ['-tf', rootfs], { encoding: 'utf8', maxBuffer: 1 << 26 });
-    expect(listing).toMatch(new RegExp(`^\\./lib/firmware/nvidia/${NVIDIA_VERSION}/gsp_ga10x\\.bin$`, 'm'));
+    expect(listing).toMatch(new RegExp(`^\\./usr/lib/firmware/nvidia/${NVIDIA_VERSION}/gsp_ga10x\\.bin$`, 'm'));
     expect(listing).not.toMatch(/\.run$|var\/tmp\/gpu-guest|\.manifest$/m);
     const toolkit = manifest.tasks.find((t: { id: string }) => t.id === 'toolkit').result;
     expect(toolkit.purged).toEqual(expect.arrayContaining(['gcc', 'make', `linux-headers-${release}`]));
