@@ -5,7 +5,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   build-essential flex bison bc libelf-dev libssl-dev dpkg-dev fakeroot rsync kmod cpio xz-utils patch \
-  binutils \
+  binutils debian-archive-keyring \
   linux-source-6.1 gpgv gnupg wget \
   mmdebstrap debootstrap makeself e2fsprogs erofs-utils qemu-system-x86 busybox-static \
   skopeo docker-registry buildah bsdutils ca-certificates rpm cryptsetup-bin >/dev/null
