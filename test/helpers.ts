@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, afterEach } from 'vitest';
+import { mountsUnder } from '../src/sys/mounts.js';
 
 export const repoRoot = resolve(import.meta.dirname, '..');
 export const harness = join(repoRoot, 'test/fixtures/harness.mjs');
@@ -154,4 +155,24 @@ export async function fileAppears(path: string, timeoutMs = 30_000): Promise<voi
     if (Date.now() > until) throw new Error(`timed out waiting for ${path}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/**
+ * Mounts under a cache that nobody owns any more: test files share one cache and run side by side,
+ * so another file's live chroot session (recorded in <cache>/chroot-sessions with its pid) is not a
+ * leak; a mount of a finished process, or of no session at all, is.
+ */
+export function leakedMounts(cacheDir: string): string[] {
+  const sessions = join(cacheDir, 'chroot-sessions');
+  const live: string[] = [];
+  for (const name of existsSync(sessions) ? readdirSync(sessions) : []) {
+    try {
+      const state = JSON.parse(readFileSync(join(sessions, name), 'utf8')) as { pid: number; root: string };
+      process.kill(state.pid, 0);
+      live.push(state.root);
+    } catch {
+      // unreadable, or its process is gone: its mounts count as leaked
+    }
+  }
+  return mountsUnder(cacheDir).filter((m) => !live.some((root) => m === root || m.startsWith(`${root}/`)));
 }

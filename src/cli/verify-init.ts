@@ -72,9 +72,18 @@ export function guestChecks(o: { release: string; options: string[]; modules: st
     if (Number(v.split('.')[0]) >= 510) {
       checks.push({ name: 'gsp-firmware', script: `ls ${quote(`/mnt/lib/firmware/nvidia/${v}`)} | grep -E '^gsp_.*\.bin$' | tr '\\n' ' ' | grep .` });
     }
+    // absolute paths inside the chroot: busybox's chroot would run its own applet for a bare "grep"
+    const ml = `libnvidia-ml.so.${v}`;
     checks.push({
       name: 'nvidia-smi',
-      script: `test -x /mnt/usr/bin/nvidia-smi && chroot /mnt grep -qaF ${quote(v)} /usr/bin/nvidia-smi && l=$(readlink /mnt/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1) && echo "nvidia-smi ${v}, $l" && [ "$l" = ${quote(`libnvidia-ml.so.${v}`)} ]`,
+      script: [
+        `test -x /mnt/usr/bin/nvidia-smi || { echo "no /usr/bin/nvidia-smi"; exit 1; }`,
+        `chroot /mnt /bin/grep -qaF ${quote(v)} /usr/bin/nvidia-smi || { echo "/usr/bin/nvidia-smi is not version ${v}"; exit 1; }`,
+        `l=$(readlink /mnt/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1); [ "$l" = ${quote(ml)} ] || { echo "libnvidia-ml.so.1 -> $l, not ${ml}"; exit 1; }`,
+        // it must run: without a GPU it fails only because no driver answers (exit 9)
+        `o=$(chroot /mnt /usr/bin/nvidia-smi 2>&1); r=$?`,
+        `if [ $r -eq 0 ] || echo "$o" | grep -q "couldn't communicate with the NVIDIA driver"; then echo "nvidia-smi ${v} runs, $l"; else echo "nvidia-smi exit $r: $o"; exit 1; fi`,
+      ].join('; '),
     });
   }
   if (o.hook) checks.push({ name: 'oci-hook', script: `test -x ${quote(`/mnt/${o.hook}`)} && head -n 2 ${quote(`/mnt/${o.hook}`)} | tr '\\n' ' '` });

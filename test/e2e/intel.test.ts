@@ -2,8 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { mountsUnder } from '../../src/sys/mounts.js';
-import { cliBin, run, sharedCacheDir, suiteDir, writePipeline } from '../helpers.js';
+import { cliBin, run, sharedCacheDir, suiteDir, writePipeline, leakedMounts } from '../helpers.js';
 
 let out: string;
 let args: string[];
@@ -24,7 +23,7 @@ beforeAll(async () => {
 describe('intel guest end to end (apt kernel source → rootfs → image → boot)', () => {
   it('builds the six intel tasks', () => {
     expect(build.code, `${build.stdout}\n${build.stderr}`).toBe(0);
-    expect(mountsUnder(sharedCacheDir())).toEqual([]);
+    expect(leakedMounts(sharedCacheDir())).toEqual([]);
     const manifest = JSON.parse(readFileSync(join(out, 'intel-test/manifest.json'), 'utf8'));
     expect(manifest.tasks.map((t: { id: string }) => t.id)).toEqual(['kernel-source', 'kernel-config', 'kernel-build', 'kernel-debs', 'rootfs', 'image']);
     expect(manifest.tasks[0].result.origin).toMatch(/^apt linux-source-6\.1=/);

@@ -4,7 +4,6 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256File } from '../../src/sys/hash.js';
-import { mountsUnder } from '../../src/sys/mounts.js';
 import { TaskLog } from '../../src/sys/task-log.js';
 import { driver } from '../../src/steps/nvidia/driver.js';
 import { toolkit } from '../../src/steps/nvidia/toolkit.js';
@@ -13,7 +12,7 @@ import { buildDriverRun, buildNvidiaRun, NVIDIA_VERSION, openKernelResizePatch, 
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
 import { startAptRepo } from '../fixtures/apt-repo.js';
-import { cliBin, repoRoot, run, sharedCacheDir, suiteDir, testDir, writePipeline } from '../helpers.js';
+import { cliBin, repoRoot, run, sharedCacheDir, suiteDir, testDir, writePipeline, leakedMounts } from '../helpers.js';
 
 /** A step context for calling a step directly, with hand-made (partial) upstream results. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -135,7 +134,7 @@ describe('guest bad inputs through the CLI', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^error: E_DRIVER_INSTALL: nvidia-installer failed to build the open modules of driver 535\.261\.03 for kernel 6\.1\.\d+-nvidia-gpu: \S*nvidia\/nv-pci\.c:\d+:\d+: error: too few arguments to function .pci_resize_resource./m);
     expect(r.stderr).toContain('--- tail of /var/log/nvidia-installer.log ---');
-    expect(mountsUnder(sharedCacheDir())).toEqual([]);
+    expect(leakedMounts(sharedCacheDir())).toEqual([]);
   }, 1_800_000);
 
   it("builds NVIDIA's proprietary modules against the kernel, nvidia-uvm with its MMU notifiers", async () => {
@@ -150,7 +149,7 @@ describe('guest bad inputs through the CLI', () => {
     const uvm = join(dir, 'nvidia-uvm.ko');
     writeFileSync(uvm, execFileSync('tar', ['-xOf', join(sharedCacheDir(), 'entries', entry.key, 'out/rootfs.tar'), `./usr/lib/modules/${result.kernelRelease}/kernel/drivers/video/nvidia-uvm.ko`], { maxBuffer: 1 << 28 }));
     expect(execFileSync('nm', ['-u', uvm], { encoding: 'utf8' })).toMatch(/ U mmu_interval_notifier_insert$/m);
-    expect(mountsUnder(sharedCacheDir())).toEqual([]);
+    expect(leakedMounts(sharedCacheDir())).toEqual([]);
   }, 1_800_000);
 
   it('installs the toolkit from a signed apt repository named in the pipeline', async () => {
@@ -164,7 +163,7 @@ describe('guest bad inputs through the CLI', () => {
       expect(r.code, r.stderr).toBe(0);
       const manifest = JSON.parse(readFileSync(join(dir, 'out/nvidia-test/manifest.json'), 'utf8'));
       expect(manifest.tasks.find((t: { id: string }) => t.id === 'toolkit').result.packages).toEqual(['libnvidia-container-tools=1.17.3-1', 'libnvidia-container1=1.17.3-1', 'nvidia-container-toolkit-base=1.17.3-1', 'nvidia-container-toolkit=1.17.3-1']);
-      expect(mountsUnder(sharedCacheDir())).toEqual([]);
+      expect(leakedMounts(sharedCacheDir())).toEqual([]);
     } finally {
       await repo.close();
     }
@@ -176,7 +175,7 @@ describe('guest bad inputs through the CLI', () => {
     const r = await run(cliBin, ['build', '--until', 'toolkit', '--pipeline', nvidia(dir), ...common(dir), ...goodDriver(), '--set', `toolkit.debs=[${debs}]`]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^error: E_TOOLKIT_INSTALL: nvidia-container-toolkit installed, but \/usr\/bin\/nvidia-container-toolkit is missing/m);
-    expect(mountsUnder(sharedCacheDir())).toEqual([]);
+    expect(leakedMounts(sharedCacheDir())).toEqual([]);
   }, 1_800_000);
 
   it('says plainly when the mirror does not have the suite', async () => {
@@ -184,7 +183,7 @@ describe('guest bad inputs through the CLI', () => {
     const r = await run(cliBin, ['build', '--until', 'rootfs', '--pipeline', nvidia(dir), ...common(dir), '--set', 'rootfs.suite=nosuchsuite']);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/the mirror \S+ has no suite nosuchsuite \(check rootfs\.suite and rootfs\.mirror\)/);
-    expect(mountsUnder(sharedCacheDir())).toEqual([]);
+    expect(leakedMounts(sharedCacheDir())).toEqual([]);
   });
 
   it('rejects an unknown distro at load time', async () => {
