@@ -137,7 +137,7 @@ describe('guest bad inputs through the CLI', () => {
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
   }, 1_800_000);
 
-  it("builds NVIDIA's proprietary modules against the kernel, nvidia-uvm with its MMU notifiers", async () => {
+  it("builds NVIDIA's proprietary modules against the kernel, nvidia-uvm with device-memory migration", async () => {
     const dir = testDir();
     const r = await run(cliBin, ['build', '--until', 'driver', '--pipeline', nvidia(dir), ...common(dir), ...goodDriver(), '--set', 'driver.moduleType=proprietary']);
     expect(r.code, r.stderr).toBe(0);
@@ -148,7 +148,9 @@ describe('guest bad inputs through the CLI', () => {
     const entry = manifest.tasks.find((t: { id: string }) => t.id === 'driver');
     const uvm = join(dir, 'nvidia-uvm.ko');
     writeFileSync(uvm, execFileSync('tar', ['-xOf', join(sharedCacheDir(), 'entries', entry.key, 'out/rootfs.tar'), `./usr/lib/modules/${result.kernelRelease}/kernel/drivers/video/nvidia-uvm.ko`], { maxBuffer: 1 << 28 }));
-    expect(execFileSync('nm', ['-u', uvm], { encoding: 'utf8' })).toMatch(/ U mmu_interval_notifier_insert$/m);
+    // HMM (UVM's notifier paths) is open-modules-only: NVIDIA's proprietary uvm_linux.h pins
+    // UVM_IS_CONFIG_HMM() to 0. Its device-memory migration still needs the fragment's DEVICE_PRIVATE.
+    expect(execFileSync('nm', ['-u', uvm], { encoding: 'utf8' })).toMatch(/ U migrate_vma_setup$/m);
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
   }, 1_800_000);
 
