@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, afterEach } from 'vitest';
+import { recordedSessions } from '../src/sys/chroot.js';
 import { mountsUnder } from '../src/sys/mounts.js';
 
 export const repoRoot = resolve(import.meta.dirname, '..');
@@ -163,16 +164,6 @@ export async function fileAppears(path: string, timeoutMs = 30_000): Promise<voi
  * leak; a mount of a finished process, or of no session at all, is.
  */
 export function leakedMounts(cacheDir: string): string[] {
-  const sessions = join(cacheDir, 'chroot-sessions');
-  const live: string[] = [];
-  for (const name of existsSync(sessions) ? readdirSync(sessions) : []) {
-    try {
-      const state = JSON.parse(readFileSync(join(sessions, name), 'utf8')) as { pid: number; root: string };
-      process.kill(state.pid, 0);
-      live.push(state.root);
-    } catch {
-      // unreadable, or its process is gone: its mounts count as leaked
-    }
-  }
+  const live = recordedSessions(cacheDir).filter((s) => s.alive).map((s) => s.root);
   return mountsUnder(cacheDir).filter((m) => !live.some((root) => m === root || m.startsWith(`${root}/`)));
 }

@@ -44,27 +44,40 @@ function stateDir(cacheDir: string): string {
   return join(cacheDir, 'chroot-sessions');
 }
 
+/** A recorded chroot session: the process that opened it, whether it still runs, its record file. */
+export interface RecordedSession extends SessionState {
+  file: string;
+  alive: boolean;
+}
+
+/** The chroot sessions recorded under a cache (unreadable records are skipped). */
+export function recordedSessions(cacheDir: string): RecordedSession[] {
+  const dir = stateDir(cacheDir);
+  if (!existsSync(dir)) return [];
+  const sessions: RecordedSession[] = [];
+  for (const name of readdirSync(dir)) {
+    try {
+      const state = JSON.parse(readFileSync(join(dir, name), 'utf8')) as SessionState;
+      sessions.push({ ...state, file: join(dir, name), alive: processAlive(state.pid) });
+    } catch {
+      // a record being written or damaged: not a session we can act on
+    }
+  }
+  return sessions;
+}
+
 /**
  * Finds sessions of processes that no longer exist (killed outright, power loss), unmounts what
  * they left, and returns one line per mount removed so the caller can say so.
  */
 export function recoverStaleMounts(cacheDir: string): string[] {
-  const dir = stateDir(cacheDir);
-  if (!existsSync(dir)) return [];
   const removed: string[] = [];
-  for (const name of readdirSync(dir)) {
-    let state: SessionState;
-    try {
-      state = JSON.parse(readFileSync(join(dir, name), 'utf8')) as SessionState;
-    } catch {
-      continue;
-    }
-    if (processAlive(state.pid)) continue;
+  for (const state of recordedSessions(cacheDir).filter((s) => !s.alive)) {
     for (const point of mountsUnder(state.root)) {
       unmount(point);
       removed.push(`${point} (left by process ${state.pid})`);
     }
-    if (mountsUnder(state.root).length === 0) rmSync(join(dir, name), { force: true });
+    if (mountsUnder(state.root).length === 0) rmSync(state.file, { force: true });
   }
   return removed;
 }

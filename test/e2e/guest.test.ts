@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildNvidiaRun, NVIDIA_VERSION, openKernelResizePatch } from '../fixtures/driver.js';
+import { buildNvidiaRun, moduleImports, NVIDIA_VERSION, openKernelResizePatch } from '../fixtures/driver.js';
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
 import { cliBin, run, sharedCacheDir, suiteDir, writePipeline, leakedMounts } from '../helpers.js';
@@ -45,10 +45,8 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
     expect(driver).toMatchObject({ driverVersion: NVIDIA_VERSION, kernelRelease: release, moduleType: 'open' });
     expect(driver.modules.map((m: string) => m.split('/').pop()).sort()).toEqual(['nvidia-drm.ko', 'nvidia-modeset.ko', 'nvidia-peermem.ko', 'nvidia-uvm.ko', 'nvidia.ko']);
     const rootfs = join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar');
-    const uvm = join(out, '..', 'nvidia-uvm.ko');
-    writeFileSync(uvm, execFileSync('tar', ['-xOf', rootfs, `./usr/lib/modules/${release}/kernel/drivers/video/nvidia-uvm.ko`], { maxBuffer: 1 << 28 }));
     // NVIDIA's conftest compiles UVM's notifier (HMM) paths out when the kernel lacks MMU notifiers and HMM
-    expect(execFileSync('nm', ['-u', uvm], { encoding: 'utf8' })).toMatch(/ U mmu_interval_notifier_insert$/m);
+    expect(moduleImports(rootfs, release, 'nvidia-uvm.ko', join(out, '..'))).toMatch(/ U mmu_interval_notifier_insert$/m);
     const listing = execFileSync('tar', ['-tf', rootfs], { encoding: 'utf8', maxBuffer: 1 << 26 });
     expect(listing).toMatch(new RegExp(`^\\./usr/lib/firmware/nvidia/${NVIDIA_VERSION}/gsp_ga10x\\.bin$`, 'm'));
     expect(listing).not.toMatch(/\.run$|var\/tmp\/gpu-guest|\.manifest$/m);

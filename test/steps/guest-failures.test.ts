@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
@@ -8,7 +7,7 @@ import { TaskLog } from '../../src/sys/task-log.js';
 import { driver } from '../../src/steps/nvidia/driver.js';
 import { toolkit } from '../../src/steps/nvidia/toolkit.js';
 import type { StepContext } from '../../src/model/step.js';
-import { buildDriverRun, buildNvidiaRun, NVIDIA_VERSION, openKernelResizePatch, type DriverRun } from '../fixtures/driver.js';
+import { buildDriverRun, buildNvidiaRun, moduleImports, NVIDIA_VERSION, openKernelResizePatch, type DriverRun } from '../fixtures/driver.js';
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
 import { startAptRepo } from '../fixtures/apt-repo.js';
@@ -146,11 +145,9 @@ describe('guest bad inputs through the CLI', () => {
     expect(result).toMatchObject({ driverVersion: NVIDIA_VERSION, moduleType: 'proprietary' });
     expect(result.modules.map((m: string) => m.split('/').pop()).sort()).toEqual(['nvidia-drm.ko', 'nvidia-modeset.ko', 'nvidia-peermem.ko', 'nvidia-uvm.ko', 'nvidia.ko']);
     const entry = manifest.tasks.find((t: { id: string }) => t.id === 'driver');
-    const uvm = join(dir, 'nvidia-uvm.ko');
-    writeFileSync(uvm, execFileSync('tar', ['-xOf', join(sharedCacheDir(), 'entries', entry.key, 'out/rootfs.tar'), `./usr/lib/modules/${result.kernelRelease}/kernel/drivers/video/nvidia-uvm.ko`], { maxBuffer: 1 << 28 }));
     // HMM (UVM's notifier paths) is open-modules-only: NVIDIA's proprietary uvm_linux.h pins
     // UVM_IS_CONFIG_HMM() to 0. Its device-memory migration still needs the fragment's DEVICE_PRIVATE.
-    expect(execFileSync('nm', ['-u', uvm], { encoding: 'utf8' })).toMatch(/ U migrate_vma_setup$/m);
+    expect(moduleImports(join(sharedCacheDir(), 'entries', entry.key, 'out/rootfs.tar'), result.kernelRelease, 'nvidia-uvm.ko', dir)).toMatch(/ U migrate_vma_setup$/m);
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
   }, 1_800_000);
 

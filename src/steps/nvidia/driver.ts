@@ -139,7 +139,7 @@ function installerLog(root: string): string[] {
 }
 
 /** The compiler's first `error:` line (file:line: error: …), which says why a module did not build. */
-export function firstCompilerError(log: string[]): string | undefined {
+function firstCompilerError(log: string[]): string | undefined {
   const line = log.find((l) => /(^|\s)(fatal )?error: /.test(l) && !/^ERROR: /.test(l));
   return line?.trim().replace(/^.*?(\S+:\d+(:\d+)?: (fatal )?error: )/, '$1');
 }
