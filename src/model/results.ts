@@ -62,6 +62,23 @@ export type DriverResult = RootfsTarballResult & {
   moduleType: 'open' | 'proprietary';
   /** Module paths relative to /lib/modules/<release>. */
   modules: string[];
+  /** Where the modules were built: by nvidia-installer in the rootfs (run) or on the host (source). */
+  source?: 'run' | 'source';
+};
+
+/** NVIDIA's kernel modules built on the host against the kernel-build tree (driver.source: source). */
+export type DriverModulesResult = {
+  driverVersion: string;
+  kernelRelease: string;
+  moduleType: 'open' | 'proprietary';
+  /** What was built: the .run's own tree, a tree with NVIDIA's prebuilt cores, or the full source release. */
+  from: 'run' | 'tree' | 'release';
+  /** The file the modules came from (the .run or the source tarball). */
+  sourceFile: string;
+  /** Folder in the entry laid out as the rootfs: lib/modules/<release>/… */
+  tree: string;
+  /** Module paths relative to lib/modules/<release>. */
+  modules: string[];
 };
 
 export type ToolkitResult = RootfsTarballResult & {
@@ -126,6 +143,7 @@ export type StepResults = {
   'kernel-debs': KernelPackagesResult;
   rootfs: RootfsResult;
   driver: DriverResult;
+  'driver-modules': DriverModulesResult;
   toolkit: ToolkitResult;
   image: ImageResult;
   'vgpu-image': VgpuImageResult;

@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { DEFAULT_KERNEL_MIRROR } from './schema.js';
+import { DEFAULT_KERNEL_MIRROR, DEFAULT_MODULE_SOURCE_MIRROR } from './schema.js';
 import { withoutUndefined as clean } from '../model/json.js';
 import type { TaskGraph, TaskSpec } from '../model/task.js';
 import { projectRoot } from '../paths.js';
@@ -70,15 +70,19 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
   let lastRootfsTask = 'rootfs';
   if (p.vendor === 'nvidia' && p.driver && p.toolkit) {
     const d = p.driver;
+    const runUrl = d.path ? null : (d.url ?? null);
+    // patches change what is built: their contents (in order) are part of the key
+    const patches: TaskSpec['files'] = d.patches.length ? { patches: d.patches } : {};
+    const fromSource = d.source === 'source';
+    if (fromSource) tasks.push(driverModulesTask(d, runUrl, patches));
     tasks.push({
       id: 'driver',
       kind: 'driver',
-      upstream: { packages: 'kernel-debs', rootfs: 'rootfs' },
-      title: `install the NVIDIA ${d.version} driver in the rootfs`,
+      upstream: { packages: 'kernel-debs', rootfs: 'rootfs', ...(fromSource ? { modules: 'driver-modules' } : {}) },
+      title: fromSource ? `install the NVIDIA ${d.version} modules, firmware and user-mode driver in the rootfs` : `install the NVIDIA ${d.version} driver in the rootfs`,
       // The pinned sha256 is the .run's identity: its path or URL does not change the result.
-      params: { version: d.version, sha256: d.sha256, url: d.path ? null : (d.url ?? null), moduleType: d.moduleType, installerArgs: d.installerArgs },
-      // patches change what is built: their contents (in order) are part of the key
-      files: d.patches.length ? { patches: d.patches } : {},
+      params: { version: d.version, sha256: d.sha256, url: runUrl, ...(fromSource ? { source: 'source' } : {}), moduleType: d.moduleType, installerArgs: d.installerArgs },
+      files: fromSource ? {} : patches,
       ...(d.path ? { locations: { run: d.path } } : {}),
     });
     const t = p.toolkit;
@@ -107,6 +111,23 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
     files: { recipe: resolve(projectRoot, 'rootfs', p.rootfs.distro) },
   });
   return { pipeline: p.name, tasks };
+}
+
+/** driver.source: source — NVIDIA's modules built on the host against the kernel-build tree. */
+function driverModulesTask(d: NonNullable<Pipeline['driver']>, runUrl: string | null, patches: TaskSpec['files']): TaskSpec {
+  const m = d.moduleSource;
+  const name = `NVIDIA-kernel-module-source-${d.version}.tar.xz`;
+  const urls = m?.url ? [m.url] : (m?.mirrors ?? [DEFAULT_MODULE_SOURCE_MIRROR]).map((base) => `${base.replace(/\/$/, '')}/${name}`);
+  const locations = { ...(m?.path ? { tarball: m.path } : {}), ...(!m && d.path ? { run: d.path } : {}) };
+  return {
+    id: 'driver-modules',
+    kind: 'driver-modules',
+    upstream: { build: 'kernel-build' },
+    title: `build the NVIDIA ${d.version} ${d.moduleType} kernel modules against the kernel tree`,
+    params: { version: d.version, moduleType: d.moduleType, run: { sha256: d.sha256, url: runUrl }, tarball: m ? { urls: m.path ? [] : urls, sha256: m.sha256 } : null },
+    files: patches,
+    ...(Object.keys(locations).length ? { locations } : {}),
+  };
 }
 
 function rootfsTask(p: Pipeline, extraPackages: string[]): TaskSpec {

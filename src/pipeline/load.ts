@@ -226,11 +226,25 @@ function checkSemantics(p: Pipeline, where: Where): void {
     for (const section of ['driver', 'toolkit'] as const) {
       if (!p[section]) throw new GuestError('E_PIPELINE_INVALID', `${where([])}: ${section}: required for vendor nvidia (add a ${section}: section)`);
     }
+    checkModuleSource(p.driver!, where);
   }
   if (p.vendor === 'intel') {
     for (const section of ['driver', 'toolkit'] as const) {
       if (p[section]) throw new GuestError('E_PIPELINE_INVALID', `${where([section])}: ${section}: not used by vendor intel (i915 is built into the kernel); remove it`);
     }
+  }
+}
+
+/** driver.moduleSource belongs to driver.source: source, and names one place at most. */
+function checkModuleSource(d: NonNullable<Pipeline['driver']>, where: Where): void {
+  const m = d.moduleSource;
+  if (!m) return;
+  if (d.source !== 'source') {
+    throw new GuestError('E_PIPELINE_INVALID', `${where(['driver', 'moduleSource'])}: driver.moduleSource is only read with driver.source: source (set it, or remove moduleSource)`);
+  }
+  const given = (['mirrors', 'url', 'path'] as const).filter((k) => m[k] !== undefined);
+  if (given.length > 1) {
+    throw new GuestError('E_PIPELINE_INVALID', `${where(['driver', 'moduleSource'])}: driver.moduleSource: give one of mirrors, url or path, not ${given.join(' and ')}`);
   }
 }
 
@@ -306,6 +320,7 @@ function resolvePaths(p: Pipeline, baseDir: string, cwd: string, overrides: Over
   const tarball = p.kernel.source.tarball;
   if (tarball && !/^(https?:\/\/|apt:)/.test(tarball)) p.kernel.source.tarball = mustExist(tarball, ['kernel', 'source', 'tarball']);
   if (p.driver?.path) p.driver.path = mustExist(p.driver.path, ['driver', 'path']);
+  if (p.driver?.moduleSource?.path) p.driver.moduleSource.path = mustExist(p.driver.moduleSource.path, ['driver', 'moduleSource', 'path']);
   if (p.driver) p.driver.patches = p.driver.patches.map((f, i) => mustExist(f, ['driver', 'patches', i]));
   if (p.toolkit) {
     p.toolkit.debs = p.toolkit.debs.map((d, i) => mustExist(d, ['toolkit', 'debs', i]));

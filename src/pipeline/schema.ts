@@ -22,6 +22,8 @@ export const PATTERN_MEANING: Record<string, string> = {
 };
 
 export const DEFAULT_KERNEL_MIRROR = 'https://cdn.kernel.org/pub/linux/kernel';
+/** NVIDIA's download folder of its kernel module source releases (NVIDIA-kernel-module-source-<version>.tar.xz). */
+export const DEFAULT_MODULE_SOURCE_MIRROR = 'https://download.nvidia.com/XFree86/NVIDIA-kernel-module-source';
 
 export const pipelineSchema = {
   type: 'object',
@@ -81,6 +83,18 @@ export const pipelineSchema = {
         url: { type: 'string', pattern: '^https?://' },
         path: str,
         sha256,
+        source: { enum: ['run', 'source'], default: 'run' },
+        moduleSource: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['sha256'],
+          properties: {
+            mirrors: { type: 'array', items: { type: 'string', pattern: '^https?://' }, minItems: 1 },
+            url: { type: 'string', pattern: '^https?://' },
+            path: str,
+            sha256,
+          },
+        },
         moduleType: { enum: ['open', 'proprietary'], default: 'open' },
         installerArgs: strList,
         patches: strList,

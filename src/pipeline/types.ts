@@ -71,6 +71,16 @@ export interface DriverSection {
   /** Local path of the .run; wins over url. */
   path?: string;
   sha256: string;
+  /**
+   * How the kernel modules are built: `run` by nvidia-installer inside the rootfs (headers and a
+   * compiler there), `source` on the host against the kernel-build tree (none in the guest).
+   */
+  source: 'run' | 'source';
+  /**
+   * source: a tarball of NVIDIA's kernel module source release (or of a kernel module tree with
+   * NVIDIA's prebuilt cores); absent: the .run's own kernel-open/ or kernel/ tree.
+   */
+  moduleSource?: { mirrors?: string[]; url?: string; path?: string; sha256: string };
   moduleType: 'open' | 'proprietary';
   installerArgs: string[];
   /** Patch files (-p1) applied in order to the extracted driver before it is built. */

@@ -4,6 +4,7 @@ import { kernelConfig } from './kernel/kernel-config.js';
 import { kernelDebs } from './kernel/kernel-debs.js';
 import { kernelSource } from './kernel/kernel-source.js';
 import { driver } from './nvidia/driver.js';
+import { driverModules } from './nvidia/driver-modules.js';
 import { toolkit } from './nvidia/toolkit.js';
 import { rootfs } from './rootfs/rootfs.js';
 import { createStepRegistry, type StepRegistry } from '../model/step.js';
@@ -11,5 +12,5 @@ import { vgpuImage } from './vgpu/vgpu-image.js';
 
 /** Every step kind a pipeline can use. */
 export function builtinSteps(): StepRegistry {
-  return createStepRegistry([kernelSource, kernelConfig, kernelBuild, kernelDebs, rootfs, driver, toolkit, image, vgpuImage]);
+  return createStepRegistry([kernelSource, kernelConfig, kernelBuild, kernelDebs, rootfs, driverModules, driver, toolkit, image, vgpuImage]);
 }

@@ -56,8 +56,10 @@ export function stableBuildPath(cacheDir: string, buildKey: string): string {
 }
 
 /** Runs `make …` with `folder` visible at `stable` (see stableBuildPath); compiler errors explain a failure. */
-export function makeAtStablePath(log: StepLog, folder: string, stable: string, makeArgv: string[], opts: RunOptions = {}): Promise<string> {
+export function makeAtStablePath(log: StepLog, folder: string, stable: string, makeArgv: string[], opts: RunOptions & { readOnly?: boolean } = {}): Promise<string> {
   mkdirSync(stable, { recursive: true });
-  const script = 'mount --bind "$1" "$2" && shift 2 && exec make "$@"';
+  // readOnly: a cached kernel tree that an out-of-tree module build reads must stay as it is
+  const mount = opts.readOnly ? 'mount --bind "$1" "$2" && mount -o remount,bind,ro "$2"' : 'mount --bind "$1" "$2"';
+  const script = `${mount} && shift 2 && exec make "$@"`;
   return runLogged(log, 'unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', folder, stable, ...makeArgv], { explain: compilerErrors, ...opts });
 }

@@ -50,6 +50,11 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
     const listing = execFileSync('tar', ['-tf', rootfs], { encoding: 'utf8', maxBuffer: 1 << 26 });
     expect(listing).toMatch(new RegExp(`^\\./usr/lib/firmware/nvidia/${NVIDIA_VERSION}/gsp_ga10x\\.bin$`, 'm'));
     expect(listing).not.toMatch(/\.run$|var\/tmp\/gpu-guest|\.manifest$/m);
+    // NVIDIA's prebuilt core carries debug info (nvidia.ko 173 MB unstripped): only what runs is kept
+    const sizes = execFileSync('tar', ['-tvf', rootfs], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    const nvidiaKo = new RegExp(`^\\S+ \\S+ +(\\d+) .* \\./usr/lib/modules/${release}/kernel/drivers/video/nvidia\\.ko$`, 'm').exec(sizes);
+    expect(Number(nvidiaKo?.[1])).toBeGreaterThan(1 << 20);
+    expect(Number(nvidiaKo?.[1])).toBeLessThan(40 << 20);
     const toolkit = manifest.tasks.find((t: { id: string }) => t.id === 'toolkit').result;
     expect(toolkit.purged).toEqual(expect.arrayContaining(['gcc', 'make', `linux-headers-${release}`]));
     expect(toolkit.sizeAfterBytes).toBeLessThan(toolkit.sizeBeforeBytes);

@@ -8,6 +8,7 @@ import { describeChange, taskKey } from '../../src/engine/key.js';
 import { canonicalJson } from '../../src/model/json.js';
 import { GuestError } from '../../src/model/errors.js';
 import { taskDeps } from '../../src/model/task.js';
+import { driverModules } from '../../src/steps/nvidia/driver-modules.js';
 import { testDir } from '../helpers.js';
 
 const SHA = 'b'.repeat(64);
@@ -29,6 +30,22 @@ describe('compileTaskGraph', () => {
       toolkit: ['driver'],
       image: ['toolkit'],
     });
+  });
+
+  it('with driver.source: source, builds the modules on the kernel build alone, beside the rootfs', () => {
+    const mirrors = (m: string) => compileTaskGraph(loadPipeline({ vendor: 'nvidia', sets: [`driver.sha256=${SHA}`, 'driver.source=source', `driver.moduleSource.mirrors=[${m}]`, `driver.moduleSource.sha256=${'d'.repeat(64)}`] }).pipeline);
+    const g = mirrors('https://a.example/nvidia');
+    expect(deps(g)['driver-modules']).toEqual(['kernel-build']);
+    expect(deps(g).driver).toEqual(['kernel-debs', 'rootfs', 'driver-modules']);
+    const modules = g.tasks.find((t) => t.id === 'driver-modules')!;
+    expect(modules.params.tarball).toEqual({ urls: ['https://a.example/nvidia/NVIDIA-kernel-module-source-550.127.05.tar.xz'], sha256: 'd'.repeat(64) });
+    // the pinned sha256s are the identity: another mirror is the same build
+    const other = mirrors('https://b.example/nvidia').tasks.find((t) => t.id === 'driver-modules')!;
+    expect(driverModules.identity!(other.params as never)).toEqual(driverModules.identity!(modules.params as never));
+    // without moduleSource the .run's own tree is built, and the driver task keeps no patches of its own
+    const fromRun = compileTaskGraph(loadPipeline({ vendor: 'nvidia', sets: [`driver.sha256=${SHA}`, 'driver.source=source'] }).pipeline);
+    expect(fromRun.tasks.find((t) => t.id === 'driver-modules')!.params.tarball).toBeNull();
+    expect(fromRun.tasks.find((t) => t.id === 'driver')!.params.source).toBe('source');
   });
 
   it('gives the intel pipeline six tasks, the image right after the rootfs', () => {

@@ -1,4 +1,5 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -7,7 +8,7 @@ import { TaskLog } from '../../src/sys/task-log.js';
 import { driver } from '../../src/steps/nvidia/driver.js';
 import { toolkit } from '../../src/steps/nvidia/toolkit.js';
 import type { StepContext } from '../../src/model/step.js';
-import { buildDriverRun, buildNvidiaRun, moduleImports, NVIDIA_VERSION, openKernelResizePatch, type DriverRun } from '../fixtures/driver.js';
+import { buildDriverRun, buildNvidiaRun, moduleImports, NVIDIA_VERSION, nvidiaModuleSourceRelease, openKernelResizePatch, type DriverRun } from '../fixtures/driver.js';
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
 import { startAptRepo } from '../fixtures/apt-repo.js';
@@ -150,6 +151,38 @@ describe('guest bad inputs through the CLI', () => {
     expect(moduleImports(join(sharedCacheDir(), 'entries', entry.key, 'out/rootfs.tar'), result.kernelRelease, 'nvidia-uvm.ko', dir)).toMatch(/ U migrate_vma_setup$/m);
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
   }, 1_800_000);
+
+  // driver.source: source — the failures of the host-side module build, each before or at the compile
+  const fromSource = (dir: string, extra: string[]) => ['build', '--until', 'driver-modules', '--pipeline', nvidia(dir), ...common(dir), '--set', `driver.path=${good.file}`, '--set', `driver.sha256=${good.sha256}`, '--set', `driver.version=${NVIDIA_VERSION}`, '--set', 'driver.source=source', ...extra];
+
+  it("shows the compiler's first error when the .run's open tree does not build on the host against 6.1.192", async () => {
+    const dir = testDir();
+    const r = await run(cliBin, fromSource(dir, []));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: E_DRIVER_INSTALL: the open kernel modules of driver 535\.261\.03 \(NVIDIA-Linux-x86_64-535\.261\.03\.run\) did not build for kernel 6\.1\.\d+-nvidia-gpu: \S*nvidia\/nv-pci\.c:\d+:\d+: error: too few arguments to function .pci_resize_resource./m);
+    expect(leakedMounts(sharedCacheDir())).toEqual([]);
+  }, 1_800_000);
+
+  it('refuses a module source of another driver version, by name, before compiling', async () => {
+    const dir = testDir();
+    const tree = join(dir, 'tree/nvidia-open-kernel');
+    mkdirSync(join(tree, 'nvidia'), { recursive: true });
+    writeFileSync(join(tree, 'Kbuild'), 'ccflags-y += -DNV_VERSION_STRING=\\"535.247.01\\"\n');
+    writeFileSync(join(tree, 'nvidia/nv-kernel.o_binary'), '');
+    const tarball = join(dir, 'nvidia-open-kernel-535.247.01.tar.xz');
+    execFileSync('tar', ['-cJf', tarball, '-C', join(dir, 'tree'), 'nvidia-open-kernel']);
+    const r = await run(cliBin, fromSource(dir, ['--set', `driver.moduleSource.path=${tarball}`, '--set', `driver.moduleSource.sha256=${await sha256File(tarball)}`]));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: E_VERSION_MISMATCH: driver\.moduleSource nvidia-open-kernel-535\.247\.01\.tar\.xz holds the kernel modules of driver 535\.247\.01, but driver\.version says 535\.261\.03/m);
+  }, 600_000);
+
+  it("refuses the proprietary type for NVIDIA's source release, which holds the open modules only", async () => {
+    const dir = testDir();
+    const release = nvidiaModuleSourceRelease(sharedCacheDir());
+    const r = await run(cliBin, fromSource(dir, ['--set', `driver.moduleSource.path=${release}`, '--set', `driver.moduleSource.sha256=${await sha256File(release)}`, '--set', 'driver.moduleType=proprietary']));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: E_DRIVER_SOURCE: driver\.moduleSource NVIDIA-kernel-module-source-535\.261\.03\.tar\.xz is NVIDIA's kernel module source release, which holds the open modules only/m);
+  }, 600_000);
 
   it('installs the toolkit from a signed apt repository named in the pipeline', async () => {
     const dir = testDir();

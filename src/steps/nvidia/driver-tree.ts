@@ -1,0 +1,65 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { GuestError } from '../../model/errors.js';
+import type { StepContext } from '../../model/step.js';
+import { runLogged } from '../../sys/exec.js';
+
+/*
+ * What the driver steps share about NVIDIA's driver trees: extracting a .run on the host, the
+ * version a tree says it is, applying driver.patches, reading a failed build, finding modules.
+ */
+
+/** `sh X.run -x --target DIR` on the host: the stub's decompressor is the host's. */
+export async function extractDriverRun(ctx: StepContext, run: string, target: string): Promise<void> {
+  try {
+    await runLogged(ctx.log, 'sh', [run, '-x', '--target', target], { signal: ctx.signal, quiet: true });
+  } catch (err) {
+    if (err instanceof GuestError && err.code === 'E_INTERRUPTED') throw err;
+    throw new GuestError('E_ARCHIVE_CORRUPT', `driver ${basename(run)} could not be extracted on this host (sh ${basename(run)} -x failed): check the file and that the host has xz-utils`, { cause: err });
+  }
+}
+
+/** Line 2 of NVIDIA's .manifest is the driver version; a package without one is not NVIDIA's. */
+export function manifestVersion(dir: string, name: string): string {
+  const file = join(dir, '.manifest');
+  if (!existsSync(file)) throw new GuestError('E_NOT_MAKESELF', `driver ${name} has no .manifest: it is not an NVIDIA driver package (nvidia-installer installs from the folder holding .manifest)`);
+  const version = readFileSync(file, 'utf8').split('\n')[1]?.trim() ?? '';
+  if (!/^\d+(\.\d+)+$/.test(version)) throw new GuestError('E_NOT_MAKESELF', `driver ${name}: its .manifest names no driver version on line 2`);
+  return version;
+}
+
+/** What GNU patch says when a patch does not fit the tree. */
+const PATCH_TROUBLE = /FAILED|can't find file|malformed|Reversed|No file to patch|Only garbage/i;
+
+/** Each patch (-p1, in order) must apply whole: a dry run first, so a bad one changes nothing. */
+export async function applyPatches(ctx: StepContext, patches: string | string[] | undefined, dir: string, sourceName: string): Promise<void> {
+  const list = patches === undefined ? [] : Array.isArray(patches) ? patches : [patches];
+  for (const [i, file] of list.entries()) {
+    const args = ['-p1', '--forward', '--batch', '--no-backup-if-mismatch', '-d', dir, '-i', file];
+    try {
+      await runLogged(ctx.log, 'patch', ['--dry-run', ...args], { signal: ctx.signal, explain: (tail) => tail.filter((l) => PATCH_TROUBLE.test(l)).slice(-5) });
+    } catch (err) {
+      if (err instanceof GuestError && err.code === 'E_INTERRUPTED') throw err;
+      const said = err instanceof GuestError ? err.details[0] : undefined;
+      throw new GuestError('E_DRIVER_PATCH', `driver.patches[${i}] ${basename(file)} does not apply to ${sourceName}${said ? `: ${said.trim()}` : ''}`, { cause: err, details: err instanceof GuestError ? err.details : [] });
+    }
+    await runLogged(ctx.log, 'patch', args, { signal: ctx.signal });
+    ctx.log.info(`applied ${basename(file)} to ${sourceName}`);
+  }
+}
+
+/** The compiler's first `error:` line (file:line: error: …), which says why a module did not build. */
+export function firstCompilerError(log: string[]): string | undefined {
+  const line = log.find((l) => /(^|\s)(fatal )?error: /.test(l) && !/^ERROR: /.test(l));
+  return line?.trim().replace(/^.*?(\S+:\d+(:\d+)?: (fatal )?error: )/, '$1');
+}
+
+/** Kernel modules under a /lib/modules/<release> folder, relative to it. */
+export function findModules(dir: string, prefix = ''): string[] {
+  if (!existsSync(join(dir, prefix))) return [];
+  return readdirSync(join(dir, prefix), { withFileTypes: true }).flatMap((e) => {
+    const rel = prefix ? `${prefix}/${e.name}` : e.name;
+    if (e.isDirectory() && e.name !== 'build' && e.name !== 'source') return findModules(dir, rel);
+    return e.isFile() && /^nvidia.*\.ko(\.(xz|zst|gz))?$/.test(e.name) ? [rel] : [];
+  });
+}
