@@ -7,11 +7,10 @@ import type { StepContext, StepDefinition } from '../../model/step.js';
 import { assertTarArchive } from '../../sys/archive.js';
 import { checkPinnedFile, downloadVerified } from '../../sys/download.js';
 import { runLogged } from '../../sys/exec.js';
-import { ccacheArgs, compilerErrors, jobs, kbuildEnv, makeAtStablePath, stableBuildPath } from '../../sys/kbuild.js';
-import { assertMakeselfArchive, checkMakeselfArchive } from '../../sys/makeself.js';
+import { ccacheArgs, jobs, kbuildEnv, makeAtStablePath, stableBuildPath } from '../../sys/kbuild.js';
 import { redact } from '../../model/redact.js';
-import { obtainDriverRun, preflightDriverRun } from './driver-run.js';
-import { applyPatches, extractDriverRun, findModules, firstCompilerError, manifestVersion } from './driver-tree.js';
+import { preflightDriverRun } from './driver-run.js';
+import { applyPatches, extractCheckedRun, findModules, firstCompilerError } from './driver-tree.js';
 
 type ModulesParams = {
   version: string;
@@ -77,8 +76,9 @@ async function buildModules(ctx: StepContext<ModulesParams, ModulesInputs>): Pro
     await makeIn(buildDir, [`-j${jobs()}`, ...(await ccacheArgs()), 'modules']);
   } catch (err) {
     if (err instanceof GuestError && err.code === 'E_INTERRUPTED') throw err;
+    // the compiler's lines are in the log's tail; makeAtStablePath's failure already carries them as details
     const first = firstCompilerError(ctx.log.tail(400));
-    throw new GuestError('E_DRIVER_INSTALL', `the ${p.moduleType} kernel modules of driver ${version} (${name}) did not build for kernel ${release}${first ? `: ${first}` : ' (see the driver-modules task log)'}`, { cause: err, details: compilerErrors(ctx.log.tail(400)) });
+    throw new GuestError('E_DRIVER_INSTALL', `the ${p.moduleType} kernel modules of driver ${version} (${name}) did not build for kernel ${release}${first ? `: ${first}` : ' (see the driver-modules task log)'}`, { cause: err, details: err instanceof GuestError ? err.details : [] });
   }
   const installRoot = join(ctx.outDir, TREE);
   mkdirSync(installRoot, { recursive: true });
@@ -98,12 +98,7 @@ async function obtainModuleSource(ctx: StepContext<ModulesParams, ModulesInputs>
   const p = ctx.params;
   const dir = join(ctx.workDir, 'src');
   if (!p.tarball) {
-    const run = await obtainDriverRun(ctx, { path: ctx.locations.run, url: p.run.url, version: p.version, sha256: p.run.sha256, what: 'driver' });
-    assertMakeselfArchive(run, 'driver');
-    await checkMakeselfArchive(ctx.log, run, 'driver', ctx.signal);
-    await extractDriverRun(ctx, run, dir);
-    const version = manifestVersion(dir, basename(run));
-    if (version !== p.version) throw new GuestError('E_VERSION_MISMATCH', `driver ${basename(run)} holds driver ${version} (its .manifest), but driver.version says ${p.version}: make them the same`);
+    const run = await extractCheckedRun(ctx, { path: ctx.locations.run, url: p.run.url, version: p.version, sha256: p.run.sha256 }, dir);
     return { dir, from: 'run', name: basename(run) };
   }
   let file = ctx.locations.tarball;

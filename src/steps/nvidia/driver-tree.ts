@@ -3,14 +3,32 @@ import { basename, join } from 'node:path';
 import { GuestError } from '../../model/errors.js';
 import type { StepContext } from '../../model/step.js';
 import { runLogged } from '../../sys/exec.js';
+import { assertMakeselfArchive, checkMakeselfArchive } from '../../sys/makeself.js';
+import { obtainDriverRun } from './driver-run.js';
 
 /*
- * What the driver steps share about NVIDIA's driver trees: extracting a .run on the host, the
- * version a tree says it is, applying driver.patches, reading a failed build, finding modules.
+ * What the driver steps share about NVIDIA's driver trees: a checked .run extracted on the host,
+ * applying driver.patches, reading a failed build, finding modules.
  */
 
+/**
+ * The .run from its pinned path or URL, proven a makeself archive that passes its own --check,
+ * extracted into `target` on the host, its .manifest naming driver.version. Returns the .run's path.
+ */
+export async function extractCheckedRun(ctx: StepContext, o: { path?: string; url: string | null; version: string; sha256: string }, target: string): Promise<string> {
+  const run = await obtainDriverRun(ctx, { ...o, what: 'driver' });
+  assertMakeselfArchive(run, 'driver');
+  await checkMakeselfArchive(ctx.log, run, 'driver', ctx.signal);
+  await extractDriverRun(ctx, run, target);
+  const version = manifestVersion(target, basename(run));
+  if (version !== o.version) {
+    throw new GuestError('E_VERSION_MISMATCH', `driver ${basename(run)} holds driver ${version} (its .manifest), but driver.version says ${o.version}: make them the same`);
+  }
+  return run;
+}
+
 /** `sh X.run -x --target DIR` on the host: the stub's decompressor is the host's. */
-export async function extractDriverRun(ctx: StepContext, run: string, target: string): Promise<void> {
+async function extractDriverRun(ctx: StepContext, run: string, target: string): Promise<void> {
   try {
     await runLogged(ctx.log, 'sh', [run, '-x', '--target', target], { signal: ctx.signal, quiet: true });
   } catch (err) {
@@ -20,7 +38,7 @@ export async function extractDriverRun(ctx: StepContext, run: string, target: st
 }
 
 /** Line 2 of NVIDIA's .manifest is the driver version; a package without one is not NVIDIA's. */
-export function manifestVersion(dir: string, name: string): string {
+function manifestVersion(dir: string, name: string): string {
   const file = join(dir, '.manifest');
   if (!existsSync(file)) throw new GuestError('E_NOT_MAKESELF', `driver ${name} has no .manifest: it is not an NVIDIA driver package (nvidia-installer installs from the folder holding .manifest)`);
   const version = readFileSync(file, 'utf8').split('\n')[1]?.trim() ?? '';

@@ -4,12 +4,12 @@ import { availableParallelism } from 'node:os';
 import { GuestError } from '../../model/errors.js';
 import type { DriverModulesResult, DriverResult, KernelPackagesResult, RootfsTarballResult } from '../../model/results.js';
 import { withChroot } from '../../sys/chroot.js';
-import { assertMakeselfArchive, checkMakeselfArchive, makeselfLabel } from '../../sys/makeself.js';
+import { makeselfLabel } from '../../sys/makeself.js';
 import { packRootfs, unpackRootfs } from '../../sys/rootfs-tar.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
-import { obtainDriverRun, preflightDriverRun } from './driver-run.js';
+import { preflightDriverRun } from './driver-run.js';
 import { runLogged } from '../../sys/exec.js';
-import { applyPatches, extractDriverRun, findModules, firstCompilerError, manifestVersion } from './driver-tree.js';
+import { applyPatches, extractCheckedRun, findModules, firstCompilerError } from './driver-tree.js';
 
 type DriverParams = {
   version: string;
@@ -54,18 +54,11 @@ async function installDriver(ctx: StepContext<DriverParams, DriverInputs>): Prom
   if (!built && !wanted.some((d) => d.package.startsWith('linux-headers-'))) {
     throw new GuestError('E_HEADERS_MISSING', `kernel-debs produced no linux-headers-${release} package: the driver cannot be built (CONFIG_MODULES must be y)`);
   }
-  const run = await obtainDriverRun(ctx, { path: ctx.locations.run, url: p.url, version: p.version, sha256: p.sha256, what: 'driver' });
-  assertMakeselfArchive(run, 'driver');
-  await checkMakeselfArchive(ctx.log, run, 'driver', ctx.signal);
-  const label = await makeselfLabel(ctx.log, run, ctx.signal);
-
   // extracted, checked and patched before the rootfs is unpacked: a wrong file fails in seconds
   const extracted = join(ctx.workDir, 'driver');
-  await extractDriverRun(ctx, run, extracted);
-  const version = manifestVersion(extracted, basename(run));
-  if (version !== p.version) {
-    throw new GuestError('E_VERSION_MISMATCH', `driver ${basename(run)} holds driver ${version} (its .manifest), but driver.version says ${p.version}: make them the same`);
-  }
+  const run = await extractCheckedRun(ctx, { path: ctx.locations.run, url: p.url, version: p.version, sha256: p.sha256 }, extracted);
+  const label = await makeselfLabel(ctx.log, run, ctx.signal);
+  const version = p.version;
   if (built && (built.result.driverVersion !== version || built.result.kernelRelease !== release)) {
     // NVIDIA's user-mode and kernel-mode parts talk only when they are the same release
     throw new GuestError('E_VERSION_MISMATCH', `driver ${basename(run)} has the user-mode driver ${version}, but the kernel modules built from ${built.result.sourceFile} are ${built.result.driverVersion} for ${built.result.kernelRelease}: use the .run of the modules' release`);
