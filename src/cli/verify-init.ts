@@ -18,7 +18,8 @@ export function verifyInit(checks: GuestCheck[], fsType: string): string {
   const lines = [
     '#!/bin/busybox sh',
     '/bin/busybox --install -s /bin',
-    'export PATH=/bin',
+    // the initramfs has /bin only; inside the chroot, modprobe's install commands need the guest's sbin
+    'export PATH=/bin:/sbin:/usr/bin:/usr/sbin',
     'mkdir -p /proc /sys /dev /mnt /tmp',
     'mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev',
     'echo GG-BOOTED',
@@ -40,7 +41,7 @@ export function verifyInit(checks: GuestCheck[], fsType: string): string {
  * found); the GSP firmware of the version is there; nvidia-smi and libnvidia-ml are the modules'
  * version.
  */
-export function guestChecks(o: { release: string; options: string[]; modules: string[]; hook?: string; driverVersion?: string }): GuestCheck[] {
+export function guestChecks(o: { release: string; options: string[]; modules: string[]; loadNames?: Record<string, string>; hook?: string; driverVersion?: string }): GuestCheck[] {
   const checks: GuestCheck[] = [{ name: 'kernel-release', script: `r=$(uname -r); echo "$r"; [ "$r" = ${quote(o.release)} ]` }];
   for (const opt of o.options) {
     const unset = /^# (CONFIG_[A-Za-z0-9_]+) is not set$/.exec(opt);
@@ -48,27 +49,34 @@ export function guestChecks(o: { release: string; options: string[]; modules: st
     const symbol = unset ? unset[1]! : opt.split('=')[0]!;
     checks.push({ name: `config:${symbol}`, script });
   }
+  let mainModule: string | undefined;
   for (const m of o.modules) {
-    const name = m.split('/').pop()!.replace(/\.ko.*$/, '');
-    const path = `/mnt/lib/modules/${o.release}/${m}`;
-    checks.push({ name: `module-present:${name}`, script: `test -f ${quote(path)} && echo ${quote(m)}` });
-    checks.push({ name: `module-vermagic:${name}`, script: `v=$(chroot /mnt /sbin/modinfo -F vermagic ${quote(`/lib/modules/${o.release}/${m}`)}); echo "$v"; case "$v" in ${quote(o.release)}' '*) true;; *) false;; esac` });
+    const file = m.split('/').pop()!.replace(/\.ko.*$/, '');
+    // a distribution may rename the files and load them through modprobe install lines (nvidia-current → nvidia)
+    const name = o.loadNames?.[file] ?? file;
+    if (name === 'nvidia') mainModule = m;
+    const path = `/lib/modules/${o.release}/${m}`;
+    checks.push({ name: `module-present:${name}`, script: `test -f ${quote(`/mnt${path}`)} && echo ${quote(m)}` });
+    checks.push({ name: `module-vermagic:${name}`, script: `v=$(chroot /mnt /sbin/modinfo -F vermagic ${quote(path)}); echo "$v"; case "$v" in ${quote(o.release)}' '*) true;; *) false;; esac` });
     if (o.driverVersion && name !== 'nvidia') {
       // needs nvidia loaded, which a VM without an NVIDIA GPU cannot: its dependencies must resolve
-      checks.push({ name: `module-deps:${name}`, script: `d=$(chroot /mnt /sbin/modprobe --show-depends ${quote(name)} 2>&1); r=$?; echo $d; [ $r -eq 0 ]` });
+      checks.push({ name: `module-deps:${name}`, script: `d=$(chroot /mnt /sbin/modprobe --show-depends ${quote(file)} 2>&1); r=$?; echo $d; [ $r -eq 0 ]` });
       continue;
     }
     const noGpu = o.driverVersion && name === 'nvidia'
       ? `elif echo "$out" | grep -q 'No such device' && dmesg | grep -q 'No NVIDIA GPU found'; then echo "loadable: every symbol resolved, no NVIDIA GPU in this VM (No such device)"; `
       : '';
+    // /proc/modules spells the loaded module's name with underscores
+    const loaded = [...new Set([name, file])].map((n) => `^${n.replace(/-/g, '_')} `).join('|');
     checks.push({
       name: `module-loads:${name}`,
-      script: `m=${quote(name)}; out=$(chroot /mnt /sbin/modprobe "$m" 2>&1); if grep -q "^$m " /proc/modules; then echo loaded; ${noGpu}else echo "$out"; dmesg | grep -iE "$m|NVRM" | tail -n 6; false; fi`,
+      script: `m=${quote(name)}; out=$(chroot /mnt /sbin/modprobe "$m" 2>&1); if grep -qE ${quote(loaded)} /proc/modules; then echo loaded; ${noGpu}else echo "$out"; dmesg | grep -iE "$m|NVRM" | tail -n 6; false; fi`,
     });
   }
   const v = o.driverVersion;
   if (v) {
-    checks.push({ name: 'driver-version', script: `m=$(chroot /mnt /sbin/modinfo -F version nvidia); echo "nvidia $m"; [ "$m" = ${quote(v)} ]` });
+    const nvidia = mainModule ? `/lib/modules/${o.release}/${mainModule}` : 'nvidia';
+    checks.push({ name: 'driver-version', script: `m=$(chroot /mnt /sbin/modinfo -F version ${quote(nvidia)}); echo "nvidia $m"; [ "$m" = ${quote(v)} ]` });
     if (Number(v.split('.')[0]) >= 510) {
       checks.push({ name: 'gsp-firmware', script: `ls ${quote(`/mnt/lib/firmware/nvidia/${v}`)} | grep -E '^gsp_.*\.bin$' | tr '\\n' ' ' | grep .` });
     }
@@ -77,9 +85,10 @@ export function guestChecks(o: { release: string; options: string[]; modules: st
     checks.push({
       name: 'nvidia-smi',
       script: [
-        `test -x /mnt/usr/bin/nvidia-smi || { echo "no /usr/bin/nvidia-smi"; exit 1; }`,
+        // resolved inside the chroot: a distribution links them absolutely, through /etc/alternatives
+        `chroot /mnt /usr/bin/test -x /usr/bin/nvidia-smi || { echo "no /usr/bin/nvidia-smi"; exit 1; }`,
         `chroot /mnt /bin/grep -qaF ${quote(v)} /usr/bin/nvidia-smi || { echo "/usr/bin/nvidia-smi is not version ${v}"; exit 1; }`,
-        `l=$(readlink /mnt/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1); [ "$l" = ${quote(ml)} ] || { echo "libnvidia-ml.so.1 -> $l, not ${ml}"; exit 1; }`,
+        `l=$(chroot /mnt /usr/bin/readlink -f /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1); l=\${l##*/}; [ "$l" = ${quote(ml)} ] || { echo "libnvidia-ml.so.1 -> $l, not ${ml}"; exit 1; }`,
         // it must run: without a GPU it fails only because no driver answers (exit 9)
         `o=$(chroot /mnt /usr/bin/nvidia-smi 2>&1); r=$?`,
         `if [ $r -eq 0 ] || echo "$o" | grep -q "couldn't communicate with the NVIDIA driver"; then echo "nvidia-smi ${v} runs, $l"; else echo "nvidia-smi exit $r: $o"; exit 1; fi`,

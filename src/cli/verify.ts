@@ -36,13 +36,15 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
   try {
     await requireHostTools('verify');
     const plan = await planRun(loaded.graph, {}, { steps: env.steps, store, memo, signal: signals.signal, network: false });
-    const [build, config, image, driver, toolkit] = await Promise.all([
+    const [build, config, image, driverRun, driverPackages, toolkit] = await Promise.all([
       builtEntryOfKind(plan, store, 'kernel-build'),
       builtEntryOfKind(plan, store, 'kernel-config'),
       builtEntryOfKind(plan, store, 'image'),
       builtEntryOfKind(plan, store, 'driver'),
+      builtEntryOfKind(plan, store, 'driver-packages'),
       builtEntryOfKind(plan, store, 'toolkit'),
     ]);
+    const driver = driverRun ?? driverPackages;
     if (!build || !image) {
       const missing = [build ? '' : 'kernel', image ? '' : 'image'].filter(Boolean);
       throw new GuestError('E_NOT_CACHED', `verify needs the built ${missing.join(' and ')} of ${plan.pipeline}: run gpu-guest build with the same pipeline and flags first`);
@@ -53,7 +55,7 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
     const options = config ? readFileSync(join(config.outDir, 'requested.conf'), 'utf8').split('\n').map((l) => l.replace(/\s+#\s[^#]*$/, '').trim()).filter(Boolean) : [];
     const modules = driver?.result.modules ?? [];
     const hook = toolkit && toolkit.result.mode === 'oci-hook' ? HOOK_PATH : undefined;
-    const checks = guestChecks({ release, options: [...new Set(options)], modules, hook, driverVersion: driver?.result.driverVersion });
+    const checks = guestChecks({ release, options: [...new Set(options)], modules, loadNames: driver?.result.loadNames, hook, driverVersion: driver?.result.driverVersion });
     const initrd = await buildVerifyInitrd(work, verifyInit(checks, format), signals.signal);
     const consoleLog = join(logs, 'verify.log');
     env.stdout(`booting ${release} with ${image.result.image} in qemu (${opts.accel}, at most ${timeoutS} s)\n`);
@@ -63,7 +65,7 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
       disk: join(image.outDir, image.result.image),
       append: 'console=ttyS0 panic=-1 loglevel=4',
       accel: opts.accel as 'tcg' | 'kvm',
-      machine: loaded.graph.tasks.some((t) => t.kind === 'driver') ? 'q35' : 'pc',
+      machine: loaded.graph.tasks.some((t) => t.id === 'driver') ? 'q35' : 'pc',
       memoryMiB: Number(opts.memory),
       timeoutMs: timeoutS * 1000,
       logFile: consoleLog,

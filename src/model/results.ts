@@ -62,8 +62,13 @@ export type DriverResult = RootfsTarballResult & {
   moduleType: 'open' | 'proprietary';
   /** Module paths relative to /lib/modules/<release>. */
   modules: string[];
-  /** Where the modules were built: by nvidia-installer in the rootfs (run) or on the host (source). */
-  source?: 'run' | 'source';
+  /** Where the modules were built: by nvidia-installer in the rootfs (run), on the host (source), by DKMS from packages (apt). */
+  source?: 'run' | 'source' | 'apt';
+  /** apt: the driver's packages as pinned, and the build-only packages purged afterwards. */
+  packages?: string[];
+  purged?: string[];
+  /** Module file name → the name modprobe loads it by, where a distribution renames them (nvidia-current → nvidia). */
+  loadNames?: Record<string, string>;
 };
 
 /** NVIDIA's kernel modules built on the host against the kernel-build tree (driver.source: source). */
@@ -144,6 +149,7 @@ export type StepResults = {
   rootfs: RootfsResult;
   driver: DriverResult;
   'driver-modules': DriverModulesResult;
+  'driver-packages': DriverResult;
   toolkit: ToolkitResult;
   image: ImageResult;
   'vgpu-image': VgpuImageResult;

@@ -75,13 +75,14 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
     const patches: TaskSpec['files'] = d.patches.length ? { patches: d.patches } : {};
     const fromSource = d.source === 'source';
     if (fromSource) tasks.push(driverModulesTask(d, runUrl, patches));
-    tasks.push({
+    if (d.source === 'apt') tasks.push(driverPackagesTask(p, d, patches));
+    else tasks.push({
       id: 'driver',
       kind: 'driver',
       upstream: { packages: 'kernel-debs', rootfs: 'rootfs', ...(fromSource ? { modules: 'driver-modules' } : {}) },
       title: fromSource ? `install the NVIDIA ${d.version} modules, firmware and user-mode driver in the rootfs` : `install the NVIDIA ${d.version} driver in the rootfs`,
       // The pinned sha256 is the .run's identity: its path or URL does not change the result.
-      params: { version: d.version, sha256: d.sha256, url: runUrl, ...(fromSource ? { source: 'source' } : {}), moduleType: d.moduleType, installerArgs: d.installerArgs },
+      params: { version: d.version, sha256: d.sha256!, url: runUrl, ...(fromSource ? { source: 'source' } : {}), moduleType: d.moduleType, installerArgs: d.installerArgs },
       files: fromSource ? {} : patches,
       ...(d.path ? { locations: { run: d.path } } : {}),
     });
@@ -124,9 +125,23 @@ function driverModulesTask(d: NonNullable<Pipeline['driver']>, runUrl: string | 
     kind: 'driver-modules',
     upstream: { build: 'kernel-build' },
     title: `build the NVIDIA ${d.version} ${d.moduleType} kernel modules against the kernel tree`,
-    params: { version: d.version, moduleType: d.moduleType, run: { sha256: d.sha256, url: runUrl }, tarball: m ? { urls: m.path ? [] : urls, sha256: m.sha256 } : null },
+    params: { version: d.version, moduleType: d.moduleType, run: { sha256: d.sha256!, url: runUrl }, tarball: m ? { urls: m.path ? [] : urls, sha256: m.sha256 } : null },
     files: patches,
     ...(Object.keys(locations).length ? { locations } : {}),
+  };
+}
+
+/** driver.source: apt — the driver's pinned packages in the rootfs, DKMS building the modules there. */
+function driverPackagesTask(p: Pipeline, d: NonNullable<Pipeline['driver']>, patches: TaskSpec['files']): TaskSpec {
+  const repo = d.repository;
+  return {
+    id: 'driver',
+    kind: 'driver-packages',
+    upstream: { packages: 'kernel-debs', rootfs: 'rootfs' },
+    title: `install the NVIDIA ${d.version} driver packages in the rootfs (DKMS builds the modules)`,
+    params: { version: d.version, moduleType: d.moduleType, packages: d.packages ?? [], repository: repo ? { url: repo.url, suite: repo.suite, components: repo.components } : null },
+    // the keyring's contents, like the patches', are part of the key
+    files: clean({ ...patches, repositoryKey: repo?.key, recipe: resolve(projectRoot, 'rootfs', p.rootfs.distro) }) as TaskSpec['files'],
   };
 }
 

@@ -227,6 +227,7 @@ function checkSemantics(p: Pipeline, where: Where): void {
       if (!p[section]) throw new GuestError('E_PIPELINE_INVALID', `${where([])}: ${section}: required for vendor nvidia (add a ${section}: section)`);
     }
     checkModuleSource(p.driver!, where);
+    checkDriverKind(p.driver!, where);
   }
   if (p.vendor === 'intel') {
     for (const section of ['driver', 'toolkit'] as const) {
@@ -246,6 +247,38 @@ function checkModuleSource(d: NonNullable<Pipeline['driver']>, where: Where): vo
   if (given.length > 1) {
     throw new GuestError('E_PIPELINE_INVALID', `${where(['driver', 'moduleSource'])}: driver.moduleSource: give one of mirrors, url or path, not ${given.join(' and ')}`);
   }
+}
+
+/**
+ * run and source install a pinned .run; apt installs pinned packages and reads no .run: a key the
+ * chosen source does not read is an error, not silently ignored.
+ */
+function checkDriverKind(d: NonNullable<Pipeline['driver']>, where: Where): void {
+  const invalid = (key: string, msg: string) => new GuestError('E_PIPELINE_INVALID', `${where(['driver', key])}: driver.${key}: ${msg}`);
+  if (d.source !== 'apt') {
+    for (const key of ['packages', 'repository'] as const) {
+      if (d[key] !== undefined) throw invalid(key, `only read with driver.source: apt (set it, or remove ${key})`);
+    }
+    if (!d.sha256) throw invalid('sha256', `required with driver.source: ${d.source} (the .run's sha256, e.g. from sha256sum NVIDIA-Linux-x86_64-${d.version}.run)`);
+    return;
+  }
+  for (const key of ['sha256', 'url', 'path'] as const) {
+    if (d[key] !== undefined) throw invalid(key, 'not read with driver.source: apt, which installs packages and no .run (remove it)');
+  }
+  if (d.installerArgs.length) throw invalid('installerArgs', 'not read with driver.source: apt (nvidia-installer does not run; remove it)');
+  const packages = d.packages ?? [];
+  if (!packages.length) throw invalid('packages', `required with driver.source: apt: the driver's packages pinned as name=version, e.g. [nvidia-kernel-dkms=${d.version}-1, nvidia-smi=${d.version}-1, libnvidia-ml1=${d.version}-1, firmware-nvidia-gsp=${d.version}-1]`);
+  const unpinned = packages.filter((n) => !n.includes('='));
+  if (unpinned.length) throw invalid('packages', `${unpinned.join(', ')} not pinned: write name=version (apt installs exactly that version)`);
+  const dkms = packages.filter((n) => /-dkms(:[a-z0-9-]+)?=/.test(n));
+  if (dkms.length !== 1) throw invalid('packages', `name exactly one DKMS package (…-dkms=version) that builds the kernel modules, not ${dkms.length ? dkms.join(' and ') : 'none'}`);
+  const upstream = upstreamVersion(dkms[0]!.split('=')[1]!);
+  if (upstream !== d.version) throw invalid('packages', `${dkms[0]} builds driver ${upstream}, but driver.version says ${d.version}: make them the same`);
+}
+
+/** The upstream part of a Debian version: no epoch, no revision (1:535.261.03-1~deb12u1 → 535.261.03). */
+export function upstreamVersion(debianVersion: string): string {
+  return debianVersion.replace(/^\d+:/, '').replace(/-[^-]*$/, '');
 }
 
 function checkVgpu(p: Pipeline, where: Where): void {
@@ -322,6 +355,7 @@ function resolvePaths(p: Pipeline, baseDir: string, cwd: string, overrides: Over
   if (p.driver?.path) p.driver.path = mustExist(p.driver.path, ['driver', 'path']);
   if (p.driver?.moduleSource?.path) p.driver.moduleSource.path = mustExist(p.driver.moduleSource.path, ['driver', 'moduleSource', 'path']);
   if (p.driver) p.driver.patches = p.driver.patches.map((f, i) => mustExist(f, ['driver', 'patches', i]));
+  if (p.driver?.repository) p.driver.repository.key = mustExist(p.driver.repository.key, ['driver', 'repository', 'key']);
   if (p.toolkit) {
     p.toolkit.debs = p.toolkit.debs.map((d, i) => mustExist(d, ['toolkit', 'debs', i]));
     const repo = p.toolkit.repository;

@@ -21,6 +21,19 @@ export const PATTERN_MEANING: Record<string, string> = {
   '^[0-9a-f]{64}$': 'a sha256 (64 lowercase hex digits)',
 };
 
+/** A signed apt repository: a sources line's URL, suite and components, and the keyring that signs it. */
+const aptRepository = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['url', 'suite', 'key'],
+  properties: {
+    url: { type: 'string', pattern: '^(https?|file)://' },
+    suite: { type: 'string', pattern: DEBIAN_SUITE },
+    components: { type: 'array', items: { type: 'string', pattern: DEBIAN_COMPONENT }, default: ['main'] },
+    key: str,
+  },
+} as const;
+
 export const DEFAULT_KERNEL_MIRROR = 'https://cdn.kernel.org/pub/linux/kernel';
 /** NVIDIA's download folder of its kernel module source releases (NVIDIA-kernel-module-source-<version>.tar.xz). */
 export const DEFAULT_MODULE_SOURCE_MIRROR = 'https://download.nvidia.com/XFree86/NVIDIA-kernel-module-source';
@@ -77,13 +90,14 @@ export const pipelineSchema = {
     driver: {
       type: 'object',
       additionalProperties: false,
-      required: ['version', 'sha256'],
+      // sha256 (the .run's pin) is required for run and source, checked in load.ts
+      required: ['version'],
       properties: {
         version: { type: 'string', pattern: '^[0-9]+(\\.[0-9]+)+$' },
         url: { type: 'string', pattern: '^https?://' },
         path: str,
         sha256,
-        source: { enum: ['run', 'source'], default: 'run' },
+        source: { enum: ['run', 'source', 'apt'], default: 'run' },
         moduleSource: {
           type: 'object',
           additionalProperties: false,
@@ -96,6 +110,8 @@ export const pipelineSchema = {
           },
         },
         moduleType: { enum: ['open', 'proprietary'], default: 'open' },
+        packages: { type: 'array', items: { type: 'string', pattern: DEBIAN_PACKAGE } },
+        repository: aptRepository,
         installerArgs: strList,
         patches: strList,
       },
@@ -107,17 +123,7 @@ export const pipelineSchema = {
       properties: {
         version: str,
         debs: strList,
-        repository: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['url', 'suite', 'key'],
-          properties: {
-            url: { type: 'string', pattern: '^(https?|file)://' },
-            suite: { type: 'string', pattern: DEBIAN_SUITE },
-            components: { type: 'array', items: { type: 'string', pattern: DEBIAN_COMPONENT }, default: ['main'] },
-            key: str,
-          },
-        },
+        repository: aptRepository,
         mode: { enum: ['oci-hook', 'cdi'], default: 'oci-hook' },
       },
     },

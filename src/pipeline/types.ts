@@ -64,24 +64,38 @@ export interface RootfsSection {
   keepBuildPackages: boolean;
 }
 
+/** A signed apt repository; key is a local keyring file. */
+export interface AptRepository {
+  url: string;
+  suite: string;
+  components: string[];
+  key: string;
+}
+
 export interface DriverSection {
   version: string;
   /** URL of the .run; default the NVIDIA download layout for `version`. */
   url?: string;
   /** Local path of the .run; wins over url. */
   path?: string;
-  sha256: string;
+  /** The .run's pin: required for run and source, not read for apt. */
+  sha256?: string;
   /**
    * How the kernel modules are built: `run` by nvidia-installer inside the rootfs (headers and a
-   * compiler there), `source` on the host against the kernel-build tree (none in the guest).
+   * compiler there), `source` on the host against the kernel-build tree (none in the guest),
+   * `apt` by DKMS inside the rootfs from distribution packages (build-only packages purged).
    */
-  source: 'run' | 'source';
+  source: 'run' | 'source' | 'apt';
   /**
    * source: a tarball of NVIDIA's kernel module source release (or of a kernel module tree with
    * NVIDIA's prebuilt cores); absent: the .run's own kernel-open/ or kernel/ tree.
    */
   moduleSource?: { mirrors?: string[]; url?: string; path?: string; sha256: string };
   moduleType: 'open' | 'proprietary';
+  /** apt: the driver's packages, each pinned (`name=version`); exactly one is a DKMS package. */
+  packages?: string[];
+  /** apt: a signed repository; default the rootfs mirror's components the recipe names for drivers. */
+  repository?: AptRepository;
   installerArgs: string[];
   /** Patch files (-p1) applied in order to the extracted driver before it is built. */
   patches: string[];
@@ -91,7 +105,7 @@ export interface ToolkitSection {
   version: string;
   /** Local .deb files or folders holding them. */
   debs: string[];
-  repository?: { url: string; suite: string; components: string[]; key: string };
+  repository?: AptRepository;
   /** `oci-hook` writes the Kata prestart hook; `cdi` generates CDI specs at boot. */
   mode: 'oci-hook' | 'cdi';
 }

@@ -5,6 +5,7 @@ import { kernelDebs } from './kernel/kernel-debs.js';
 import { kernelSource } from './kernel/kernel-source.js';
 import { driver } from './nvidia/driver.js';
 import { driverModules } from './nvidia/driver-modules.js';
+import { driverPackages } from './nvidia/driver-packages.js';
 import { toolkit } from './nvidia/toolkit.js';
 import { rootfs } from './rootfs/rootfs.js';
 import { createStepRegistry, type StepRegistry } from '../model/step.js';
@@ -12,5 +13,5 @@ import { vgpuImage } from './vgpu/vgpu-image.js';
 
 /** Every step kind a pipeline can use. */
 export function builtinSteps(): StepRegistry {
-  return createStepRegistry([kernelSource, kernelConfig, kernelBuild, kernelDebs, rootfs, driverModules, driver, toolkit, image, vgpuImage]);
+  return createStepRegistry([kernelSource, kernelConfig, kernelBuild, kernelDebs, rootfs, driverModules, driver, driverPackages, toolkit, image, vgpuImage]);
 }

@@ -24,9 +24,9 @@ export const HOST_TOOLS: HostTool[] = [
   { name: 'bc', probe: 'bc', aptPackage: 'bc', neededBy: KERNEL },
   { name: 'tar', probe: 'tar', aptPackage: 'tar', neededBy: ['kernel-source'] },
   { name: 'xz', probe: 'xz', aptPackage: 'xz-utils', neededBy: ['kernel-source', 'driver'] },
-  { name: 'patch', probe: 'patch', aptPackage: 'patch', neededBy: ['driver', 'driver-modules'] },
-  { name: 'strip', probe: 'strip', aptPackage: 'binutils', neededBy: ['driver'] },
-  { name: 'modinfo', probe: 'modinfo', aptPackage: 'kmod', neededBy: ['driver-modules'] },
+  { name: 'patch', probe: 'patch', aptPackage: 'patch', neededBy: ['driver', 'driver-modules', 'driver-packages'] },
+  { name: 'strip', probe: 'strip', aptPackage: 'binutils', neededBy: ['driver', 'driver-packages'] },
+  { name: 'modinfo', probe: 'modinfo', aptPackage: 'kmod', neededBy: ['driver-modules', 'driver-packages'] },
   { name: 'libelf headers', probe: '/usr/include/libelf.h', aptPackage: 'libelf-dev', neededBy: KERNEL },
   { name: 'openssl headers', probe: '/usr/include/openssl/ssl.h', aptPackage: 'libssl-dev', neededBy: KERNEL },
   { name: 'dpkg-deb', probe: 'dpkg-deb', aptPackage: 'dpkg', neededBy: ['kernel-debs', 'driver', 'toolkit'] },
@@ -43,7 +43,7 @@ export const HOST_TOOLS: HostTool[] = [
   { name: 'qemu-system-x86_64', probe: 'qemu-system-x86_64', aptPackage: 'qemu-system-x86', neededBy: ['verify'] },
   { name: 'busybox (static)', probe: '/bin/busybox', aptPackage: 'busybox-static', neededBy: ['verify'] },
   { name: 'unshare', probe: 'unshare', aptPackage: 'util-linux', neededBy: ['kernel-build', 'kernel-debs'] },
-  { name: 'chroot', probe: 'chroot', aptPackage: 'coreutils', neededBy: ['driver', 'toolkit'] },
+  { name: 'chroot', probe: 'chroot', aptPackage: 'coreutils', neededBy: ['driver', 'driver-packages', 'toolkit'] },
   { name: 'skopeo', probe: 'skopeo', aptPackage: 'skopeo', neededBy: ['vgpu-image'] },
 ];
 

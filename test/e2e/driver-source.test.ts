@@ -66,7 +66,7 @@ describe('driver.source: source (modules built on the host against the kernel tr
     expect(driver).toMatchObject({ driverVersion: NVIDIA_VERSION, kernelRelease: release, source: 'source' });
     expect(driver.modules.map((m: string) => m.split('/').pop()).sort()).toEqual(['nvidia-drm.ko', 'nvidia-modeset.ko', 'nvidia-peermem.ko', 'nvidia-uvm.ko', 'nvidia.ko']);
     const rootfs = join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar');
-    expect(moduleImports(rootfs, release, 'nvidia-uvm.ko', join(out, '..'))).toMatch(/ U mmu_interval_notifier_insert$/m);
+    expect(moduleImports(rootfs, release, 'kernel/drivers/video/nvidia-uvm.ko', join(out, '..'))).toMatch(/ U mmu_interval_notifier_insert$/m);
   });
 
   it('puts modules, firmware and the user-mode driver in the guest, but no compiler, headers or driver source', () => {

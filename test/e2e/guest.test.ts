@@ -46,7 +46,7 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
     expect(driver.modules.map((m: string) => m.split('/').pop()).sort()).toEqual(['nvidia-drm.ko', 'nvidia-modeset.ko', 'nvidia-peermem.ko', 'nvidia-uvm.ko', 'nvidia.ko']);
     const rootfs = join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar');
     // NVIDIA's conftest compiles UVM's notifier (HMM) paths out when the kernel lacks MMU notifiers and HMM
-    expect(moduleImports(rootfs, release, 'nvidia-uvm.ko', join(out, '..'))).toMatch(/ U mmu_interval_notifier_insert$/m);
+    expect(moduleImports(rootfs, release, 'kernel/drivers/video/nvidia-uvm.ko', join(out, '..'))).toMatch(/ U mmu_interval_notifier_insert$/m);
     const listing = execFileSync('tar', ['-tf', rootfs], { encoding: 'utf8', maxBuffer: 1 << 26 });
     expect(listing).toMatch(new RegExp(`^\\./usr/lib/firmware/nvidia/${NVIDIA_VERSION}/gsp_ga10x\\.bin$`, 'm'));
     expect(listing).not.toMatch(/\.run$|var\/tmp\/gpu-guest|\.manifest$/m);

@@ -48,6 +48,21 @@ describe('compileTaskGraph', () => {
     expect(fromRun.tasks.find((t) => t.id === 'driver')!.params.source).toBe('source');
   });
 
+  it('with driver.source: apt, the driver task is driver-packages on the debs and the rootfs, keyed by the pins and the keyring', () => {
+    const pins = ['nvidia-kernel-dkms=550.127.05-1', 'nvidia-smi=550.127.05-1'];
+    const key = join(testDir(), 'cuda.gpg');
+    writeFileSync(key, 'key one');
+    const apt = (extra: string[] = []) => compileTaskGraph(loadPipeline({ vendor: 'nvidia', sets: ['driver.source=apt', `driver.packages=[${pins.join(', ')}]`, ...extra] }).pipeline);
+    const g = apt();
+    const driver = g.tasks.find((t) => t.id === 'driver')!;
+    expect(driver.kind).toBe('driver-packages');
+    expect(deps(g).driver).toEqual(['kernel-debs', 'rootfs']);
+    expect(driver.params).toMatchObject({ version: '550.127.05', packages: pins, repository: null });
+    const named = apt([`driver.repository={url: "https://repo.example/cuda", suite: "/", components: [], key: "${key}"}`]).tasks.find((t) => t.id === 'driver')!;
+    expect(named.params.repository).toEqual({ url: 'https://repo.example/cuda', suite: '/', components: [] });
+    expect(named.files.repositoryKey).toBe(key);
+  });
+
   it('gives the intel pipeline six tasks, the image right after the rootfs', () => {
     const g = intel();
     expect(g.tasks.map((t) => t.id)).toEqual(['kernel-source', 'kernel-config', 'kernel-build', 'kernel-debs', 'rootfs', 'image']);

@@ -75,7 +75,7 @@ describe('loadPipeline', () => {
     ['--set wrong type', () => loadPipeline({ vendor: 'intel', sets: ['image.marginMiB=lots'] }), 'E_SET_PATH', /--set image\.marginMiB=lots: expected a number, found 'lots'/],
     ['--set invalid value', () => loadPipeline({ vendor: 'intel', sets: ['image.format=qcow2'] }), 'E_PIPELINE_INVALID', /^--set image\.format=qcow2: image\.format: expected one of/],
     ['missing fragment file', () => loadPipeline({ vendor: 'intel', sets: ['kernel.fragments=./nope.conf'] }), 'E_PIPELINE_INVALID', /kernel\.fragments\[0\]: .*nope\.conf does not exist/],
-    ['nvidia without driver sha256', () => loadPipeline({ vendor: 'nvidia' }), 'E_PIPELINE_INVALID', /nvidia\.yaml:\d+:\d+: driver\.sha256: required key is missing/],
+    ['nvidia without driver sha256', () => loadPipeline({ vendor: 'nvidia' }), 'E_PIPELINE_INVALID', /nvidia\.yaml:\d+:\d+: driver\.sha256: required with driver\.source: run \(the \.run's sha256/],
     ['a package name with a shell substitution', () => loadPipeline({ vendor: 'intel', sets: ['rootfs.packages=[gcc, "$(id)"]'] }), 'E_PIPELINE_INVALID', /rootfs\.packages\[1\]: expected a Debian package name \(lowercase letters, digits, \+ - \.; optionally :arch and =version\), found string "\$\(id\)"/],
     ['a package name with a slash', () => loadPipeline({ vendor: 'nvidia', sets: [`driver.sha256=${SHA}`, 'rootfs.extraPackages=[gcc/bookworm]'] }), 'E_PIPELINE_INVALID', /rootfs\.extraPackages\[0\]: expected a Debian package name/],
     ['a component with a semicolon', () => loadPipeline({ vendor: 'intel', sets: ['rootfs.components=[main;rm]'] }), 'E_PIPELINE_INVALID', /rootfs\.components\[0\]: expected a Debian archive component/],

@@ -8,6 +8,8 @@ import { checkKernelRelease } from '../../src/steps/kernel/kernel-build.js';
 import { expandFragments } from '../../src/steps/kernel/kernel-config.js';
 import { requireKernelPackage } from '../../src/steps/kernel/kernel-debs.js';
 import { checkToolkitSet } from '../../src/steps/nvidia/toolkit.js';
+import { parseLoadNames } from '../../src/steps/nvidia/driver-packages.js';
+import { upstreamVersion } from '../../src/pipeline/load.js';
 import { readBaseImage } from '../../src/steps/vgpu/base-image.js';
 import { ImageLayout } from '../../src/sys/oci.js';
 import { TaskLog } from '../../src/sys/task-log.js';
@@ -59,6 +61,37 @@ describe('the checks steps make on what they are given', () => {
     const ctx = { log, workDir: dir, signal: new AbortController().signal };
     await expect(readBaseImage(ctx, join(dir, 'not-a-layout'), new ImageLayout(join(dir, 'layout')))).rejects.toMatchObject({ code: 'E_BASE_IMAGE', message: expect.stringContaining('no oci-layout and index.json') });
     log.close();
+  });
+});
+
+describe('renamed NVIDIA modules (Debian: nvidia-current*.ko behind modprobe install lines)', () => {
+  // what `modprobe -c` prints in a rootfs with Debian's 535.261.03 packages and libcuda1
+  const showconfig = [
+    'install nvidia modprobe -i nvidia-current $CMDLINE_OPTS',
+    'install nvidia_modeset modprobe nvidia ; modprobe -i nvidia-current-modeset $CMDLINE_OPTS',
+    'install nvidia_uvm modprobe nvidia ; modprobe -i nvidia-current-uvm $CMDLINE_OPTS',
+    'install dummy /bin/true',
+    'remove nvidia modprobe -r -i nvidia-drm nvidia-modeset nvidia-peermem nvidia-uvm nvidia',
+  ].join('\n');
+
+  it('reads which file each name loads, the last -i of an install line, in dashes', () => {
+    expect(parseLoadNames(showconfig)).toEqual({ 'nvidia-current': 'nvidia', 'nvidia-current-modeset': 'nvidia-modeset', 'nvidia-current-uvm': 'nvidia-uvm' });
+  });
+
+  it('verify loads the main module by the name modprobe knows and checks the others by their files', () => {
+    const modules = ['updates/dkms/nvidia-current.ko', 'updates/dkms/nvidia-current-uvm.ko'];
+    const checks = guestChecks({ release: '6.1.1-x', options: [], modules, loadNames: parseLoadNames(showconfig), driverVersion: '535.261.03' });
+    const by = (name: string) => checks.find((c) => c.name === name)?.script ?? '';
+    expect(by('module-loads:nvidia')).toContain("m='nvidia'");
+    expect(by('module-loads:nvidia')).toContain("'^nvidia |^nvidia_current '");
+    expect(by('module-deps:nvidia-uvm')).toContain("--show-depends 'nvidia-current-uvm'");
+    expect(by('driver-version')).toContain("modinfo -F version '/lib/modules/6.1.1-x/updates/dkms/nvidia-current.ko'");
+  });
+
+  it('a Debian version without epoch and revision is the upstream version', () => {
+    expect(upstreamVersion('535.261.03-1')).toBe('535.261.03');
+    expect(upstreamVersion('1:535.261.03-1~deb12u1')).toBe('535.261.03');
+    expect(upstreamVersion('550.127.05-0ubuntu1-1')).toBe('550.127.05-0ubuntu1');
   });
 });
 

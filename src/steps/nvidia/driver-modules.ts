@@ -10,7 +10,7 @@ import { runLogged } from '../../sys/exec.js';
 import { ccacheArgs, jobs, kbuildEnv, makeAtStablePath, stableBuildPath } from '../../sys/kbuild.js';
 import { redact } from '../../model/redact.js';
 import { preflightDriverRun } from './driver-run.js';
-import { applyPatches, extractCheckedRun, findModules, firstCompilerError } from './driver-tree.js';
+import { applyPatches, checkBuiltModule, extractCheckedRun, findModules, firstCompilerError } from './driver-tree.js';
 
 type ModulesParams = {
   version: string;
@@ -142,20 +142,4 @@ function treeVersion(tree: string, name: string): string {
   const m = existsSync(kbuild) ? /NV_VERSION_STRING=\\?"(\d+(?:\.\d+)+)\\?"/.exec(readFileSync(kbuild, 'utf8')) : null;
   if (!m) throw new GuestError('E_DRIVER_SOURCE', `${name}: ${basename(tree)}/Kbuild names no NV_VERSION_STRING: it is not an NVIDIA kernel module tree`);
   return m[1]!;
-}
-
-/** License tells the trees apart: the open modules are Dual MIT/GPL, the proprietary ones NVIDIA's. */
-const LICENSE: Record<'open' | 'proprietary', RegExp> = { open: /^Dual MIT\/GPL$/, proprietary: /^NVIDIA$/ };
-
-/** What was built is what was asked for: vermagic of the kernel, the driver version, the module type. */
-async function checkBuiltModule(ctx: StepContext, ko: string, want: { release: string; version: string; moduleType: 'open' | 'proprietary'; source: string }): Promise<void> {
-  const field = async (f: string) => (await runLogged(ctx.log, 'modinfo', ['-F', f, ko], { capture: true, signal: ctx.signal })).trim();
-  const vermagic = await field('vermagic');
-  if (vermagic.split(' ')[0] !== want.release) throw new GuestError('E_DRIVER_INSTALL', `nvidia.ko from ${want.source} has vermagic '${vermagic}', not kernel ${want.release}`);
-  const version = await field('version');
-  if (version !== want.version) throw new GuestError('E_VERSION_MISMATCH', `nvidia.ko from ${want.source} is version ${version}, but driver.version says ${want.version}`);
-  const license = await field('license');
-  if (!LICENSE[want.moduleType].test(license)) {
-    throw new GuestError('E_DRIVER_SOURCE', `nvidia.ko from ${want.source} is licensed '${license}': not the ${want.moduleType} modules driver.moduleType asks for (check the tree and driver.moduleType)`);
-  }
 }

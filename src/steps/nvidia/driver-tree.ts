@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { GuestError } from '../../model/errors.js';
 import type { StepContext } from '../../model/step.js';
@@ -80,4 +80,28 @@ export function findModules(dir: string, prefix = ''): string[] {
     if (e.isDirectory() && e.name !== 'build' && e.name !== 'source') return findModules(dir, rel);
     return e.isFile() && /^nvidia.*\.ko(\.(xz|zst|gz))?$/.test(e.name) ? [rel] : [];
   });
+}
+
+/** License tells the trees apart: the open modules are Dual MIT/GPL, the proprietary ones NVIDIA's. */
+const LICENSE: Record<'open' | 'proprietary', RegExp> = { open: /^Dual MIT\/GPL$/, proprietary: /^NVIDIA$/ };
+
+/** What was built is what was asked for: vermagic of the kernel, the driver version, the module type. */
+export async function checkBuiltModule(ctx: StepContext, ko: string, want: { release: string; version: string; moduleType: 'open' | 'proprietary'; source: string }): Promise<void> {
+  const field = async (f: string) => (await runLogged(ctx.log, 'modinfo', ['-F', f, ko], { capture: true, signal: ctx.signal })).trim();
+  const vermagic = await field('vermagic');
+  if (vermagic.split(' ')[0] !== want.release) throw new GuestError('E_DRIVER_INSTALL', `nvidia.ko from ${want.source} has vermagic '${vermagic}', not kernel ${want.release}`);
+  const version = await field('version');
+  if (version !== want.version) throw new GuestError('E_VERSION_MISMATCH', `nvidia.ko from ${want.source} is version ${version}, but driver.version says ${want.version}`);
+  const license = await field('license');
+  if (!LICENSE[want.moduleType].test(license)) {
+    throw new GuestError('E_DRIVER_SOURCE', `nvidia.ko from ${want.source} is licensed '${license}': not the ${want.moduleType} modules driver.moduleType asks for (check the tree and driver.moduleType)`);
+  }
+}
+
+/** NVIDIA's prebuilt cores carry debug info (nvidia.ko 173 MB → 11 MB): the guest needs none of it. */
+export async function stripModules(ctx: StepContext, modulesDir: string, modules: string[]): Promise<void> {
+  const bytes = () => modules.reduce((sum, m) => sum + statSync(join(modulesDir, m)).size, 0);
+  const before = bytes();
+  for (const m of modules) await runLogged(ctx.log, 'strip', ['--strip-debug', join(modulesDir, m)], { signal: ctx.signal });
+  ctx.log.info(`stripped debug info from the NVIDIA modules: ${before} → ${bytes()} bytes`);
 }

@@ -1,4 +1,4 @@
-import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { GuestError } from '../../model/errors.js';
@@ -8,8 +8,7 @@ import { makeselfLabel } from '../../sys/makeself.js';
 import { packRootfs, unpackRootfs } from '../../sys/rootfs-tar.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
 import { preflightDriverRun } from './driver-run.js';
-import { runLogged } from '../../sys/exec.js';
-import { applyPatches, extractCheckedRun, findModules, firstCompilerError } from './driver-tree.js';
+import { applyPatches, extractCheckedRun, findModules, firstCompilerError, stripModules } from './driver-tree.js';
 
 type DriverParams = {
   version: string;
@@ -105,17 +104,10 @@ async function installDriver(ctx: StepContext<DriverParams, DriverInputs>): Prom
   const modules = findModules(join(root, 'lib/modules', release));
   if (!modules.some((m) => basename(m) === 'nvidia.ko')) throw new GuestError('E_DRIVER_INSTALL', `nvidia-installer finished but installed no nvidia.ko under /lib/modules/${release}`);
   rmSync(stage, { recursive: true, force: true });
-  // NVIDIA's prebuilt cores carry debug info (nvidia.ko 173 MB → 11 MB): the guest needs none of it
-  const before = moduleBytes(root, release, modules);
-  for (const m of modules) await runLogged(ctx.log, 'strip', ['--strip-debug', join(root, 'lib/modules', release, m)], { signal: ctx.signal });
-  ctx.log.info(`stripped debug info from the NVIDIA modules: ${before} → ${moduleBytes(root, release, modules)} bytes`);
+  await stripModules(ctx, join(root, 'lib/modules', release), modules);
   await packRootfs(ctx.log, root, join(ctx.outDir, 'rootfs.tar'), ctx.sourceDate, ctx.signal);
   ctx.log.info(`driver ${version} (${p.moduleType}${built ? `, modules built from ${built.result.sourceFile}` : ''}) installed for ${release}: ${modules.join(', ')}`);
   return { driverVersion: version, label, kernelRelease: release, moduleType: p.moduleType, modules, tarball: 'rootfs.tar', ...(built ? { source: 'source' as const } : {}) };
-}
-
-function moduleBytes(root: string, release: string, modules: string[]): number {
-  return modules.reduce((sum, m) => sum + statSync(join(root, 'lib/modules', release, m)).size, 0);
 }
 
 function installerLog(root: string): string[] {

@@ -10,6 +10,10 @@ export interface Recipe {
   keyring: string;
   /** Installed in every guest of this distro. */
   basePackages: string[];
+  /** The mirror's components holding the NVIDIA driver packages (driver.source: apt); none: a repository must be named. */
+  driverComponents: string[];
+  /** What the kernel headers' host programs (objtool) need at run time, undeclared by a bindeb-pkg headers deb. */
+  headerPackages: string[];
   /** Paths (globs) removed from the finished guest, from cleanup.list. */
   cleanup: string[];
   /** rootfs/<distro>/files/, copied over the root filesystem, when present. */
@@ -34,6 +38,8 @@ export function readRecipe(dir: string): Recipe {
     distro: String(data.distro),
     keyring: String(data.keyring),
     basePackages: data.basePackages ?? [],
+    driverComponents: data.driverComponents ?? [],
+    headerPackages: data.headerPackages ?? [],
     cleanup,
     filesDir: existsSync(join(dir, 'files')) ? join(dir, 'files') : undefined,
   };

@@ -1,0 +1,82 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEBIAN_REVISION, moduleImports, NVIDIA_VERSION } from '../fixtures/driver.js';
+import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
+import { buildToolkitDebs } from '../fixtures/toolkit.js';
+import { cliBin, leakedMounts, run, sharedCacheDir, suiteDir, writePipeline } from '../helpers.js';
+
+const version = debianKernelVersion();
+const release = `${version}-nvidia-gpu`;
+const pinned = `${NVIDIA_VERSION}-${DEBIAN_REVISION}`;
+// libcuda1: what CUDA containers get from the guest, and what makes Debian enable its modprobe configuration
+const PACKAGES = ['nvidia-kernel-dkms', 'nvidia-smi', 'libnvidia-ml1', 'libcuda1', 'firmware-nvidia-gsp'].map((p) => `${p}=${pinned}`);
+let server: KernelOrg;
+let out: string;
+let build: Awaited<ReturnType<typeof run>>;
+let verify: Awaited<ReturnType<typeof run>>;
+let listing: string;
+
+// driver.source: apt, the distribution's way: Debian's real NVIDIA packages (contrib/non-free of the
+// host's mirror, signed by Debian's archive key), DKMS compiling NVIDIA's proprietary modules for
+// the shared kernel build inside the chroot, then DKMS, the compiler and the headers purged.
+beforeAll(async () => {
+  const dir = suiteDir('gpu-guest-apt-');
+  server = await startKernelOrg([{ path: `v6.x/linux-${version}.tar.xz`, file: DEBIAN_TARBALL }]);
+  out = join(dir, 'out');
+  const debs = buildToolkitDebs(dir, '1.17.3-1');
+  const file = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
+  const driver = `driver:\n  version: "${NVIDIA_VERSION}"\n  source: apt\n  moduleType: proprietary\n  packages: [${PACKAGES.join(', ')}]\n`;
+  // the rootfs needs no compiler: apt brings DKMS's, and the step purges it again
+  const text = readFileSync(file, 'utf8').replace(/^driver:\n(  .*\n)+/m, driver).replace('  extraPackages: [gcc, make, libelf1]\n', '  extraPackages: []\n');
+  writeFileSync(file, text);
+  const args = ['--pipeline', file, '--cache-dir', sharedCacheDir(), '--out-dir', out, '--set', `toolkit.debs=${debs}`];
+  build = await run(cliBin, ['build', ...args]);
+  verify = await run(cliBin, ['verify', ...args]);
+  listing = build.code === 0 ? execFileSync('tar', ['-tvf', join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar')], { encoding: 'utf8', maxBuffer: 1 << 26 }) : '';
+}, 2_400_000);
+afterAll(async () => server?.close());
+
+describe('driver.source: apt (DKMS builds Debian’s NVIDIA packages in the chroot)', () => {
+  it('installs the pinned packages, builds the modules for the guest kernel, and leaves nothing mounted', () => {
+    expect(build.code, `${build.stdout}\n${build.stderr}`).toBe(0);
+    expect(leakedMounts(sharedCacheDir())).toEqual([]);
+    const manifest = JSON.parse(readFileSync(join(out, 'nvidia-test/manifest.json'), 'utf8'));
+    const driver = manifest.tasks.find((t: { id: string }) => t.id === 'driver');
+    expect(driver.kind).toBe('driver-packages');
+    expect(driver.result).toMatchObject({ driverVersion: NVIDIA_VERSION, kernelRelease: release, moduleType: 'proprietary', source: 'apt', packages: PACKAGES });
+    // Debian renames the modules and loads them through modprobe install lines
+    expect(driver.result.modules.sort()).toEqual(['nvidia-current-drm.ko', 'nvidia-current-modeset.ko', 'nvidia-current-peermem.ko', 'nvidia-current-uvm.ko', 'nvidia-current.ko'].map((m) => `updates/dkms/${m}`));
+    expect(driver.result.loadNames).toMatchObject({ 'nvidia-current': 'nvidia', 'nvidia-current-uvm': 'nvidia-uvm' });
+    expect(driver.result.purged).toEqual(expect.arrayContaining(['dkms', 'nvidia-kernel-dkms', `linux-headers-${release}`, 'make']));
+    expect(driver.result.purged.some((p: string) => /^gcc(-\d+)?$/.test(p))).toBe(true);
+    // the proprietary UVM with device-memory migration compiled in
+    expect(moduleImports(join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar'), release, 'updates/dkms/nvidia-current-uvm.ko', join(out, '..'))).toMatch(/ U migrate_vma_setup$/m);
+  });
+
+  it('keeps the modules, their modprobe configuration, firmware and the user-mode driver, but no DKMS, compiler, headers or driver source', () => {
+    expect(listing).toMatch(new RegExp(`\\./usr/lib/modules/${release}/updates/dkms/nvidia-current\\.ko$`, 'm'));
+    expect(listing).toMatch(/\.\/etc\/nvidia\/current\/nvidia-modprobe\.conf$/m);
+    expect(listing).toMatch(/\.\/etc\/modprobe\.d\/nvidia\.conf -> /m);
+    expect(listing).toMatch(new RegExp(`\\./usr/lib/firmware/nvidia/${NVIDIA_VERSION}/gsp_ga10x\\.bin$`, 'm'));
+    expect(listing).toMatch(/\.\/usr\/bin\/nvidia-smi -> \/etc\/alternatives\/nvidia--nvidia-smi$/m);
+    expect(listing).not.toMatch(/\.\/usr\/(s?bin\/(gcc|cc|make|dkms)|bin\/x86_64-linux-gnu-gcc-12)( -> .*)?$/m);
+    expect(listing).not.toMatch(/\.\/usr\/src\/(linux-headers-|nvidia-current-)/m);
+    expect(listing).not.toMatch(/\.\/var\/lib\/dkms\/nvidia/m);
+    expect(listing).not.toMatch(/gpu-guest-driver|var\/tmp\/gpu-guest/m);
+  });
+
+  it("boots in QEMU: modprobe nvidia (Debian's install line) reaches 'No NVIDIA GPU found', nvidia-smi matches the modules", () => {
+    expect(verify.code, `${verify.stdout}\n${verify.stderr}`).toBe(0);
+    for (const check of [
+      'pass  module-loads:nvidia  loadable: every symbol resolved, no NVIDIA GPU in this VM (No such device)',
+      'pass  module-deps:nvidia-uvm',
+      `pass  driver-version  nvidia ${NVIDIA_VERSION}`,
+      'pass  gsp-firmware  gsp_ga10x.bin gsp_tu10x.bin',
+      `pass  nvidia-smi  nvidia-smi ${NVIDIA_VERSION} runs, libnvidia-ml.so.${NVIDIA_VERSION}`,
+    ]) {
+      expect(verify.stdout).toContain(check);
+    }
+  });
+});
