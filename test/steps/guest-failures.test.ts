@@ -148,7 +148,7 @@ describe('guest bad inputs through the CLI', () => {
     const entry = manifest.tasks.find((t: { id: string }) => t.id === 'driver');
     // HMM (UVM's notifier paths) is open-modules-only: NVIDIA's proprietary uvm_linux.h pins
     // UVM_IS_CONFIG_HMM() to 0. Its device-memory migration still needs the fragment's DEVICE_PRIVATE.
-    expect(moduleImports(join(sharedCacheDir(), 'entries', entry.key, 'out/rootfs.tar'), result.kernelRelease, 'nvidia-uvm.ko', dir)).toMatch(/ U migrate_vma_setup$/m);
+    expect(moduleImports(join(sharedCacheDir(), 'entries', entry.key, 'out/rootfs.tar'), result.kernelRelease, 'kernel/drivers/video/nvidia-uvm.ko', dir)).toMatch(/ U migrate_vma_setup$/m);
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
   }, 1_800_000);
 
@@ -160,6 +160,17 @@ describe('guest bad inputs through the CLI', () => {
     const r = await run(cliBin, fromSource(dir, []));
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^error: E_DRIVER_INSTALL: the open kernel modules of driver 535\.261\.03 \(NVIDIA-Linux-x86_64-535\.261\.03\.run\) did not build for kernel 6\.1\.\d+-nvidia-gpu: \S*nvidia\/nv-pci\.c:\d+:\d+: error: too few arguments to function .pci_resize_resource./m);
+    expect(leakedMounts(sharedCacheDir())).toEqual([]);
+  }, 1_800_000);
+
+  it("fails the module build with the compiler's own line when a fragment removes X86_PAT, which NVIDIA's build needs", async () => {
+    const dir = testDir();
+    // the minimal base and this fragment only: a small kernel, built once per test cache
+    const fragment = join(dir, 'no-pat.conf');
+    writeFileSync(fragment, '# NVIDIA\'s nv-pat.c falls back to code for kernels before 5.x without PAT\nCONFIG_MTRR=y\n# CONFIG_X86_PAT is not set\n');
+    const r = await run(cliBin, fromSource(dir, ['--set', `kernel.fragments=[${fragment}]`, '--set', 'driver.moduleType=proprietary']));
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/^error: E_DRIVER_INSTALL: the proprietary kernel modules of driver 535\.261\.03 \(NVIDIA-Linux-x86_64-535\.261\.03\.run\) did not build for kernel 6\.1\.\d+-nvidia-gpu: \S*nvidia\/nv-pat\.c:\d+:\d+: error: implicit declaration of function .__flush_tlb./m);
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
   }, 1_800_000);
 
