@@ -60,7 +60,7 @@ export const ERROR_CODES = {
   E_ARCHIVE_CORRUPT: { kind: 'build', fix: 'download the .run again: its embedded checksums do not match' },
   E_DRIVER_PATCH: { kind: 'usage', fix: 'fix or drop the patch named: it does not apply to this driver\'s source' },
   E_DRIVER_SOURCE: { kind: 'build', fix: 'point `driver.moduleSource` at NVIDIA\'s kernel module source release (or a module tree) of `driver.version`, matching `driver.moduleType`' },
-  E_DRIVER_INSTALL: { kind: 'build', fix: 'read the installer log tail shown; the full log is in the task log' },
+  E_DRIVER_INSTALL: { kind: 'build', fix: "read the log lines shown (nvidia-installer's log, or DKMS's make.log with `driver.source: apt`); the full log is in the task log" },
   E_TOOLKIT_INCOMPLETE: { kind: 'build', fix: 'give all four toolkit packages in `toolkit.debs`' },
   E_TOOLKIT_VERSION: { kind: 'build', fix: 'give toolkit packages of one version, equal to `toolkit.version`' },
   E_TOOLKIT_INSTALL: { kind: 'build', fix: 'check the toolkit packages: their postinst did not create the hook binary' },
