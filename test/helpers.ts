@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, afterEach } from 'vitest';
 import { recordedSessions } from '../src/sys/chroot.js';
 import { mountsUnder } from '../src/sys/mounts.js';
+import { testSigningKey } from './fixtures/signing.js';
 
 export const repoRoot = resolve(import.meta.dirname, '..');
 export const harness = join(repoRoot, 'test/fixtures/harness.mjs');
@@ -119,9 +120,12 @@ export const FAKE_SHA = 'c'.repeat(64);
 export function writePipeline(dir: string, vendor: 'nvidia' | 'intel', kernel: string, extra = ''): string {
   const file = join(dir, `${vendor}-test.yaml`);
   const nvidia = vendor === 'nvidia' ? `driver:\n  version: "550.127.05"\n  sha256: ${FAKE_SHA}\ntoolkit:\n  version: "1.17.3-1"\n` : '';
+  // the nvidia guest signs its modules: every nvidia build and verify exercises kernel.moduleSigning
+  const signing = vendor === 'nvidia' ? testSigningKey(sharedCacheDir()) : undefined;
+  const signingLines = signing ? `  moduleSigning:\n    key: ${signing.key}\n    certificate: ${signing.certificate}\n` : '';
   writeFileSync(
     file,
-    `name: ${vendor}-test\nvendor: ${vendor}\nkernel:\n  baseConfig: kernel-configs/base/x86_64.conf\n  fragments: [kernel-configs/fragments/gpu/${vendor}.conf]\n  localVersion: -${vendor}-gpu\n${kernel}rootfs:\n  distro: debian\n  suite: bookworm\n${vendor === 'nvidia' ? '  extraPackages: [gcc, make, libelf1]\n' : ''}${nvidia}${extra}`,
+    `name: ${vendor}-test\nvendor: ${vendor}\nkernel:\n  baseConfig: kernel-configs/base/x86_64.conf\n  fragments: [kernel-configs/fragments/gpu/${vendor}.conf]\n  localVersion: -${vendor}-gpu\n${kernel}${signingLines}rootfs:\n  distro: debian\n  suite: bookworm\n${vendor === 'nvidia' ? '  extraPackages: [gcc, make, libelf1]\n' : ''}${nvidia}${extra}`,
   );
   return file;
 }

@@ -41,7 +41,7 @@ export function verifyInit(checks: GuestCheck[], fsType: string): string {
  * found); the GSP firmware of the version is there; nvidia-smi and libnvidia-ml are the modules'
  * version.
  */
-export function guestChecks(o: { release: string; options: string[]; modules: string[]; loadNames?: Record<string, string>; hook?: string; driverVersion?: string }): GuestCheck[] {
+export function guestChecks(o: { release: string; options: string[]; modules: string[]; loadNames?: Record<string, string>; signer?: string; hook?: string; driverVersion?: string }): GuestCheck[] {
   const checks: GuestCheck[] = [{ name: 'kernel-release', script: `r=$(uname -r); echo "$r"; [ "$r" = ${quote(o.release)} ]` }];
   for (const opt of o.options) {
     const unset = /^# (CONFIG_[A-Za-z0-9_]+) is not set$/.exec(opt);
@@ -58,6 +58,7 @@ export function guestChecks(o: { release: string; options: string[]; modules: st
     const path = `/lib/modules/${o.release}/${m}`;
     checks.push({ name: `module-present:${name}`, script: `test -f ${quote(`/mnt${path}`)} && echo ${quote(m)}` });
     checks.push({ name: `module-vermagic:${name}`, script: `v=$(chroot /mnt /sbin/modinfo -F vermagic ${quote(path)}); echo "$v"; case "$v" in ${quote(o.release)}' '*) true;; *) false;; esac` });
+    if (o.signer) checks.push({ name: `module-signer:${name}`, script: `s=$(chroot /mnt /sbin/modinfo -F signer ${quote(path)}); echo "signer $s"; [ "$s" = ${quote(o.signer)} ]` });
     if (o.driverVersion && name !== 'nvidia') {
       // needs nvidia loaded, which a VM without an NVIDIA GPU cannot: its dependencies must resolve
       checks.push({ name: `module-deps:${name}`, script: `d=$(chroot /mnt /sbin/modprobe --show-depends ${quote(file)} 2>&1); r=$?; echo $d; [ $r -eq 0 ]` });
@@ -72,6 +73,10 @@ export function guestChecks(o: { release: string; options: string[]; modules: st
       name: `module-loads:${name}`,
       script: `m=${quote(name)}; out=$(chroot /mnt /sbin/modprobe "$m" 2>&1); if grep -qE ${quote(loaded)} /proc/modules; then echo loaded; ${noGpu}else echo "$out"; dmesg | grep -iE "$m|NVRM" | tail -n 6; false; fi`,
     });
+  }
+  if (o.signer && mainModule) {
+    // after modprobe nvidia: the kernel checked the signature against the certificate built into it
+    checks.push({ name: 'module-signature-trusted', script: `if dmesg | grep -E 'module verification failed|Loading of module with unavailable key|Key was rejected'; then false; else echo "the kernel trusts ${o.signer.replace(/[^A-Za-z0-9 ._-]/g, '')}'s signatures"; fi` });
   }
   const v = o.driverVersion;
   if (v) {

@@ -55,7 +55,7 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
     const options = config ? readFileSync(join(config.outDir, 'requested.conf'), 'utf8').split('\n').map((l) => l.replace(/\s+#\s[^#]*$/, '').trim()).filter(Boolean) : [];
     const modules = driver?.result.modules ?? [];
     const hook = toolkit && toolkit.result.mode === 'oci-hook' ? HOOK_PATH : undefined;
-    const checks = guestChecks({ release, options: [...new Set(options)], modules, loadNames: driver?.result.loadNames, hook, driverVersion: driver?.result.driverVersion });
+    const checks = guestChecks({ release, options: [...new Set(options)], modules, loadNames: driver?.result.loadNames, signer: driver?.result.signer, hook, driverVersion: driver?.result.driverVersion });
     const initrd = await buildVerifyInitrd(work, verifyInit(checks, format), signals.signal);
     const consoleLog = join(logs, 'verify.log');
     env.stdout(`booting ${release} with ${image.result.image} in qemu (${opts.accel}, at most ${timeoutS} s)\n`);

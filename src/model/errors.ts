@@ -59,6 +59,7 @@ export const ERROR_CODES = {
   E_NOT_MAKESELF: { kind: 'build', fix: 'point `driver.path` at NVIDIA\'s .run file (a makeself archive)' },
   E_ARCHIVE_CORRUPT: { kind: 'build', fix: 'download the .run again: its embedded checksums do not match' },
   E_DRIVER_PATCH: { kind: 'usage', fix: 'fix or drop the patch named: it does not apply to this driver\'s source' },
+  E_MODULE_SIGNING: { kind: 'build', fix: "build the kernel with the same `kernel.moduleSigning` (its sign-file signs NVIDIA's modules); the signer shown must be the certificate issuer's CN" },
   E_DRIVER_SOURCE: { kind: 'build', fix: 'point `driver.moduleSource` at NVIDIA\'s kernel module source release (or a module tree) of `driver.version`, matching `driver.moduleType`' },
   E_DRIVER_INSTALL: { kind: 'build', fix: "read the log lines shown (nvidia-installer's log, or DKMS's make.log with `driver.source: apt`); the full log is in the task log" },
   E_TOOLKIT_INCOMPLETE: { kind: 'build', fix: 'give all four toolkit packages in `toolkit.debs`' },

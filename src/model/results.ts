@@ -69,6 +69,8 @@ export type DriverResult = RootfsTarballResult & {
   purged?: string[];
   /** Module file name → the name modprobe loads it by, where a distribution renames them (nvidia-current → nvidia). */
   loadNames?: Record<string, string>;
+  /** kernel.moduleSigning: the signer modinfo shows for every NVIDIA module. */
+  signer?: string;
 };
 
 /** NVIDIA's kernel modules built on the host against the kernel-build tree (driver.source: source). */

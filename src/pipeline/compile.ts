@@ -27,6 +27,12 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
   const suffix = k.localVersion;
   const tarball = k.source.tarball;
   const localTarball = tarball !== undefined && !/^(https?:\/\/|apt:)/.test(tarball);
+  const signing = k.moduleSigning;
+  const signingFiles: TaskSpec['files'] = signing ? { signingKey: signing.key, signingCertificate: signing.certificate } : {};
+  // the driver tasks sign NVIDIA's modules after stripping them, with the kernel build's sign-file
+  const driverSigning: DriverSigning = signing
+    ? { upstream: { build: 'kernel-build' }, params: { signing: { hash: signing.hash, signer: signing.identity!.signer } }, files: signingFiles }
+    : { upstream: {}, params: {}, files: {} };
   const tasks: TaskSpec[] = [
     {
       id: 'kernel-source',
@@ -46,7 +52,7 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
       kind: 'kernel-config',
       upstream: { source: 'kernel-source' },
       title: `merge the base config and ${k.fragments.length + (options.extraFragments?.length ?? 0)} fragment(s)`,
-      params: { localVersion: suffix, startFrom: k.startFrom, allowDropped: k.allowDropped.map((s) => s.replace(/^CONFIG_/, '')).sort() },
+      params: { localVersion: suffix, startFrom: k.startFrom, allowDropped: k.allowDropped.map((s) => s.replace(/^CONFIG_/, '')).sort(), ...(signing ? { moduleSigning: { hash: signing.hash, enforce: signing.enforce, keyType: signing.identity!.keyType } } : {}) },
       files: { baseConfig: k.baseConfig, fragments: [...k.fragments, ...(options.extraFragments ?? [])] },
     },
     {
@@ -55,7 +61,8 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
       upstream: { source: 'kernel-source', config: 'kernel-config' },
       title: `build the ${suffix.slice(1)} kernel`,
       params: { localVersion: suffix, sourceDate },
-      files: {},
+      // the key signs the kernel's modules (and its certificate is built in): its content is keyed
+      files: signingFiles,
     },
     {
       id: 'kernel-debs',
@@ -75,15 +82,15 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
     const patches: TaskSpec['files'] = d.patches.length ? { patches: d.patches } : {};
     const fromSource = d.source === 'source';
     if (fromSource) tasks.push(driverModulesTask(d, runUrl, patches));
-    if (d.source === 'apt') tasks.push(driverPackagesTask(p, d, patches));
+    if (d.source === 'apt') tasks.push(driverPackagesTask(p, d, patches, driverSigning));
     else tasks.push({
       id: 'driver',
       kind: 'driver',
-      upstream: { packages: 'kernel-debs', rootfs: 'rootfs', ...(fromSource ? { modules: 'driver-modules' } : {}) },
+      upstream: { packages: 'kernel-debs', rootfs: 'rootfs', ...(fromSource ? { modules: 'driver-modules' } : {}), ...driverSigning.upstream },
       title: fromSource ? `install the NVIDIA ${d.version} modules, firmware and user-mode driver in the rootfs` : `install the NVIDIA ${d.version} driver in the rootfs`,
       // The pinned sha256 is the .run's identity: its path or URL does not change the result.
-      params: { version: d.version, sha256: d.sha256!, url: runUrl, ...(fromSource ? { source: 'source' } : {}), moduleType: d.moduleType, installerArgs: d.installerArgs },
-      files: fromSource ? {} : patches,
+      params: { version: d.version, sha256: d.sha256!, url: runUrl, ...(fromSource ? { source: 'source' } : {}), moduleType: d.moduleType, installerArgs: d.installerArgs, ...driverSigning.params },
+      files: { ...(fromSource ? {} : patches), ...driverSigning.files },
       ...(d.path ? { locations: { run: d.path } } : {}),
     });
     const t = p.toolkit;
@@ -131,17 +138,20 @@ function driverModulesTask(d: NonNullable<Pipeline['driver']>, runUrl: string | 
   };
 }
 
+/** What kernel.moduleSigning adds to a driver task: the kernel build (its sign-file), the hash and signer, the key files. */
+type DriverSigning = { upstream: Record<string, string>; params: TaskSpec['params']; files: TaskSpec['files'] };
+
 /** driver.source: apt — the driver's pinned packages in the rootfs, DKMS building the modules there. */
-function driverPackagesTask(p: Pipeline, d: NonNullable<Pipeline['driver']>, patches: TaskSpec['files']): TaskSpec {
+function driverPackagesTask(p: Pipeline, d: NonNullable<Pipeline['driver']>, patches: TaskSpec['files'], signing: DriverSigning): TaskSpec {
   const repo = d.repository;
   return {
     id: 'driver',
     kind: 'driver-packages',
-    upstream: { packages: 'kernel-debs', rootfs: 'rootfs' },
+    upstream: { packages: 'kernel-debs', rootfs: 'rootfs', ...signing.upstream },
     title: `install the NVIDIA ${d.version} driver packages in the rootfs (DKMS builds the modules)`,
-    params: { version: d.version, moduleType: d.moduleType, packages: d.packages ?? [], repository: repo ? { url: repo.url, suite: repo.suite, components: repo.components } : null },
+    params: { version: d.version, moduleType: d.moduleType, packages: d.packages ?? [], repository: repo ? { url: repo.url, suite: repo.suite, components: repo.components } : null, ...signing.params },
     // the keyring's contents, like the patches', are part of the key
-    files: clean({ ...patches, repositoryKey: repo?.key, recipe: resolve(projectRoot, 'rootfs', p.rootfs.distro) }) as TaskSpec['files'],
+    files: clean({ ...patches, ...signing.files, repositoryKey: repo?.key, recipe: resolve(projectRoot, 'rootfs', p.rootfs.distro) }) as TaskSpec['files'],
   };
 }
 

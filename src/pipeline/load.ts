@@ -4,6 +4,7 @@ import { versionRange } from '../steps/kernel/versions.js';
 import { checkRegistry, osBase, parseVgpuRunName } from '../steps/vgpu/naming.js';
 import { Ajv, type ErrorObject } from 'ajv';
 import { isMap, isNode, LineCounter, parseDocument, type Document } from 'yaml';
+import { readSigningIdentity } from '../sys/module-signing.js';
 import { GuestError } from '../model/errors.js';
 import { projectRoot } from '../paths.js';
 import { applyOverride, formatKeyPath, parseOverride, type KeyPath, type Override } from './overrides.js';
@@ -350,6 +351,16 @@ function resolvePaths(p: Pipeline, baseDir: string, cwd: string, overrides: Over
   p.kernel.baseConfig = mustExist(p.kernel.baseConfig, ['kernel', 'baseConfig']);
   p.kernel.fragments = p.kernel.fragments.map((f, i) => mustExist(f, ['kernel', 'fragments', i]));
   if (p.kernel.keyring) p.kernel.keyring = mustExist(p.kernel.keyring, ['kernel', 'keyring']);
+  const signing = p.kernel.moduleSigning;
+  if (signing) {
+    signing.key = mustExist(signing.key, ['kernel', 'moduleSigning', 'key']);
+    signing.certificate = mustExist(signing.certificate, ['kernel', 'moduleSigning', 'certificate']);
+    try {
+      signing.identity = readSigningIdentity(signing.key, signing.certificate);
+    } catch (err) {
+      throw new GuestError('E_PIPELINE_INVALID', `${where(['kernel', 'moduleSigning'])}: ${(err as Error).message}`, { cause: err });
+    }
+  }
   const tarball = p.kernel.source.tarball;
   if (tarball && !/^(https?:\/\/|apt:)/.test(tarball)) p.kernel.source.tarball = mustExist(tarball, ['kernel', 'source', 'tarball']);
   if (p.driver?.path) p.driver.path = mustExist(p.driver.path, ['driver', 'path']);

@@ -70,6 +70,17 @@ export const pipelineSchema = {
         localVersion: { type: 'string', pattern: '^-[A-Za-z0-9._+-]+$' },
         packages: { enum: ['deb', 'rpm'], default: 'deb' },
         packageVersion: { type: 'string', pattern: '^[0-9][A-Za-z0-9.+~-]*$' },
+        moduleSigning: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['key', 'certificate'],
+          properties: {
+            key: str,
+            certificate: str,
+            hash: { enum: ['sha256', 'sha384', 'sha512'], default: 'sha256' },
+            enforce: { type: 'boolean', default: false },
+          },
+        },
       },
     },
     rootfs: {

@@ -40,6 +40,20 @@ export interface KernelSection {
   packages: 'deb' | 'rpm';
   /** KDEB_PKGVERSION. Default: `<version>-1`. */
   packageVersion?: string;
+  /** Sign the kernel's and NVIDIA's modules with the user's key; the kernel trusts its certificate. */
+  moduleSigning?: ModuleSigning;
+}
+
+export interface ModuleSigning {
+  /** PEM private key (RSA or EC), unencrypted. */
+  key: string;
+  /** PEM X.509 certificate of that key. */
+  certificate: string;
+  hash: 'sha256' | 'sha384' | 'sha512';
+  /** CONFIG_MODULE_SIG_FORCE: unsigned modules are refused. */
+  enforce: boolean;
+  /** Read from the key and certificate when the pipeline loads (not a pipeline key). */
+  identity?: SigningIdentity;
 }
 
 export interface KernelSourceSection {
@@ -63,6 +77,8 @@ export interface RootfsSection {
   extraPackages: string[];
   keepBuildPackages: boolean;
 }
+
+import type { SigningIdentity } from '../sys/module-signing.js';
 
 /** A signed apt repository; key is a local keyring file. */
 export interface AptRepository {

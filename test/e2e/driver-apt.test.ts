@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEBIAN_REVISION, moduleImports, NVIDIA_VERSION } from '../fixtures/driver.js';
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
+import { TEST_SIGNER } from '../fixtures/signing.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
 import { cliBin, leakedMounts, run, sharedCacheDir, suiteDir, writePipeline } from '../helpers.js';
 
@@ -64,7 +65,7 @@ describe('driver.source: apt (DKMS builds Debian’s NVIDIA packages in the chro
     expect(listing).not.toMatch(/\.\/usr\/(s?bin\/(gcc|cc|make|dkms)|bin\/x86_64-linux-gnu-gcc-12)( -> .*)?$/m);
     expect(listing).not.toMatch(/\.\/usr\/src\/(linux-headers-|nvidia-current-)/m);
     expect(listing).not.toMatch(/\.\/var\/lib\/dkms\/nvidia/m);
-    expect(listing).not.toMatch(/gpu-guest-driver|var\/tmp\/gpu-guest/m);
+    expect(listing).not.toMatch(/gpu-guest-driver|var\/tmp\/gpu-guest|framework\.conf\.d\/gpu-guest|var\/lib\/dkms\/mok/m);
   });
 
   it("boots in QEMU: modprobe nvidia (Debian's install line) reaches 'No NVIDIA GPU found', nvidia-smi matches the modules", () => {
@@ -72,6 +73,8 @@ describe('driver.source: apt (DKMS builds Debian’s NVIDIA packages in the chro
     for (const check of [
       'pass  module-loads:nvidia  loadable: every symbol resolved, no NVIDIA GPU in this VM (No such device)',
       'pass  module-deps:nvidia-uvm',
+      `pass  module-signer:nvidia  signer ${TEST_SIGNER}`,
+      `pass  module-signature-trusted  the kernel trusts ${TEST_SIGNER}'s signatures`,
       `pass  driver-version  nvidia ${NVIDIA_VERSION}`,
       'pass  gsp-firmware  gsp_ga10x.bin gsp_tu10x.bin',
       `pass  nvidia-smi  nvidia-smi ${NVIDIA_VERSION} runs, libnvidia-ml.so.${NVIDIA_VERSION}`,

@@ -1,9 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildNvidiaRun, moduleImports, NVIDIA_VERSION, openKernelResizePatch } from '../fixtures/driver.js';
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
+import { testSigningKey, TEST_SIGNER } from '../fixtures/signing.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
 import { cliBin, run, sharedCacheDir, suiteDir, writePipeline, leakedMounts } from '../helpers.js';
 
@@ -80,6 +81,10 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
       'pass  config:CONFIG_DRM_NOUVEAU  off',
       'pass  config:CONFIG_MMU_NOTIFIER  on',
       'pass  module-loads:nvidia  loadable: every symbol resolved, no NVIDIA GPU in this VM (No such device)',
+      'pass  config:CONFIG_MODULE_SIG  on',
+      `pass  module-signer:nvidia  signer ${TEST_SIGNER}`,
+      `pass  module-signer:nvidia-uvm  signer ${TEST_SIGNER}`,
+      `pass  module-signature-trusted  the kernel trusts ${TEST_SIGNER}'s signatures`,
       `pass  driver-version  nvidia ${NVIDIA_VERSION}`,
       'pass  gsp-firmware  gsp_ga10x.bin gsp_tu10x.bin',
       `pass  nvidia-smi  nvidia-smi ${NVIDIA_VERSION} runs, libnvidia-ml.so.${NVIDIA_VERSION}`,
@@ -90,5 +95,16 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
     expect(verify.stdout).toMatch(/pass {2}module-deps:nvidia-uvm {2}insmod \S+\/nvidia\.ko/);
     expect(verify.stdout).toMatch(/pass {2}module-vermagic:nvidia {2}6\.1\.\d+-nvidia-gpu SMP/);
     expect(existsSync(join(out, 'nvidia-test/logs/verify.log'))).toBe(true);
+  });
+
+  it('keeps the module signing key out of every package, the rootfs and the image', () => {
+    const files = [...readdirSync(join(out, 'nvidia-test/debs')).map((f) => join(out, 'nvidia-test/debs', f)), join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar')];
+    for (const f of files) {
+      const listing = f.endsWith('.deb') ? execFileSync('dpkg-deb', ['-c', f], { encoding: 'utf8', maxBuffer: 1 << 26 }) : execFileSync('tar', ['-tf', f], { encoding: 'utf8', maxBuffer: 1 << 26 });
+      expect(listing, f).not.toMatch(/gpu-guest-signing\.pem|signing_key\.pem/);
+    }
+    // the key's own bytes, anywhere in the image
+    const keyLine = readFileSync(testSigningKey(sharedCacheDir()).key, 'utf8').split('\n')[1]!;
+    expect(execFileSync('sh', ['-c', 'grep -c -aF -- "$1" "$2" || true', 'sh', keyLine, join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.img')], { encoding: 'utf8' }).trim()).toBe('0');
   });
 });

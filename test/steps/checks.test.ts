@@ -9,11 +9,14 @@ import { expandFragments } from '../../src/steps/kernel/kernel-config.js';
 import { requireKernelPackage } from '../../src/steps/kernel/kernel-debs.js';
 import { checkToolkitSet } from '../../src/steps/nvidia/toolkit.js';
 import { parseLoadNames } from '../../src/steps/nvidia/driver-packages.js';
+import { signModules } from '../../src/steps/nvidia/driver-tree.js';
 import { upstreamVersion } from '../../src/pipeline/load.js';
+import { readSigningIdentity, signingFragment } from '../../src/sys/module-signing.js';
+import { testSigningKey, TEST_SIGNER } from '../fixtures/signing.js';
 import { readBaseImage } from '../../src/steps/vgpu/base-image.js';
 import { ImageLayout } from '../../src/sys/oci.js';
 import { TaskLog } from '../../src/sys/task-log.js';
-import { repoRoot, testDir } from '../helpers.js';
+import { repoRoot, suiteDir, testDir } from '../helpers.js';
 
 const thrown = (fn: () => unknown) => {
   try {
@@ -92,6 +95,33 @@ describe('renamed NVIDIA modules (Debian: nvidia-current*.ko behind modprobe ins
     expect(upstreamVersion('535.261.03-1')).toBe('535.261.03');
     expect(upstreamVersion('1:535.261.03-1~deb12u1')).toBe('535.261.03');
     expect(upstreamVersion('550.127.05-0ubuntu1-1')).toBe('550.127.05-0ubuntu1');
+  });
+});
+
+describe('kernel.moduleSigning: a key and its certificate, proven to belong together', () => {
+  const dir = suiteDir();
+  const good = testSigningKey(dir);
+  const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
+
+  it('reads the key type and the signer modinfo will show (the issuer CN)', () => {
+    expect(readSigningIdentity(good.key, good.certificate)).toEqual({ keyType: 'rsa', signer: TEST_SIGNER });
+    expect(signingFragment({ hash: 'sha256', enforce: false, keyType: 'rsa' })).toContain('CONFIG_MODULE_SIG_KEY="certs/gpu-guest-signing.pem"');
+  });
+
+  it("refuses another key's certificate, an encrypted key, and a file that is no certificate, each by name", () => {
+    const other = join(dir, 'other.pem');
+    openssl('genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', other);
+    expect(() => readSigningIdentity(other, good.certificate)).toThrow(/kernel\.moduleSigning\.certificate: .*signing-cert\.pem is not the certificate of .*other\.pem \(its public key differs\)/);
+    const encrypted = join(dir, 'encrypted.pem');
+    openssl('pkey', '-in', good.key, '-aes256', '-passout', 'pass:secret', '-out', encrypted);
+    expect(() => readSigningIdentity(encrypted, good.certificate)).toThrow(/kernel\.moduleSigning\.key: .*encrypted\.pem is not an unencrypted PEM private key/);
+    expect(() => readSigningIdentity(good.key, good.key)).toThrow(/kernel\.moduleSigning\.certificate: .*signing-key\.pem is not an X\.509 certificate/);
+  });
+
+  it('a driver task asked to sign without a kernel build that has sign-file is E_MODULE_SIGNING', async () => {
+    const ctx = { log: new TaskLog(join(dir, 'sign.log')), signal: new AbortController().signal, files: { signingKey: good.key, signingCertificate: good.certificate } } as never;
+    const build = { dir: join(dir, 'no-kernel-build'), result: {} } as never;
+    await expect(signModules(ctx, { hash: 'sha256', signer: TEST_SIGNER }, build, dir, ['nvidia.ko'])).rejects.toMatchObject({ code: 'E_MODULE_SIGNING', message: expect.stringContaining('the kernel build has no scripts/sign-file') });
   });
 });
 

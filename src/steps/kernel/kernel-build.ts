@@ -1,10 +1,11 @@
-import { copyFileSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { GuestError } from '../../model/errors.js';
 import type { KernelBuildResult, KernelConfigResult, KernelSourceResult } from '../../model/results.js';
 import { requireHostTools } from '../../sys/host-tools.js';
 import { ccacheArgs, jobs, kbuildEnv, makeArgs, makeAtStablePath, stableBuildPath } from '../../sys/kbuild.js';
 import { parseDotConfig } from '../../sys/kconfig/options.js';
+import { SIGNING_PEM } from '../../sys/module-signing.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
 
 /**
@@ -31,6 +32,7 @@ async function buildKernel(ctx: StepContext<BuildParams, BuildInputs>): Promise<
   const { localVersion } = ctx.params;
   mkdirSync(join(ctx.outDir, 'build'), { recursive: true });
   copyFileSync(config, join(ctx.outDir, 'build', '.config'));
+  writeSigningKey(ctx);
   // make sees out/ at a path that kernel-debs will use again (see stableBuildPath)
   const stable = stableBuildPath(ctx.cacheDir, ctx.key);
   const objtree = join(stable, 'build');
@@ -56,6 +58,19 @@ async function buildKernel(ctx: StepContext<BuildParams, BuildInputs>): Promise<
   const sourceResult = ctx.upstream.source.result;
   ctx.log.info(`kernel release ${release}`);
   return { kernelRelease: release, buildKey: ctx.key, version: sourceResult.version ?? null, flavour, modules, image: `vmlinuz-${release}` };
+}
+
+/**
+ * kernel.moduleSigning: key and certificate as the one PEM that CONFIG_MODULE_SIG_KEY names, in the
+ * object tree (kernel-debs signs at modules_install with it, driver-modules' modules_install too).
+ * It stays in the cache entry, readable by root only; it never enters a package or the guest.
+ */
+function writeSigningKey(ctx: StepContext<BuildParams, BuildInputs>): void {
+  const key = ctx.files.signingKey as string | undefined;
+  if (!key) return;
+  const pem = join(ctx.outDir, 'build', SIGNING_PEM);
+  mkdirSync(dirname(pem), { recursive: true });
+  writeFileSync(pem, `${readFileSync(key, 'utf8').trimEnd()}\n${readFileSync(ctx.files.signingCertificate as string, 'utf8').trimEnd()}\n`, { mode: 0o600 });
 }
 
 /** The release make reports must carry the pipeline's suffix: Kata's file names and the driver depend on it. */

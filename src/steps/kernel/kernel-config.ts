@@ -8,13 +8,14 @@ import { kbuildEnv, makeArgs } from '../../sys/kbuild.js';
 import { parseDotConfig, readFragment, type RequestedOption } from '../../sys/kconfig/options.js';
 import { indexKconfig } from '../../sys/kconfig/tree.js';
 import { assertConfigVerdict, verifyConfig } from '../../sys/kconfig/verify.js';
+import { signingFragment } from '../../sys/module-signing.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
 
 /**
  * kernel-config: merges the base config and the fragments with the kernel's merge_config.sh, runs
  * `make olddefconfig`, then checks every requested option against the final .config itself.
  */
-type ConfigParams = { localVersion: string; startFrom: string; allowDropped: string[] };
+type ConfigParams = { localVersion: string; startFrom: string; allowDropped: string[]; moduleSigning?: { hash: string; enforce: boolean; keyType: 'rsa' | 'ecdsa' } };
 
 export const kernelConfig: StepDefinition<ConfigParams, { source: KernelSourceResult }, KernelConfigResult> = {
   kind: 'kernel-config',
@@ -52,6 +53,14 @@ async function mergeAndVerify(ctx: StepContext<ConfigParams, { source: KernelSou
   const generated = join(ctx.workDir, 'gpu-guest-localversion.conf');
   writeFileSync(generated, `CONFIG_LOCALVERSION="${localVersion}"\n# CONFIG_LOCALVERSION_AUTO is not set\n`);
   requested.push(...readFragment(generated));
+  const generatedFragments = [generated];
+  if (ctx.params.moduleSigning) {
+    // kernel.moduleSigning: checked like any fragment, so a kernel that cannot sign is an error
+    const signing = join(ctx.workDir, 'gpu-guest-module-signing.conf');
+    writeFileSync(signing, signingFragment(ctx.params.moduleSigning));
+    requested.push(...readFragment(signing));
+    generatedFragments.push(signing);
+  }
 
   const objtree = join(ctx.workDir, 'build');
   const env = kbuildEnv(ctx.sourceDate);
@@ -63,7 +72,7 @@ async function mergeAndVerify(ctx: StepContext<ConfigParams, { source: KernelSou
     await run('make', makeArgs(tree, objtree, startFrom));
   }
   // -m: merge only; olddefconfig below resolves the result against Kconfig
-  const merged = [...(startFrom === 'base' ? [] : [base]), ...fragments, generated];
+  const merged = [...(startFrom === 'base' ? [] : [base]), ...fragments, ...generatedFragments];
   await run('sh', [join(tree, 'scripts/kconfig/merge_config.sh'), '-m', '-O', objtree, join(objtree, '.config'), ...merged]);
   await run('make', makeArgs(tree, objtree, 'olddefconfig'));
 

@@ -1,12 +1,12 @@
 import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GuestError } from '../../model/errors.js';
-import type { DriverResult, KernelPackagesResult, RootfsResult } from '../../model/results.js';
+import type { DriverResult, KernelBuildResult, KernelPackagesResult, RootfsResult } from '../../model/results.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
 import { withChroot, type ChrootSession } from '../../sys/chroot.js';
 import { packRootfs, unpackRootfs } from '../../sys/rootfs-tar.js';
 import { readRecipe } from '../rootfs/recipe.js';
-import { applyPatches, checkBuiltModule, findModules, firstCompilerError, stripModules } from './driver-tree.js';
+import { applyPatches, checkBuiltModule, findModules, firstCompilerError, signModules, stripModules, type ModuleSigningParams } from './driver-tree.js';
 
 type PackagesParams = {
   version: string;
@@ -15,12 +15,15 @@ type PackagesParams = {
   packages: string[];
   /** null: the rootfs mirror's components the distro recipe names for the driver. */
   repository: { url: string; suite: string; components: string[] } | null;
+  /** kernel.moduleSigning: the modules signed after stripping, on the host (DKMS does not sign). */
+  signing?: ModuleSigningParams;
 };
-type PackagesInputs = { packages: KernelPackagesResult; rootfs: RootfsResult };
+type PackagesInputs = { packages: KernelPackagesResult; rootfs: RootfsResult; build?: KernelBuildResult };
 
 const STAGE = 'var/tmp/gpu-guest';
 const LIST = 'etc/apt/sources.list.d/gpu-guest-driver.list';
 const KEYRING = 'etc/apt/keyrings/gpu-guest-driver.gpg';
+const DKMS_CONF = 'etc/dkms/framework.conf.d/gpu-guest.conf';
 
 /** A DKMS module registered by the driver's package: its source folder is /usr/src/<name>-<version>. */
 interface DkmsModule {
@@ -59,6 +62,9 @@ async function installDriverPackages(ctx: StepContext<PackagesParams, PackagesIn
   mkdirSync(stage, { recursive: true });
   for (const d of [image, headers]) copyFileSync(join(debs.dir, d.file), join(stage, d.file));
   writeFileSync(join(root, LIST), `${repositoryLine(ctx, root)}\n`);
+  // DKMS would sign with a key it makes up (/var/lib/dkms/mok.key); the modules are signed after stripping instead
+  mkdirSync(join(root, 'etc/dkms/framework.conf.d'), { recursive: true });
+  writeFileSync(join(root, DKMS_CONF), 'sign_file="/nonexistent/gpu-guest-signs-after-stripping"\n');
   // name resolution for apt inside the chroot, removed again below
   copyFileSync('/etc/resolv.conf', join(root, 'etc/resolv.conf'));
   const modulesDir = join(root, 'lib/modules', release);
@@ -92,7 +98,7 @@ async function installDriverPackages(ctx: StepContext<PackagesParams, PackagesIn
       await chroot.run('apt-get', ['clean']);
     });
   } finally {
-    for (const f of [LIST, KEYRING, 'etc/resolv.conf']) rmSync(join(root, f), { force: true });
+    for (const f of [LIST, KEYRING, DKMS_CONF, 'etc/resolv.conf']) rmSync(join(root, f), { force: true });
   }
   rmSync(stage, { recursive: true, force: true });
 
@@ -103,6 +109,7 @@ async function installDriverPackages(ctx: StepContext<PackagesParams, PackagesIn
     throw new GuestError('E_DRIVER_INSTALL', `${dkmsPackage} built ${modules.map(moduleName).join(', ')}, but modprobe cannot load any of them as nvidia: no nvidia.ko and no 'install nvidia' line in /etc/modprobe.d (Debian sets up /etc/modprobe.d/nvidia.conf only with libcuda1 or the X driver installed: add libcuda1=<version> to driver.packages)`);
   }
   await stripModules(ctx, modulesDir, modules);
+  await signModules(ctx, p.signing, ctx.upstream.build, modulesDir, modules);
   await checkBuiltModule(ctx, join(modulesDir, main), { release, version: p.version, moduleType: p.moduleType, source: dkmsPackage });
   await packRootfs(ctx.log, root, join(ctx.outDir, 'rootfs.tar'), ctx.sourceDate, ctx.signal);
   ctx.log.info(`driver ${p.version} (${p.moduleType}) installed from ${p.packages.join(' ')} for ${release}: ${modules.join(', ')}; purged ${purged.join(' ')}`);
@@ -117,6 +124,7 @@ async function installDriverPackages(ctx: StepContext<PackagesParams, PackagesIn
     packages: p.packages,
     purged,
     ...(Object.keys(names).length ? { loadNames: names } : {}),
+    ...(p.signing ? { signer: p.signing.signer } : {}),
     tarball: 'rootfs.tar',
   };
 }

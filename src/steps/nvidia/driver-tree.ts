@@ -1,7 +1,8 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { GuestError } from '../../model/errors.js';
-import type { StepContext } from '../../model/step.js';
+import type { KernelBuildResult } from '../../model/results.js';
+import type { StepContext, UpstreamOutput } from '../../model/step.js';
 import { runLogged } from '../../sys/exec.js';
 import { assertMakeselfArchive, checkMakeselfArchive } from '../../sys/makeself.js';
 import { obtainDriverRun } from './driver-run.js';
@@ -104,4 +105,29 @@ export async function stripModules(ctx: StepContext, modulesDir: string, modules
   const before = bytes();
   for (const m of modules) await runLogged(ctx.log, 'strip', ['--strip-debug', join(modulesDir, m)], { signal: ctx.signal });
   ctx.log.info(`stripped debug info from the NVIDIA modules: ${before} → ${bytes()} bytes`);
+}
+
+/** kernel.moduleSigning as a driver task gets it: the hash and what modinfo must show as signer. */
+export type ModuleSigningParams = { hash: string; signer: string };
+
+/**
+ * Signs stripped modules (stripping drops an appended signature) with the pipeline's key, using the
+ * kernel build's own sign-file on the host: the private key never enters the chroot. Then checks
+ * that modinfo reads the certificate's signer from each one.
+ */
+export async function signModules(ctx: StepContext, signing: ModuleSigningParams | undefined, build: UpstreamOutput<KernelBuildResult> | undefined, modulesDir: string, modules: string[]): Promise<void> {
+  if (!signing) return;
+  const signFile = build ? join(build.dir, 'build/scripts/sign-file') : '';
+  if (!build || !existsSync(signFile)) {
+    throw new GuestError('E_MODULE_SIGNING', `kernel.moduleSigning is set, but the kernel build has no scripts/sign-file (was it built with CONFIG_MODULE_SIG?): build the kernel again with the same pipeline`);
+  }
+  const key = ctx.files.signingKey as string;
+  const certificate = ctx.files.signingCertificate as string;
+  for (const m of modules) {
+    const file = join(modulesDir, m);
+    await runLogged(ctx.log, signFile, [signing.hash, key, certificate, file], { signal: ctx.signal });
+    const signer = (await runLogged(ctx.log, 'modinfo', ['-F', 'signer', file], { capture: true, signal: ctx.signal })).trim();
+    if (signer !== signing.signer) throw new GuestError('E_MODULE_SIGNING', `${m} signed with kernel.moduleSigning.key shows signer '${signer}', not '${signing.signer}' (the certificate's issuer CN)`);
+  }
+  ctx.log.info(`signed ${modules.length} NVIDIA modules (${signing.hash}, signer ${signing.signer})`);
 }

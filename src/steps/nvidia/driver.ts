@@ -2,13 +2,13 @@ import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, renameSync, 
 import { basename, join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { GuestError } from '../../model/errors.js';
-import type { DriverModulesResult, DriverResult, KernelPackagesResult, RootfsTarballResult } from '../../model/results.js';
+import type { DriverModulesResult, DriverResult, KernelBuildResult, KernelPackagesResult, RootfsTarballResult } from '../../model/results.js';
 import { withChroot } from '../../sys/chroot.js';
 import { makeselfLabel } from '../../sys/makeself.js';
 import { packRootfs, unpackRootfs } from '../../sys/rootfs-tar.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
 import { preflightDriverRun } from './driver-run.js';
-import { applyPatches, extractCheckedRun, findModules, firstCompilerError, stripModules } from './driver-tree.js';
+import { applyPatches, extractCheckedRun, findModules, firstCompilerError, signModules, stripModules, type ModuleSigningParams } from './driver-tree.js';
 
 type DriverParams = {
   version: string;
@@ -18,8 +18,10 @@ type DriverParams = {
   source?: 'source';
   moduleType: 'open' | 'proprietary';
   installerArgs: string[];
+  /** kernel.moduleSigning: NVIDIA's modules signed after stripping. */
+  signing?: ModuleSigningParams;
 };
-type DriverInputs = { packages: KernelPackagesResult; rootfs: RootfsTarballResult; modules?: DriverModulesResult };
+type DriverInputs = { packages: KernelPackagesResult; rootfs: RootfsTarballResult; modules?: DriverModulesResult; build?: KernelBuildResult };
 
 /** Staging folder inside the rootfs (not /tmp: the chroot session mounts a tmpfs there). */
 const STAGE = 'var/tmp/gpu-guest';
@@ -105,9 +107,10 @@ async function installDriver(ctx: StepContext<DriverParams, DriverInputs>): Prom
   if (!modules.some((m) => basename(m) === 'nvidia.ko')) throw new GuestError('E_DRIVER_INSTALL', `nvidia-installer finished but installed no nvidia.ko under /lib/modules/${release}`);
   rmSync(stage, { recursive: true, force: true });
   await stripModules(ctx, join(root, 'lib/modules', release), modules);
+  await signModules(ctx, p.signing, ctx.upstream.build, join(root, 'lib/modules', release), modules);
   await packRootfs(ctx.log, root, join(ctx.outDir, 'rootfs.tar'), ctx.sourceDate, ctx.signal);
   ctx.log.info(`driver ${version} (${p.moduleType}${built ? `, modules built from ${built.result.sourceFile}` : ''}) installed for ${release}: ${modules.join(', ')}`);
-  return { driverVersion: version, label, kernelRelease: release, moduleType: p.moduleType, modules, tarball: 'rootfs.tar', ...(built ? { source: 'source' as const } : {}) };
+  return { driverVersion: version, label, kernelRelease: release, moduleType: p.moduleType, modules, tarball: 'rootfs.tar', ...(built ? { source: 'source' as const } : {}), ...(p.signing ? { signer: p.signing.signer } : {}) };
 }
 
 function installerLog(root: string): string[] {
