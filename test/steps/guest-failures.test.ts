@@ -195,6 +195,22 @@ describe('guest bad inputs through the CLI', () => {
     expect(r.stderr).toMatch(/^error: E_DRIVER_SOURCE: driver\.moduleSource NVIDIA-kernel-module-source-535\.261\.03\.tar\.xz is NVIDIA's kernel module source release, which holds the open modules only/m);
   }, 600_000);
 
+  it("driver.source: apt from a named signed repository that lacks the pinned packages: apt's own line, nothing mounted", async () => {
+    const dir = testDir();
+    const repo = await startAptRepo(dir, buildToolkitDebs(dir, '1.17.3-1'));
+    try {
+      const file = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
+      const driver = `driver:\n  version: "${NVIDIA_VERSION}"\n  source: apt\n  packages: [nvidia-open-kernel-dkms=${NVIDIA_VERSION}-1, nvidia-smi=${NVIDIA_VERSION}-1]\n  repository:\n    url: ${repo.url}\n    suite: stable\n    components: [main]\n    key: ${repo.keyring}\n`;
+      writeFileSync(file, readFileSync(file, 'utf8').replace(/^driver:\n(  .*\n)+/m, driver).replace('  extraPackages: [gcc, make, libelf1]\n', '  extraPackages: []\n'));
+      const r = await run(cliBin, ['build', '--until', 'driver', '--pipeline', file, ...common(dir), '--set', `toolkit.debs=${join(dir, 'toolkit-debs')}`]);
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stderr).toMatch(/^error: E_DRIVER_INSTALL: apt-get could not install driver\.packages nvidia-open-kernel-dkms=535\.261\.03-1 nvidia-smi=535\.261\.03-1: Unable to locate package nvidia-open-kernel-dkms \(check the versions with apt-cache policy against the repository\)/m);
+      expect(leakedMounts(sharedCacheDir())).toEqual([]);
+    } finally {
+      await repo.close();
+    }
+  }, 1_800_000);
+
   it('installs the toolkit from a signed apt repository named in the pipeline', async () => {
     const dir = testDir();
     const repo = await startAptRepo(dir, buildToolkitDebs(dir, '1.17.3-1'));
