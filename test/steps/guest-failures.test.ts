@@ -211,6 +211,19 @@ describe('guest bad inputs through the CLI', () => {
     }
   }, 1_800_000);
 
+  it("driver.source: apt: a DKMS build failure shows the compiler's line and DKMS's make.log (Debian's open modules on 6.1.192, unpatched)", async () => {
+    const dir = testDir();
+    const file = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
+    const pins = ['nvidia-open-kernel-dkms', 'nvidia-smi', 'libnvidia-ml1', 'libcuda1', 'firmware-nvidia-gsp'].map((p) => `${p}=${NVIDIA_VERSION}-1`);
+    const driver = `driver:\n  version: "${NVIDIA_VERSION}"\n  source: apt\n  moduleType: open\n  packages: [${pins.join(', ')}]\n`;
+    writeFileSync(file, readFileSync(file, 'utf8').replace(/^driver:\n(  .*\n)+/m, driver).replace('  extraPackages: [gcc, make, libelf1]\n', '  extraPackages: []\n'));
+    const r = await run(cliBin, ['build', '--until', 'driver', '--pipeline', file, ...common(dir), '--set', `toolkit.debs=${buildToolkitDebs(dir, '1.17.3-1')}`]);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/^error: E_DRIVER_INSTALL: DKMS could not build nvidia-current-open 535\.261\.03 for kernel 6\.1\.\d+-nvidia-gpu: \S*nvidia\/nv-pci\.c:\d+:\d+: error: too few arguments to function .pci_resize_resource./m);
+    expect(r.stderr).toMatch(/--- \/var\/lib\/dkms\/nvidia-current-open\/535\.261\.03\/build\/make\.log \(from line \d+\) ---/);
+    expect(leakedMounts(sharedCacheDir())).toEqual([]);
+  }, 1_800_000);
+
   it('installs the toolkit from a signed apt repository named in the pipeline', async () => {
     const dir = testDir();
     const repo = await startAptRepo(dir, buildToolkitDebs(dir, '1.17.3-1'));
