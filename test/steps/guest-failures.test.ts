@@ -224,6 +224,19 @@ describe('guest bad inputs through the CLI', () => {
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
   }, 1_800_000);
 
+  it("driver.source: apt: a patch made for the .run's layout is refused by name against the DKMS source, before DKMS builds", async () => {
+    const dir = testDir();
+    const file = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
+    const pins = ['nvidia-open-kernel-dkms', 'nvidia-smi'].map((p) => `${p}=${NVIDIA_VERSION}-1`);
+    const driver = `driver:\n  version: "${NVIDIA_VERSION}"\n  source: apt\n  packages: [${pins.join(', ')}]\n  patches: [${patch}]\n`;
+    writeFileSync(file, readFileSync(file, 'utf8').replace(/^driver:\n(  .*\n)+/m, driver).replace('  extraPackages: [gcc, make, libelf1]\n', '  extraPackages: []\n'));
+    const r = await run(cliBin, ['build', '--until', 'driver', '--pipeline', file, ...common(dir), '--set', `toolkit.debs=${buildToolkitDebs(dir, '1.17.3-1')}`]);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/^error: E_DRIVER_PATCH: driver\.patches\[0\] \S+ does not apply to nvidia-current-open-535\.261\.03 \(nvidia-open-kernel-dkms=535\.261\.03-1\): can't find file to patch/m);
+    expect(r.stdout).not.toMatch(/dkms install/);
+    expect(leakedMounts(sharedCacheDir())).toEqual([]);
+  }, 1_800_000);
+
   it('installs the toolkit from a signed apt repository named in the pipeline', async () => {
     const dir = testDir();
     const repo = await startAptRepo(dir, buildToolkitDebs(dir, '1.17.3-1'));
