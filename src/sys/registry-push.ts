@@ -39,13 +39,16 @@ export async function pushWithSkopeo(log: StepLog, layoutDir: string, ref: strin
   }
 }
 
-function explainPushFailure(output: string, target: PushTarget, cause: unknown): GuestError {
+/** What skopeo's last lines say went wrong, as one of our codes. Exported for its tests. */
+export function explainPushFailure(output: string, target: PushTarget, cause: unknown): GuestError {
   const text = redactSecret(output, target.creds);
-  if (/unauthorized|authentication required|401/i.test(text)) {
-    return new GuestError('E_PUSH_AUTH', `${target.host} refused the credentials${target.creds ? ` from ${target.creds.source}` : ' (none were given: use --registry-auth FILE or REGISTRY_USERNAME/REGISTRY_PASSWORD)'}`, { cause });
-  }
+  // a connection that never opened is checked first: its lines hold no HTTP status at all
   if (/connection refused|no such host|server misbehaving|i\/o timeout|dial tcp/i.test(text) && !/reset|EOF|broken pipe/i.test(text)) {
     return new GuestError('E_PUSH_UNREACHABLE', `cannot reach the registry ${target.host} (check vgpu.registry, the network, or --insecure-registry for plain HTTP)`, { cause });
+  }
+  // the HTTP status, not any "401" (a digest, a size or a port can hold those digits)
+  if (/unauthorized|authentication required|\bstatus(?: code)?:? 401\b|\b401 unauthorized\b/i.test(text)) {
+    return new GuestError('E_PUSH_AUTH', `${target.host} refused the credentials${target.creds ? ` from ${target.creds.source}` : ' (none were given: use --registry-auth FILE or REGISTRY_USERNAME/REGISTRY_PASSWORD)'}`, { cause });
   }
   if (/http: server gave HTTP response to HTTPS client/i.test(text)) {
     return new GuestError('E_PUSH_UNREACHABLE', `${target.host} speaks plain HTTP: pass --insecure-registry`, { cause });

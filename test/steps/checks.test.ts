@@ -10,6 +10,7 @@ import { requireKernelPackage } from '../../src/steps/kernel/kernel-debs.js';
 import { checkToolkitSet } from '../../src/steps/nvidia/toolkit.js';
 import { parseLoadNames } from '../../src/steps/nvidia/driver-packages.js';
 import { signModules } from '../../src/steps/nvidia/driver-tree.js';
+import { explainPushFailure } from '../../src/sys/registry-push.js';
 import { upstreamVersion } from '../../src/pipeline/load.js';
 import { readSigningIdentity, signingFragment } from '../../src/sys/module-signing.js';
 import { testSigningKey, TEST_SIGNER } from '../fixtures/signing.js';
@@ -122,6 +123,19 @@ describe('kernel.moduleSigning: a key and its certificate, proven to belong toge
     const ctx = { log: new TaskLog(join(dir, 'sign.log')), signal: new AbortController().signal, files: { signingKey: good.key, signingCertificate: good.certificate } } as never;
     const build = { dir: join(dir, 'no-kernel-build'), result: {} } as never;
     await expect(signModules(ctx, { hash: 'sha256', signer: TEST_SIGNER }, build, dir, ['nvidia.ko'])).rejects.toMatchObject({ code: 'E_MODULE_SIGNING', message: expect.stringContaining('the kernel build has no scripts/sign-file') });
+  });
+});
+
+describe("push: skopeo's last lines become one code", () => {
+  const target = { host: '127.0.0.1:9', repository: 'nvidia/vgpu-manager', tag: 't', insecure: true };
+  it('a refused connection is E_PUSH_UNREACHABLE even when a digest holds the digits 401', () => {
+    const tail = 'Copying blob sha256:94013e4016f1c2401aa\ntime="2026-11-22T23:30:40Z" level=fatal msg="trying to reuse blob sha256:94013e4016f1c2401aa at destination: pinging container registry 127.0.0.1:9: Get \\"http://127.0.0.1:9/v2/\\": dial tcp 127.0.0.1:9: connect: connection refused"';
+    expect(explainPushFailure(tail, target, null)).toMatchObject({ code: 'E_PUSH_UNREACHABLE' });
+  });
+  it('an HTTP 401 or "unauthorized" is E_PUSH_AUTH; a digest with 401 in it alone is not', () => {
+    expect(explainPushFailure('Error: writing blob: initiating layer upload to /v2/nvidia/blobs/uploads/ in 127.0.0.1:5000: unauthorized: authentication required', target, null)).toMatchObject({ code: 'E_PUSH_AUTH' });
+    expect(explainPushFailure('Error: reading manifest: received unexpected HTTP status: 401 Unauthorized', target, null)).toMatchObject({ code: 'E_PUSH_AUTH' });
+    expect(explainPushFailure('Copying blob sha256:4010401 done\nError: writing manifest: unexpected EOF', target, null)).toMatchObject({ code: 'E_PUSH_FAILED' });
   });
 });
 
