@@ -224,6 +224,25 @@ describe('guest bad inputs through the CLI', () => {
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
   }, 1_800_000);
 
+  it("driver.source: apt: the same fix as a patch in DKMS's layout applies to /usr/src and DKMS builds the open modules, nvidia-uvm with HMM", async () => {
+    const dir = testDir();
+    // the .run patch's fix, its paths as DKMS lays the source out (nvidia/… instead of kernel-open/nvidia/…)
+    const dkmsPatch = join(dir, 'nv-pci-resize-dkms.patch');
+    writeFileSync(dkmsPatch, readFileSync(patch, 'utf8').replace(/^(---|\+\+\+) ([ab])\/kernel-open\//gm, '$1 $2/'));
+    const file = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
+    const pins = ['nvidia-open-kernel-dkms', 'nvidia-smi', 'libnvidia-ml1', 'libcuda1', 'firmware-nvidia-gsp'].map((p) => `${p}=${NVIDIA_VERSION}-1`);
+    const driver = `driver:\n  version: "${NVIDIA_VERSION}"\n  source: apt\n  moduleType: open\n  packages: [${pins.join(', ')}]\n  patches: [${dkmsPatch}]\n`;
+    writeFileSync(file, readFileSync(file, 'utf8').replace(/^driver:\n(  .*\n)+/m, driver).replace('  extraPackages: [gcc, make, libelf1]\n', '  extraPackages: []\n'));
+    const r = await run(cliBin, ['build', '--until', 'driver', '--pipeline', file, ...common(dir), '--set', `toolkit.debs=${buildToolkitDebs(dir, '1.17.3-1')}`]);
+    expect(r.code, r.stderr).toBe(0);
+    const manifest = JSON.parse(readFileSync(join(dir, 'out/nvidia-test/manifest.json'), 'utf8'));
+    const entry = manifest.tasks.find((t: { id: string }) => t.id === 'driver');
+    expect(entry.result).toMatchObject({ source: 'apt', moduleType: 'open', loadNames: expect.objectContaining({ 'nvidia-current-open': 'nvidia' }) });
+    const uvm = entry.result.modules.find((m: string) => m.endsWith('-uvm.ko'));
+    expect(moduleImports(join(sharedCacheDir(), 'entries', entry.key, 'out/rootfs.tar'), entry.result.kernelRelease, uvm, dir)).toMatch(/ U mmu_interval_notifier_insert$/m);
+    expect(leakedMounts(sharedCacheDir())).toEqual([]);
+  }, 1_800_000);
+
   it("driver.source: apt: a patch made for the .run's layout is refused by name against the DKMS source, before DKMS builds", async () => {
     const dir = testDir();
     const file = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
