@@ -76,7 +76,8 @@ async function installDriverPackages(ctx: StepContext<PackagesParams, PackagesIn
       await chroot.run('dpkg', ['-i', `/${STAGE}/${image.file}`]);
       // every package present now is the guest's own: only what this step brings in may be removed later
       const autoBefore = await chroot.run('apt-mark', ['showauto'], { capture: true });
-      await chroot.run('sh', ['-c', 'dpkg-query -W -f=\'${Package}\\n\' | xargs apt-mark manual >/dev/null']);
+      // installed ones only: a package left with its config files (rc) is no package apt can mark
+      await chroot.run('sh', ['-c', 'dpkg-query -W -f=\'${db:Status-Abbrev} ${Package}\\n\' | awk \'$1 == "ii" { print $2 }\' | xargs apt-mark manual >/dev/null']);
       await chroot.run('apt-get', ['update'], { explain: aptErrors });
       await aptInstall(chroot, p.packages);
       const modules = await registeredModules(chroot, dkmsPackage);
