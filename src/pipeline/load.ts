@@ -2,6 +2,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { versionRange } from '../steps/kernel/versions.js';
 import { checkRegistry, osBase, parseVgpuRunName } from '../steps/vgpu/naming.js';
+import { dkmsPins } from '../steps/nvidia/driver-packages.js';
 import { Ajv, type ErrorObject } from 'ajv';
 import { isMap, isNode, LineCounter, parseDocument, type Document } from 'yaml';
 import { readSigningIdentity } from '../sys/module-signing.js';
@@ -271,7 +272,7 @@ function checkDriverKind(d: NonNullable<Pipeline['driver']>, where: Where): void
   if (!packages.length) throw invalid('packages', `required with driver.source: apt: the driver's packages pinned as name=version, e.g. [nvidia-kernel-dkms=${d.version}-1, nvidia-smi=${d.version}-1, libnvidia-ml1=${d.version}-1, firmware-nvidia-gsp=${d.version}-1]`);
   const unpinned = packages.filter((n) => !n.includes('='));
   if (unpinned.length) throw invalid('packages', `${unpinned.join(', ')} not pinned: write name=version (apt installs exactly that version)`);
-  const dkms = packages.filter((n) => /-dkms(:[a-z0-9-]+)?=/.test(n));
+  const dkms = dkmsPins(packages);
   if (dkms.length !== 1) throw invalid('packages', `name exactly one DKMS package (…-dkms=version) that builds the kernel modules, not ${dkms.length ? dkms.join(' and ') : 'none'}`);
   const upstream = upstreamVersion(dkms[0]!.split('=')[1]!);
   if (upstream !== d.version) throw invalid('packages', `${dkms[0]} builds driver ${upstream}, but driver.version says ${d.version}: make them the same`);

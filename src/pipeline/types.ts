@@ -1,3 +1,5 @@
+import type { SigningIdentity } from '../sys/module-signing.js';
+
 /** The pipeline file, as data. README.md documents every field and its default. */
 export interface Pipeline {
   /** Name of the pipeline: the folder under out/ and the prefix of task logs. */
@@ -77,8 +79,6 @@ export interface RootfsSection {
   extraPackages: string[];
   keepBuildPackages: boolean;
 }
-
-import type { SigningIdentity } from '../sys/module-signing.js';
 
 /** A signed apt repository; key is a local keyring file. */
 export interface AptRepository {

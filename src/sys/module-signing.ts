@@ -1,5 +1,5 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { GuestError } from '../model/errors.js';
 
 /** What a signing key and its certificate mean for the kernel and for `modinfo`. */
@@ -13,12 +13,10 @@ export interface SigningIdentity {
 /**
  * Reads kernel.moduleSigning's key and certificate and proves they belong together: an
  * unencrypted PEM private key (RSA or EC, the types the kernel verifies) and the PEM X.509
- * certificate of its public key. Every problem names the file and what to give instead.
+ * certificate of its public key. Every problem names the file and what to give instead; that the
+ * files exist is load's check (mustExist), made before this one.
  */
 export function readSigningIdentity(keyFile: string, certificateFile: string): SigningIdentity {
-  for (const f of [keyFile, certificateFile]) {
-    if (!existsSync(f)) throw new GuestError('E_PIPELINE_INVALID', `kernel.moduleSigning: ${f} does not exist (fix the path)`);
-  }
   let key;
   try {
     key = createPrivateKey(readFileSync(keyFile));

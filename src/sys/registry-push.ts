@@ -39,6 +39,11 @@ export async function pushWithSkopeo(log: StepLog, layoutDir: string, ref: strin
   }
 }
 
+/** The registry said 401/403, whichever client pushed. */
+function refusedCredentials(target: PushTarget, cause?: unknown): GuestError {
+  return new GuestError('E_PUSH_AUTH', `${target.host} refused the credentials${target.creds ? ` from ${target.creds.source}` : ' (none were given: use --registry-auth FILE or REGISTRY_USERNAME/REGISTRY_PASSWORD)'}`, cause === undefined ? {} : { cause });
+}
+
 /** What skopeo's last lines say went wrong, as one of our codes. Exported for its tests. */
 export function explainPushFailure(output: string, target: PushTarget, cause: unknown): GuestError {
   const text = redactSecret(output, target.creds);
@@ -48,7 +53,7 @@ export function explainPushFailure(output: string, target: PushTarget, cause: un
   }
   // the HTTP status, not any "401" (a digest, a size or a port can hold those digits)
   if (/unauthorized|authentication required|\bstatus(?: code)?:? 401\b|\b401 unauthorized\b/i.test(text)) {
-    return new GuestError('E_PUSH_AUTH', `${target.host} refused the credentials${target.creds ? ` from ${target.creds.source}` : ' (none were given: use --registry-auth FILE or REGISTRY_USERNAME/REGISTRY_PASSWORD)'}`, { cause });
+    return refusedCredentials(target, cause);
   }
   if (/http: server gave HTTP response to HTTPS client/i.test(text)) {
     return new GuestError('E_PUSH_UNREACHABLE', `${target.host} speaks plain HTTP: pass --insecure-registry`, { cause });
@@ -116,7 +121,7 @@ export async function pushWithApi(log: StepLog, layoutDir: string, target: PushT
 
 function checkAuth(res: Response<string>, target: PushTarget): void {
   if (res.statusCode === 401 || res.statusCode === 403) {
-    throw new GuestError('E_PUSH_AUTH', `${target.host} refused the credentials${target.creds ? ` from ${target.creds.source}` : ' (none were given: use --registry-auth FILE or REGISTRY_USERNAME/REGISTRY_PASSWORD)'}`);
+    throw refusedCredentials(target);
   }
 }
 

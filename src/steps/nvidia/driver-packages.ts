@@ -5,7 +5,7 @@ import type { DriverResult, KernelBuildResult, KernelPackagesResult, RootfsResul
 import type { StepContext, StepDefinition } from '../../model/step.js';
 import { withChroot, type ChrootSession } from '../../sys/chroot.js';
 import { packRootfs, unpackRootfs } from '../../sys/rootfs-tar.js';
-import { readRecipe } from '../rootfs/recipe.js';
+import { readRecipe, type Recipe } from '../rootfs/recipe.js';
 import { applyPatches, checkBuiltModule, findModules, firstCompilerError, signModules, stripModules, type ModuleSigningParams } from './driver-tree.js';
 
 type PackagesParams = {
@@ -19,6 +19,11 @@ type PackagesParams = {
   signing?: ModuleSigningParams;
 };
 type PackagesInputs = { packages: KernelPackagesResult; rootfs: RootfsResult; build?: KernelBuildResult };
+
+/** The pins among driver.packages that name a DKMS package (…-dkms[:arch]=version). */
+export function dkmsPins(packages: string[]): string[] {
+  return packages.filter((n) => /-dkms(:[a-z0-9-]+)?=/.test(n));
+}
 
 const STAGE = 'var/tmp/gpu-guest';
 const LIST = 'etc/apt/sources.list.d/gpu-guest-driver.list';
@@ -54,14 +59,15 @@ async function installDriverPackages(ctx: StepContext<PackagesParams, PackagesIn
   const image = debs.result.packages.find((d) => d.package === `linux-image-${release}`);
   const headers = debs.result.packages.find((d) => d.package === `linux-headers-${release}`);
   if (!image || !headers) throw new GuestError('E_HEADERS_MISSING', `kernel-debs produced no linux-image-${release} and linux-headers-${release} packages: DKMS cannot build the driver (CONFIG_MODULES must be y)`);
-  const dkmsPackage = p.packages.find((n) => /-dkms(:[a-z0-9-]+)?=/.test(n))!;
+  const dkmsPackage = dkmsPins(p.packages)[0]!;
+  const recipe = readRecipe(ctx.files.recipe as string);
 
   const root = join(ctx.workDir, 'root');
   await unpackRootfs(ctx.log, join(ctx.upstream.rootfs.dir, ctx.upstream.rootfs.result.tarball), root, ctx.signal);
   const stage = join(root, STAGE);
   mkdirSync(stage, { recursive: true });
   for (const d of [image, headers]) copyFileSync(join(debs.dir, d.file), join(stage, d.file));
-  writeFileSync(join(root, LIST), `${repositoryLine(ctx, root)}\n`);
+  writeFileSync(join(root, LIST), `${repositoryLine(ctx, recipe, root)}\n`);
   // DKMS would sign with a key it makes up (/var/lib/dkms/mok.key); the modules are signed after stripping instead
   mkdirSync(join(root, 'etc/dkms/framework.conf.d'), { recursive: true });
   writeFileSync(join(root, DKMS_CONF), 'sign_file="/nonexistent/gpu-guest-signs-after-stripping"\n');
@@ -82,7 +88,7 @@ async function installDriverPackages(ctx: StepContext<PackagesParams, PackagesIn
       await aptInstall(chroot, p.packages);
       const modules = await registeredModules(chroot, dkmsPackage);
       for (const m of modules) await applyPatches(ctx, ctx.files.patches, join(root, 'usr/src', `${m.name}-${m.version}`), `${m.name}-${m.version} (${dkmsPackage})`);
-      await installHeaders(chroot, `/${STAGE}/${headers.file}`, readRecipe(ctx.files.recipe as string).headerPackages);
+      await installHeaders(chroot, `/${STAGE}/${headers.file}`, recipe.headerPackages);
       for (const m of modules) await dkmsBuild(chroot, m, release);
       // kept across the purge: removing the DKMS package runs `dkms remove`, which deletes them
       const built = findModules(modulesDir);
@@ -131,9 +137,8 @@ async function installDriverPackages(ctx: StepContext<PackagesParams, PackagesIn
 }
 
 /** The sources line: the named repository, or the recipe's driver components of the rootfs mirror; its keyring copied in. */
-function repositoryLine(ctx: StepContext<PackagesParams, PackagesInputs>, root: string): string {
+function repositoryLine(ctx: StepContext<PackagesParams, PackagesInputs>, recipe: Recipe, root: string): string {
   const p = ctx.params;
-  const recipe = readRecipe(ctx.files.recipe as string);
   const rootfs = ctx.upstream.rootfs.result;
   if (!p.repository && !recipe.driverComponents.length) {
     throw new GuestError('E_PIPELINE_INVALID', `driver.source: apt: the ${recipe.distro} recipe names no mirror components for NVIDIA's packages: give driver.repository (url, suite, components, key)`);
