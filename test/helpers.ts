@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, afterEach } from 'vitest';
@@ -127,6 +127,17 @@ export function writePipeline(dir: string, vendor: 'nvidia' | 'intel', kernel: s
     file,
     `name: ${vendor}-test\nvendor: ${vendor}\nkernel:\n  baseConfig: kernel-configs/base/x86_64.conf\n  fragments: [kernel-configs/fragments/gpu/${vendor}.conf]\n  localVersion: -${vendor}-gpu\n${kernel}${signingLines}rootfs:\n  distro: debian\n  suite: bookworm\n${vendor === 'nvidia' ? '  extraPackages: [gcc, make, libelf1]\n' : ''}${nvidia}${extra}`,
   );
+  return file;
+}
+
+/**
+ * The nvidia test pipeline with driver.source: apt: `driver` is the driver section's body (its
+ * lines after `driver:`), and the rootfs gets no build-only packages (apt brings DKMS's compiler,
+ * and the step purges it again).
+ */
+export function writeAptPipeline(dir: string, kernel: string, driver: string): string {
+  const file = writePipeline(dir, 'nvidia', kernel);
+  writeFileSync(file, readFileSync(file, 'utf8').replace(/^driver:\n(  .*\n)+/m, `driver:\n${driver}`).replace('  extraPackages: [gcc, make, libelf1]\n', '  extraPackages: []\n'));
   return file;
 }
 

@@ -1,12 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEBIAN_REVISION, moduleImports, NVIDIA_VERSION } from '../fixtures/driver.js';
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { TEST_SIGNER } from '../fixtures/signing.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
-import { cliBin, leakedMounts, run, sharedCacheDir, suiteDir, writePipeline } from '../helpers.js';
+import { cliBin, leakedMounts, run, sharedCacheDir, suiteDir, writeAptPipeline } from '../helpers.js';
 
 const version = debianKernelVersion();
 const release = `${version}-nvidia-gpu`;
@@ -27,11 +27,7 @@ beforeAll(async () => {
   server = await startKernelOrg([{ path: `v6.x/linux-${version}.tar.xz`, file: DEBIAN_TARBALL }]);
   out = join(dir, 'out');
   const debs = buildToolkitDebs(dir, '1.17.3-1');
-  const file = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
-  const driver = `driver:\n  version: "${NVIDIA_VERSION}"\n  source: apt\n  moduleType: proprietary\n  packages: [${PACKAGES.join(', ')}]\n`;
-  // the rootfs needs no compiler: apt brings DKMS's, and the step purges it again
-  const text = readFileSync(file, 'utf8').replace(/^driver:\n(  .*\n)+/m, driver).replace('  extraPackages: [gcc, make, libelf1]\n', '  extraPackages: []\n');
-  writeFileSync(file, text);
+  const file = writeAptPipeline(dir, `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`, `  version: "${NVIDIA_VERSION}"\n  source: apt\n  moduleType: proprietary\n  packages: [${PACKAGES.join(', ')}]\n`);
   const args = ['--pipeline', file, '--cache-dir', sharedCacheDir(), '--out-dir', out, '--set', `toolkit.debs=${debs}`];
   build = await run(cliBin, ['build', ...args]);
   verify = await run(cliBin, ['verify', ...args]);

@@ -12,7 +12,7 @@ import { buildDriverRun, buildNvidiaRun, moduleImports, NVIDIA_VERSION, nvidiaMo
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
 import { startAptRepo } from '../fixtures/apt-repo.js';
-import { cliBin, repoRoot, run, sharedCacheDir, suiteDir, testDir, writePipeline, leakedMounts } from '../helpers.js';
+import { cliBin, repoRoot, run, sharedCacheDir, suiteDir, testDir, writeAptPipeline, writePipeline, leakedMounts } from '../helpers.js';
 
 /** A step context for calling a step directly, with hand-made (partial) upstream results. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -126,6 +126,7 @@ describe('guest bad inputs through the CLI', () => {
   });
   afterAll(async () => server.close());
   const nvidia = (dir: string) => writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
+  const aptPipeline = (dir: string, driver: string) => writeAptPipeline(dir, `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`, driver);
   const common = (dir: string) => ['--cache-dir', sharedCacheDir(), '--out-dir', join(dir, 'out')];
 
   it("shows the compiler's first error when NVIDIA's open modules do not build on 6.1.192 unpatched", async () => {
@@ -199,9 +200,7 @@ describe('guest bad inputs through the CLI', () => {
     const dir = testDir();
     const repo = await startAptRepo(dir, buildToolkitDebs(dir, '1.17.3-1'));
     try {
-      const file = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
-      const driver = `driver:\n  version: "${NVIDIA_VERSION}"\n  source: apt\n  packages: [nvidia-open-kernel-dkms=${NVIDIA_VERSION}-1, nvidia-smi=${NVIDIA_VERSION}-1]\n  repository:\n    url: ${repo.url}\n    suite: stable\n    components: [main]\n    key: ${repo.keyring}\n`;
-      writeFileSync(file, readFileSync(file, 'utf8').replace(/^driver:\n(  .*\n)+/m, driver).replace('  extraPackages: [gcc, make, libelf1]\n', '  extraPackages: []\n'));
+      const file = aptPipeline(dir, `  version: "${NVIDIA_VERSION}"\n  source: apt\n  packages: [nvidia-open-kernel-dkms=${NVIDIA_VERSION}-1, nvidia-smi=${NVIDIA_VERSION}-1]\n  repository:\n    url: ${repo.url}\n    suite: stable\n    components: [main]\n    key: ${repo.keyring}\n`);
       const r = await run(cliBin, ['build', '--until', 'driver', '--pipeline', file, ...common(dir), '--set', `toolkit.debs=${join(dir, 'toolkit-debs')}`]);
       expect(r.code, r.stderr).toBe(1);
       expect(r.stderr).toMatch(/^error: E_DRIVER_INSTALL: apt-get could not install driver\.packages nvidia-open-kernel-dkms=535\.261\.03-1 nvidia-smi=535\.261\.03-1: Unable to locate package nvidia-open-kernel-dkms \(check the versions with apt-cache policy against the repository\)/m);
@@ -213,10 +212,8 @@ describe('guest bad inputs through the CLI', () => {
 
   it("driver.source: apt: a DKMS build failure shows the compiler's line and DKMS's make.log (Debian's open modules on 6.1.192, unpatched)", async () => {
     const dir = testDir();
-    const file = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
     const pins = ['nvidia-open-kernel-dkms', 'nvidia-smi', 'libnvidia-ml1', 'libcuda1', 'firmware-nvidia-gsp'].map((p) => `${p}=${NVIDIA_VERSION}-1`);
-    const driver = `driver:\n  version: "${NVIDIA_VERSION}"\n  source: apt\n  moduleType: open\n  packages: [${pins.join(', ')}]\n`;
-    writeFileSync(file, readFileSync(file, 'utf8').replace(/^driver:\n(  .*\n)+/m, driver).replace('  extraPackages: [gcc, make, libelf1]\n', '  extraPackages: []\n'));
+    const file = aptPipeline(dir, `  version: "${NVIDIA_VERSION}"\n  source: apt\n  moduleType: open\n  packages: [${pins.join(', ')}]\n`);
     const r = await run(cliBin, ['build', '--until', 'driver', '--pipeline', file, ...common(dir), '--set', `toolkit.debs=${buildToolkitDebs(dir, '1.17.3-1')}`]);
     expect(r.code, r.stderr).toBe(1);
     expect(r.stderr).toMatch(/^error: E_DRIVER_INSTALL: DKMS could not build nvidia-current-open 535\.261\.03 for kernel 6\.1\.\d+-nvidia-gpu: \S*nvidia\/nv-pci\.c:\d+:\d+: error: too few arguments to function .pci_resize_resource./m);
@@ -229,10 +226,8 @@ describe('guest bad inputs through the CLI', () => {
     // the .run patch's fix, its paths as DKMS lays the source out (nvidia/… instead of kernel-open/nvidia/…)
     const dkmsPatch = join(dir, 'nv-pci-resize-dkms.patch');
     writeFileSync(dkmsPatch, readFileSync(patch, 'utf8').replace(/^(---|\+\+\+) ([ab])\/kernel-open\//gm, '$1 $2/'));
-    const file = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
     const pins = ['nvidia-open-kernel-dkms', 'nvidia-smi', 'libnvidia-ml1', 'libcuda1', 'firmware-nvidia-gsp'].map((p) => `${p}=${NVIDIA_VERSION}-1`);
-    const driver = `driver:\n  version: "${NVIDIA_VERSION}"\n  source: apt\n  moduleType: open\n  packages: [${pins.join(', ')}]\n  patches: [${dkmsPatch}]\n`;
-    writeFileSync(file, readFileSync(file, 'utf8').replace(/^driver:\n(  .*\n)+/m, driver).replace('  extraPackages: [gcc, make, libelf1]\n', '  extraPackages: []\n'));
+    const file = aptPipeline(dir, `  version: "${NVIDIA_VERSION}"\n  source: apt\n  moduleType: open\n  packages: [${pins.join(', ')}]\n  patches: [${dkmsPatch}]\n`);
     const r = await run(cliBin, ['build', '--until', 'driver', '--pipeline', file, ...common(dir), '--set', `toolkit.debs=${buildToolkitDebs(dir, '1.17.3-1')}`]);
     expect(r.code, r.stderr).toBe(0);
     const manifest = JSON.parse(readFileSync(join(dir, 'out/nvidia-test/manifest.json'), 'utf8'));
@@ -245,10 +240,8 @@ describe('guest bad inputs through the CLI', () => {
 
   it("driver.source: apt: a patch made for the .run's layout is refused by name against the DKMS source, before DKMS builds", async () => {
     const dir = testDir();
-    const file = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
     const pins = ['nvidia-open-kernel-dkms', 'nvidia-smi'].map((p) => `${p}=${NVIDIA_VERSION}-1`);
-    const driver = `driver:\n  version: "${NVIDIA_VERSION}"\n  source: apt\n  packages: [${pins.join(', ')}]\n  patches: [${patch}]\n`;
-    writeFileSync(file, readFileSync(file, 'utf8').replace(/^driver:\n(  .*\n)+/m, driver).replace('  extraPackages: [gcc, make, libelf1]\n', '  extraPackages: []\n'));
+    const file = aptPipeline(dir, `  version: "${NVIDIA_VERSION}"\n  source: apt\n  packages: [${pins.join(', ')}]\n  patches: [${patch}]\n`);
     const r = await run(cliBin, ['build', '--until', 'driver', '--pipeline', file, ...common(dir), '--set', `toolkit.debs=${buildToolkitDebs(dir, '1.17.3-1')}`]);
     expect(r.code, r.stderr).toBe(2);
     expect(r.stderr).toMatch(/^error: E_DRIVER_PATCH: driver\.patches\[0\] \S+ does not apply to nvidia-current-open-535\.261\.03 \(nvidia-open-kernel-dkms=535\.261\.03-1\): can't find file to patch/m);
