@@ -18,7 +18,7 @@ const wanted = (name) => which.length === 0 || which.includes(name);
 const pipeline = join(work, 'bench.yaml');
 writeFileSync(
   pipeline,
-  `name: bench\nvendor: intel\nkernel:\n  version: "6.1"\n  source:\n    tarball: /usr/src/linux-source-6.1.tar.xz\n  baseConfig: kernel-configs/base/x86_64.conf\n  fragments: [kernel-configs/fragments/gpu/nvidia.conf]\n  localVersion: -nvidia-gpu\nrootfs:\n  distro: debian\n  suite: bookworm\n`,
+  `name: bench\nvendor: intel\nkernel:\n  version: "6.1"\n  source:\n    tarball: /usr/src/linux-source-6.1.tar.xz\n  baseConfig: kernel-configs/base/minimal/x86_64.conf\n  fragments: [kernel-configs/fragments/gpu/nvidia.conf]\n  localVersion: -nvidia-gpu\nrootfs:\n  distro: debian\n  suite: bookworm\n`,
 );
 const common = ['--pipeline', pipeline, '--cache-dir', cache, '--out-dir', join(work, 'out')];
 

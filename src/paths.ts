@@ -11,3 +11,13 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
   if (xdg && xdg.trim() !== '') return join(xdg, 'gpu-guest');
   return join(homedir(), '.cache', 'gpu-guest');
 }
+
+/**
+ * The shipped kernel base profiles (x86_64): `minimal` is the tinyconfig-based guest that boots;
+ * `kata` is that base plus the folder of fragments, by concern, that the kata-agent and container
+ * workloads need.
+ */
+export function kernelProfileFiles(profile: 'kata' | 'minimal'): { baseConfig: string; profileFragments: string[] } {
+  const base = join(projectRoot, 'kernel-configs', 'base');
+  return { baseConfig: join(base, 'minimal', 'x86_64.conf'), profileFragments: profile === 'kata' ? [join(base, 'kata', 'x86_64')] : [] };
+}

@@ -125,7 +125,7 @@ export function writePipeline(dir: string, vendor: 'nvidia' | 'intel', kernel: s
   const signingLines = signing ? `  moduleSigning:\n    key: ${signing.key}\n    certificate: ${signing.certificate}\n` : '';
   writeFileSync(
     file,
-    `name: ${vendor}-test\nvendor: ${vendor}\nkernel:\n  baseConfig: kernel-configs/base/x86_64.conf\n  fragments: [kernel-configs/fragments/gpu/${vendor}.conf]\n  localVersion: -${vendor}-gpu\n${kernel}${signingLines}rootfs:\n  distro: debian\n  suite: bookworm\n${vendor === 'nvidia' ? '  extraPackages: [gcc, make, libelf1]\n' : ''}${nvidia}${extra}`,
+    `name: ${vendor}-test\nvendor: ${vendor}\nkernel:\n  profile: minimal\n  fragments: [kernel-configs/fragments/gpu/${vendor}.conf]\n  localVersion: -${vendor}-gpu\n${kernel}${signingLines}rootfs:\n  distro: debian\n  suite: bookworm\n${vendor === 'nvidia' ? '  extraPackages: [gcc, make, libelf1]\n' : ''}${nvidia}${extra}`,
   );
   return file;
 }

@@ -51,9 +51,9 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
       id: 'kernel-config',
       kind: 'kernel-config',
       upstream: { source: 'kernel-source' },
-      title: `merge the base config and ${k.fragments.length + (options.extraFragments?.length ?? 0)} fragment(s)`,
+      title: `merge the ${k.profile ? `${k.profile} profile` : 'base config'} and ${k.fragments.length + (options.extraFragments?.length ?? 0)} fragment(s)`,
       params: { localVersion: suffix, startFrom: k.startFrom, allowDropped: k.allowDropped.map((s) => s.replace(/^CONFIG_/, '')).sort(), ...(signing ? { moduleSigning: { hash: signing.hash, enforce: signing.enforce, keyType: signing.identity!.keyType } } : {}) },
-      files: { baseConfig: k.baseConfig, fragments: [...k.fragments, ...(options.extraFragments ?? [])] },
+      files: { baseConfig: k.baseConfig, fragments: [...k.profileFragments, ...k.fragments, ...(options.extraFragments ?? [])] },
     },
     {
       id: 'kernel-build',

@@ -7,7 +7,7 @@ import { Ajv, type ErrorObject } from 'ajv';
 import { isMap, isNode, LineCounter, parseDocument, type Document } from 'yaml';
 import { readSigningIdentity } from '../sys/module-signing.js';
 import { GuestError } from '../model/errors.js';
-import { projectRoot } from '../paths.js';
+import { kernelProfileFiles, projectRoot } from '../paths.js';
 import { applyOverride, formatKeyPath, parseOverride, type KeyPath, type Override } from './overrides.js';
 import { keysAt, PATTERN_MEANING, pipelineSchema } from './schema.js';
 import type { LoadedPipeline, Pipeline } from './types.js';
@@ -221,6 +221,9 @@ function checkSemantics(p: Pipeline, where: Where): void {
   } catch (err) {
     throw new GuestError('E_PIPELINE_INVALID', `${where(['kernel', 'version'])}: ${(err as Error).message}`, { cause: err });
   }
+  if (p.kernel.profile && p.kernel.baseConfig) {
+    throw new GuestError('E_PIPELINE_INVALID', `${where(['kernel', 'baseConfig'])}: kernel: give either profile (a shipped base: kata or minimal) or baseConfig (your own base file), not both`);
+  }
   if (p.kernel.source.mirrors && p.kernel.source.tarball) {
     throw new GuestError('E_PIPELINE_INVALID', `${where(['kernel', 'source'])}: kernel.source: give either mirrors or tarball, not both`);
   }
@@ -349,7 +352,13 @@ function resolvePaths(p: Pipeline, baseDir: string, cwd: string, overrides: Over
     if (p.vgpu.dockerfileDir) p.vgpu.dockerfileDir = mustExist(p.vgpu.dockerfileDir, ['vgpu', 'dockerfileDir']);
   }
   if (!p.kernel) return;
-  p.kernel.baseConfig = mustExist(p.kernel.baseConfig, ['kernel', 'baseConfig']);
+  if (p.kernel.baseConfig) {
+    p.kernel.baseConfig = mustExist(p.kernel.baseConfig, ['kernel', 'baseConfig']);
+    p.kernel.profileFragments = [];
+  } else {
+    p.kernel.profile ??= 'kata';
+    Object.assign(p.kernel, kernelProfileFiles(p.kernel.profile));
+  }
   p.kernel.fragments = p.kernel.fragments.map((f, i) => mustExist(f, ['kernel', 'fragments', i]));
   if (p.kernel.keyring) p.kernel.keyring = mustExist(p.kernel.keyring, ['kernel', 'keyring']);
   const signing = p.kernel.moduleSigning;

@@ -49,7 +49,7 @@ export const pipelineSchema = {
     kernel: {
       type: 'object',
       additionalProperties: false,
-      required: ['version', 'baseConfig', 'localVersion'],
+      required: ['version', 'localVersion'],
       properties: {
         version: { type: 'string', pattern: '^[0-9A-Za-z<>=~^ .*|-]+$' },
         source: {
@@ -63,6 +63,7 @@ export const pipelineSchema = {
         },
         sha256,
         keyring: str,
+        profile: { enum: ['kata', 'minimal'] },
         baseConfig: str,
         startFrom: { enum: ['tinyconfig', 'allnoconfig', 'defconfig', 'base'], default: 'tinyconfig' },
         fragments: strList,

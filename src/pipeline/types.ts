@@ -17,6 +17,8 @@ export interface Pipeline {
   image: ImageSection;
 }
 
+export type KernelProfile = 'kata' | 'minimal';
+
 export interface KernelSection {
   /** Exact version (`6.1.55`) or a range (`6.1`, `~6.1.50`, `>=6.1 <6.2`). */
   version: string;
@@ -25,8 +27,15 @@ export interface KernelSection {
   sha256?: string;
   /** Keyring for `gpgv` to verify the clearsigned sha256sums.asc. Default: not verified. */
   keyring?: string;
-  /** Base config for the architecture. */
+  /**
+   * A shipped base profile: `kata` (what the kata-agent and container workloads need; the default)
+   * or `minimal` (the smallest guest that boots). Load turns it into baseConfig and profileFragments.
+   */
+  profile?: KernelProfile;
+  /** Base config for the architecture: the profile's, or the user's own file instead of a profile. */
   baseConfig: string;
+  /** Fragment folders of the profile, merged after the base and before `fragments`. Set by load. */
+  profileFragments: string[];
   /**
    * The config the base and fragments are merged over: a kernel target (`tinyconfig`, the default,
    * `allnoconfig`, `defconfig`), or `base` when baseConfig is itself a complete .config.

@@ -124,8 +124,8 @@ describe('keys', () => {
 
   it('are the same for the same pipeline whatever the YAML key order', () => {
     const dir = testDir();
-    const a = `name: k\nvendor: intel\nkernel:\n  version: "6.1"\n  baseConfig: kernel-configs/base/x86_64.conf\n  localVersion: -intel-gpu\nrootfs:\n  distro: debian\n  suite: bookworm\n  components: [main, contrib]\n`;
-    const b = `rootfs:\n  components: [main, contrib]\n  suite: bookworm\n  distro: debian\nkernel:\n  localVersion: -intel-gpu\n  baseConfig: kernel-configs/base/x86_64.conf\n  version: "6.1"\nvendor: intel\nname: k\n`;
+    const a = `name: k\nvendor: intel\nkernel:\n  version: "6.1"\n  baseConfig: kernel-configs/base/minimal/x86_64.conf\n  localVersion: -intel-gpu\nrootfs:\n  distro: debian\n  suite: bookworm\n  components: [main, contrib]\n`;
+    const b = `rootfs:\n  components: [main, contrib]\n  suite: bookworm\n  distro: debian\nkernel:\n  localVersion: -intel-gpu\n  baseConfig: kernel-configs/base/minimal/x86_64.conf\n  version: "6.1"\nvendor: intel\nname: k\n`;
     writeFileSync(join(dir, 'a.yaml'), a);
     writeFileSync(join(dir, 'b.yaml'), b);
     const ga = compileTaskGraph(loadPipeline({ file: join(dir, 'a.yaml') }).pipeline);

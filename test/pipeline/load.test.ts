@@ -18,7 +18,7 @@ const minimal = `name: mini
 vendor: intel
 kernel:
   version: "6.1"
-  baseConfig: kernel-configs/base/x86_64.conf
+  baseConfig: kernel-configs/base/minimal/x86_64.conf
   localVersion: -intel-gpu
 rootfs:
   distro: debian
@@ -55,10 +55,25 @@ describe('loadPipeline', () => {
   });
 
   it('resolves ./ paths against the pipeline file and bare relative paths against the project', () => {
-    const file = pipelineFile(minimal.replace('kernel-configs/base/x86_64.conf', './base.conf'));
+    const file = pipelineFile(minimal.replace('kernel-configs/base/minimal/x86_64.conf', './base.conf'));
     writeFileSync(join(file, '..', 'base.conf'), '');
     const p = loadPipeline({ file }).pipeline;
     expect(p.kernel.baseConfig).toBe(join(file, '..', 'base.conf'));
+  });
+
+  it('kernel.profile: kata (the default, and the shipped pipelines\' choice) is the minimal base plus the kata fragment folder', () => {
+    const kata = join(repoRoot, 'kernel-configs/base/kata/x86_64');
+    const base = join(repoRoot, 'kernel-configs/base/minimal/x86_64.conf');
+    for (const vendor of ['intel', 'nvidia']) {
+      const k = loadPipeline({ vendor, sets: vendor === 'nvidia' ? [`driver.sha256=${SHA}`] : [] }).pipeline.kernel;
+      expect([k.profile, k.baseConfig, k.profileFragments]).toEqual(['kata', base, [kata]]);
+    }
+    const none = loadPipeline({ file: pipelineFile(minimal.replace('  baseConfig: kernel-configs/base/minimal/x86_64.conf\n', '')) }).pipeline.kernel;
+    expect([none.profile, none.baseConfig, none.profileFragments]).toEqual(['kata', base, [kata]]);
+    const small = loadPipeline({ vendor: 'intel', sets: ['kernel.profile=minimal'] }).pipeline.kernel;
+    expect([small.profile, small.baseConfig, small.profileFragments]).toEqual(['minimal', base, []]);
+    const own = loadPipeline({ file: pipelineFile(minimal) }).pipeline.kernel;
+    expect([own.profile, own.profileFragments]).toEqual([undefined, []]);
   });
 
   const bad: [string, () => unknown, string, RegExp][] = [
@@ -70,6 +85,8 @@ describe('loadPipeline', () => {
     ['wrong type', () => loadPipeline({ file: pipelineFile(minimal.replace('"6.1"', '6.1')) }), 'E_PIPELINE_INVALID', /p\.yaml:4:12: kernel\.version: expected string, found number 6\.1 \(quote it/],
     ['bad enum', () => loadPipeline({ file: pipelineFile(`${minimal}image:\n  format: qcow2\n`) }), 'E_PIPELINE_INVALID', /p\.yaml:11:11: image\.format: expected one of ext4, erofs, initrd, found string "qcow2"/],
     ['missing required key', () => loadPipeline({ file: pipelineFile(minimal.replace('  suite: bookworm\n', '')) }), 'E_PIPELINE_INVALID', /rootfs\.suite: required key is missing/],
+    ['profile and baseConfig', () => loadPipeline({ vendor: 'intel', sets: ['kernel.baseConfig=./base.conf'] }), 'E_PIPELINE_INVALID', /--set kernel\.baseConfig=\.\/base\.conf: kernel: give either profile \(a shipped base: kata or minimal\) or baseConfig \(your own base file\), not both/],
+    ['unknown profile', () => loadPipeline({ vendor: 'intel', sets: ['kernel.profile=tiny'] }), 'E_PIPELINE_INVALID', /kernel\.profile: expected one of kata, minimal, found string "tiny"/],
     ['bad --set path', () => loadPipeline({ vendor: 'intel', sets: ['kernel.verison=6.1'] }), 'E_SET_PATH', /--set kernel\.verison=6\.1: no key 'verison' under kernel \(known keys: version,/],
     ['--set without =', () => loadPipeline({ vendor: 'intel', sets: ['kernel.version'] }), 'E_SET_PATH', /expected key\.path=value/],
     ['--set wrong type', () => loadPipeline({ vendor: 'intel', sets: ['image.marginMiB=lots'] }), 'E_SET_PATH', /--set image\.marginMiB=lots: expected a number, found 'lots'/],

@@ -85,6 +85,31 @@ describe('kernel-config on the real kernel tree', () => {
     expect(readFileSync(join(dir, 'out/nvidia-test/kernel-config/config'), 'utf8')).toContain('# CONFIG_VIRTIO_BALLOON is not set');
   });
 
+  // What the kata-agent and container workloads need of the guest kernel (issue: Kata could not
+  // start a sandbox in the old guest), and what NVIDIA's driver needs: the shipped nvidia pipeline's
+  // default profile must keep every one, so the profile cannot silently lose an option.
+  const kataNeeds = [
+    'VIRTIO_FS', 'FUSE_FS', 'OVERLAY_FS', 'EROFS_FS', 'DM_VERITY', 'DM_INIT', 'SECCOMP_FILTER',
+    'MEMCG', 'CGROUP_PIDS', 'CGROUP_FREEZER', 'CPUSETS', 'CGROUP_SCHED', 'CFS_BANDWIDTH', 'BLK_CGROUP', 'CGROUP_HUGETLB', 'CGROUP_DEVICE', 'CGROUP_BPF', 'BPF_SYSCALL',
+    'USER_NS', 'PID_NS', 'NET_NS', 'IPC_NS', 'UTS_NS',
+    'HOTPLUG_PCI_PCIE', 'HOTPLUG_PCI_SHPC', 'HOTPLUG_PCI_ACPI', 'MEMORY_HOTPLUG', 'VIRTIO_MEM', 'VIRTIO_BALLOON',
+    'NET_9P', 'NET_9P_VIRTIO', '9P_FS', 'BLK_DEV_LOOP', 'BLK_DEV_PMEM', 'FS_DAX', 'SCSI_VIRTIO',
+    'NETFILTER', 'NF_TABLES', 'NF_CONNTRACK', 'NF_NAT', 'IP_NF_IPTABLES', 'IP6_NF_IPTABLES', 'NETFILTER_XT_MATCH_CONNTRACK',
+    'VSOCKETS', 'VIRTIO_VSOCKETS', 'DEVTMPFS', 'VETH', 'BRIDGE', 'TUN', 'MACVTAP',
+    // NVIDIA's driver, from the vendor fragment on top of the profile
+    'PCI_MMCONFIG', 'MODULES', 'X86_PAT', 'MMU_NOTIFIER', 'HMM_MIRROR', 'DEVICE_PRIVATE',
+  ];
+
+  it('the shipped nvidia pipeline\'s default (kata) profile keeps every option the kata-agent and the driver need', async () => {
+    const dir = testDir();
+    const r = await run(cliBin, ['build', '--vendor', 'nvidia', '--until', 'kernel-config', '--set', `kernel.source.tarball=${DEBIAN_TARBALL}`, '--set', `driver.sha256=${'0'.repeat(64)}`, '--cache-dir', sharedCacheDir(), '--out-dir', join(dir, 'out')]);
+    expect(r.code, r.stderr).toBe(0);
+    const config = readFileSync(join(dir, 'out/nvidia/kernel-config/config'), 'utf8');
+    const missing = kataNeeds.filter((o) => !config.includes(`CONFIG_${o}=y\n`));
+    expect(missing).toEqual([]);
+    expect(config).not.toMatch(/^CONFIG_DRM_NOUVEAU=[ym]$/m);
+  });
+
   it('names the apt package of a missing host tool', async () => {
     const bin = pathWithout(testDir(), ['make']);
     const r = await configure('nvidia', undefined, { env: { PATH: bin } });
