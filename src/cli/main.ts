@@ -13,17 +13,23 @@ import { doctorCommand } from './doctor.js';
 import { planCommand } from './plan.js';
 import { verifyCommand } from './verify.js';
 import { pushCommand } from './push.js';
+import { configDiffCommand, configExplainCommand } from './config.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
 function addPipelineOptions(cmd: Command, env: CliEnv): Command {
+  return addPipelineSettings(
+    cmd.option('--vendor <name>', `load pipelines/<name>.yaml (${listVendors().join(', ') || 'none installed'})`).option('--pipeline <file>', 'load this pipeline file instead of a vendor pipeline'),
+    env,
+  ).option('--out-dir <dir>', 'output folder; artifacts go to <dir>/<pipeline>/', 'out');
+}
+
+/** What changes a loaded pipeline and where its cache is: for commands that name pipelines otherwise. */
+function addPipelineSettings(cmd: Command, env: CliEnv): Command {
   return cmd
-    .option('--vendor <name>', `load pipelines/<name>.yaml (${listVendors().join(', ') || 'none installed'})`)
-    .option('--pipeline <file>', 'load this pipeline file instead of a vendor pipeline')
     .option('--set <key.path=value>', 'override one pipeline value, repeatable (like helm --set)', collect, [])
     .option('--fragment <file>', 'add a kernel config fragment (file or folder of *.conf), repeatable', collect, [])
-    .option('--cache-dir <dir>', 'cache folder', defaultCacheDir(env.env))
-    .option('--out-dir <dir>', 'output folder; artifacts go to <dir>/<pipeline>/', 'out');
+    .option('--cache-dir <dir>', 'cache folder', defaultCacheDir(env.env));
 }
 
 function addSelectionOptions(cmd: Command): Command {
@@ -81,6 +87,20 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
   addPipelineOptions(program.command('clean').description('remove the pipeline\'s out folder (all of the out folder without --vendor/--pipeline)'), env)
     .option('--cache', 'also remove every cache entry', false)
     .action(async (opts) => setStatus(await cleanCommand(opts, env)));
+
+  const config = program.command('config').description('compare kernel configs, and explain why an option of a built one is on or off');
+  addPipelineSettings(
+    config
+      .command('diff <a> <b>')
+      .description('print the options that differ between two configs, each a vendor name or pipeline file (its built config), a .config file, or a fragment folder or *.conf file (only the options it names are compared)'),
+    env,
+  )
+    .option('--json', 'print the differences as JSON', false)
+    .option('--exit-code', 'exit 1 when any option differs (as git diff --exit-code)', false)
+    .action(async (a: string, b: string, opts) => setStatus(await configDiffCommand(a, b, { ...opts, outDir: 'out' }, env)));
+  addPipelineOptions(config.command('explain <option>').description('why CONFIG_<option> is on or off in the pipeline\'s built config: the fragment line that asked for it, the option that selects it, or the unmet dependency'), env)
+    .option('--json', 'print the explanation as JSON', false)
+    .action(async (option: string, opts) => setStatus(await configExplainCommand(option, opts, env)));
   return program;
 }
 

@@ -9,6 +9,7 @@ import { requireHostTools } from '../sys/host-tools.js';
 import { bootGuest } from '../sys/qemu.js';
 import { HOOK_PATH } from '../steps/nvidia/toolkit.js';
 import { TaskLog } from '../sys/task-log.js';
+import { formatValue, parseRequested } from '../sys/kconfig/options.js';
 import { openCache, prepareOut, type CliEnv, type PipelineOptions } from './context.js';
 import { abortOnSignals } from './signals.js';
 import { guestChecks, parseChecks, verifyInit } from './verify-init.js';
@@ -52,7 +53,7 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
     const release = build.result.kernelRelease;
     const format = image.result.format;
     if (format === 'initrd') throw new GuestError('E_USAGE', 'verify boots ext4 and erofs images; this pipeline builds an initrd (set image.format: ext4 to verify it)');
-    const options = config ? readFileSync(join(config.outDir, 'requested.conf'), 'utf8').split('\n').map((l) => l.replace(/\s+#\s[^#]*$/, '').trim()).filter(Boolean) : [];
+    const options = config ? parseRequested(readFileSync(join(config.outDir, 'requested.conf'), 'utf8')).map((r) => formatValue(r.symbol, r.value)) : [];
     const modules = driver?.result.modules ?? [];
     const hook = toolkit && toolkit.result.mode === 'oci-hook' ? HOOK_PATH : undefined;
     const checks = guestChecks({ release, options: [...new Set(options)], modules, loadNames: driver?.result.loadNames, signer: driver?.result.signer, hook, driverVersion: driver?.result.driverVersion });

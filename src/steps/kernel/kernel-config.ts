@@ -5,7 +5,7 @@ import type { KernelConfigResult, KernelSourceResult } from '../../model/results
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
 import { kbuildEnv, makeArgs } from '../../sys/kbuild.js';
-import { parseDotConfig, readFragment, type RequestedOption } from '../../sys/kconfig/options.js';
+import { formatRequested, parseDotConfig, readFragment, type RequestedOption } from '../../sys/kconfig/options.js';
 import { indexKconfig } from '../../sys/kconfig/tree.js';
 import { assertConfigVerdict, verifyConfig } from '../../sys/kconfig/verify.js';
 import { signingFragment } from '../../sys/module-signing.js';
@@ -81,7 +81,7 @@ async function mergeAndVerify(ctx: StepContext<ConfigParams, { source: KernelSou
   for (const line of verdict.allowed) ctx.log.info(`allowed to drop (kernel.allowDropped): ${line}`);
   assertConfigVerdict(verdict);
   writeFileSync(join(ctx.outDir, 'config'), finalText);
-  writeFileSync(join(ctx.outDir, 'requested.conf'), requested.map((r) => `${r.value === null ? `# CONFIG_${r.symbol} is not set` : `CONFIG_${r.symbol}=${r.value}`}  # ${basename(r.file)}:${r.line}`).join('\n') + '\n');
+  writeFileSync(join(ctx.outDir, 'requested.conf'), formatRequested(requested));
   const enabled = [...parseDotConfig(finalText).values()].filter((v) => v !== null).length;
   ctx.log.info(`verified ${requested.length} requested options; ${enabled} options set in the final .config`);
   return { fragments: fragments.map((f) => basename(f)), requested: requested.length, enabled, allowedDrops: verdict.allowed };

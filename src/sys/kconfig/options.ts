@@ -97,3 +97,16 @@ export function createAllowList(symbols: string[]): (symbol: string) => boolean 
 export function formatValue(symbol: string, value: OptionValue): string {
   return value === null ? `# CONFIG_${symbol} is not set` : `CONFIG_${symbol}=${value}`;
 }
+
+/** requested.conf, kernel-config's record of every request: the option, then `# <file name>:<line>`. */
+export function formatRequested(requests: RequestedOption[]): string {
+  return requests.map((r) => `${formatValue(r.symbol, r.value)}  # ${basename(r.file)}:${r.line}`).join('\n') + '\n';
+}
+
+/** Reads requested.conf back: each request with the file name and line it came from. */
+export function parseRequested(text: string): RequestedOption[] {
+  return text.split('\n').flatMap((raw) => {
+    const m = /^(.*?)\s+#\s(\S+):(\d+)$/.exec(raw.trim());
+    return m ? parseFragment(m[1]!, m[2]!).map((r) => ({ ...r, line: Number(m[3]) })) : [];
+  });
+}

@@ -2,7 +2,7 @@ import { basename } from 'node:path';
 import { GuestError } from '../../model/errors.js';
 import { evaluate } from './expr.js';
 import { createAllowList, findMismatches, formatValue, type Mismatch, type OptionValue, type RequestedOption } from './options.js';
-import { PROMPT_IF, type KconfigIndex } from './tree.js';
+import { PROMPT_IF, type KconfigIndex, type Selector } from './tree.js';
 
 /** What verifying a final .config against the requests found. */
 export interface ConfigVerdict {
@@ -38,18 +38,31 @@ export function verifyConfig(requests: RequestedOption[], final: Map<string, Opt
 function explain(m: Mismatch, final: Map<string, OptionValue>, index: KconfigIndex): string {
   const symbol = m.request.symbol;
   if (m.request.value === null) {
-    const on = (index.selectors.get(symbol) ?? []).filter((s) => isOn(final.get(s.by)) && (!s.condition || evaluate(s.condition, final).value > 0));
+    const on = activeSelectors(symbol, final, index);
     if (on.length) return `forced on by ${on.map((s) => `${s.by} (select in ${s.file}:${s.line})`).join(', ')}; turn those off too`;
     return 'enabled by a default or another option; set the options that enable it off too';
   }
-  const defs = index.definitions.get(symbol)!;
+  const unmet = unmetDependencies(symbol, m.request.value === 'm' ? 1 : 2, final, index);
+  if (unmet.length) return `unmet ${unmet.join('; ')}`;
+  return 'its dependencies are met, but another option (a choice, a select or a range) overrides the value';
+}
+
+/** The options that are on in the final .config and whose `select` (with its condition met) names the symbol. */
+export function activeSelectors(symbol: string, final: Map<string, OptionValue>, index: KconfigIndex): Selector[] {
+  return (index.selectors.get(symbol) ?? []).filter((s) => isOn(final.get(s.by)) && (!s.condition || evaluate(s.condition, final).value > 0));
+}
+
+/**
+ * Each `depends on` (or prompt `if`) of the symbol's definitions that the final .config does not
+ * meet for the value asked (`need` 1: =m, 2: =y), with the symbols that are off and where it is written.
+ */
+export function unmetDependencies(symbol: string, need: 1 | 2, final: Map<string, OptionValue>, index: KconfigIndex): string[] {
   const unmet: string[] = [];
-  for (const def of defs) {
+  for (const def of index.definitions.get(symbol) ?? []) {
     for (const expr of def.dependsOn) {
       const prompt = expr.startsWith(PROMPT_IF);
       const cond = prompt ? expr.slice(PROMPT_IF.length) : expr;
       const { value, symbols } = evaluate(cond, final);
-      const need = m.request.value === 'm' ? 1 : 2;
       if (value < need) {
         const off = symbols.filter((s) => !isOn(final.get(s)));
         const modular = symbols.filter((s) => final.get(s) === 'm');
@@ -58,11 +71,10 @@ function explain(m: Mismatch, final: Map<string, OptionValue>, index: KconfigInd
       }
     }
   }
-  if (unmet.length) return `unmet ${[...new Set(unmet)].join('; ')}`;
-  return 'its dependencies are met, but another option (a choice, a select or a range) overrides the value';
+  return [...new Set(unmet)];
 }
 
-function isOn(v: OptionValue | undefined): boolean {
+export function isOn(v: OptionValue | undefined): boolean {
   return v !== undefined && v !== null && v !== 'n';
 }
 
