@@ -5,9 +5,9 @@ import { GuestError } from '../model/errors.js';
 import { planRun } from '../engine/plan.js';
 import { builtEntryOfKind } from '../engine/results.js';
 import { listVendors } from '../pipeline/load.js';
-import { expandFragments } from '../steps/kernel/kernel-config.js';
+import { expandFragments, readFragment } from '../sys/kconfig/fragments.js';
 import { diffConfigs, explainOption, formatDiff, formatExplanation, fragmentSide, type ConfigSide } from '../sys/kconfig/explain.js';
-import { parseDotConfig, parseRequested, readFragment, type OptionValue, type RequestedOption } from '../sys/kconfig/options.js';
+import { parseDotConfig, parseRequested, type OptionValue, type RequestedOption } from '../sys/kconfig/options.js';
 import { indexKconfig } from '../sys/kconfig/tree.js';
 import type { Json } from '../model/json.js';
 import { openCacheReadOnly, type CliEnv, type PipelineOptions } from './context.js';
@@ -60,7 +60,7 @@ async function builtConfig(opts: PipelineOptions, env: CliEnv): Promise<BuiltCon
 async function readSide(spec: string, opts: PipelineOptions, env: CliEnv): Promise<ConfigSide> {
   if (existsSync(spec)) {
     if (/\.ya?ml$/.test(spec)) return builtConfig({ ...opts, vendor: undefined, pipeline: spec }, env);
-    if (statSync(spec).isDirectory() || spec.endsWith('.conf')) return fragmentSide(`${spec} (fragments)`, expandFragments([spec]).flatMap(readFragment));
+    if (statSync(spec).isDirectory() || /\.conf(\.in)?$/.test(spec)) return fragmentSide(`${spec} (fragments)`, expandFragments([spec]).flatMap(readFragment));
     const raw = readFileSync(spec);
     const values = parseDotConfig((spec.endsWith('.gz') ? gunzipSync(raw) : raw).toString('utf8'));
     if (!values.size) throw new GuestError('E_USAGE', `config diff: ${spec} holds no CONFIG_ line (give a .config, a folder or *.conf file of fragments, a pipeline file or a vendor name)`);

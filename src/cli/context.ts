@@ -8,7 +8,7 @@ import { DigestMemo } from '../engine/digest.js';
 import type { TaskGraph } from '../model/task.js';
 import { compileTaskGraph, sourceDateEpoch } from '../pipeline/compile.js';
 import { loadPipeline } from '../pipeline/load.js';
-import { expandFragments } from '../steps/kernel/kernel-config.js';
+import { expandFragments } from '../sys/kconfig/fragments.js';
 import { defaultCacheDir } from '../paths.js';
 import type { StepRegistry } from '../model/step.js';
 

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { guestChecks, quote, verifyInit } from '../../src/cli/verify-init.js';
 import { debugfsQuote } from '../../src/steps/image/image.js';
 import { checkKernelRelease } from '../../src/steps/kernel/kernel-build.js';
-import { expandFragments } from '../../src/steps/kernel/kernel-config.js';
+import { expandFragments } from '../../src/sys/kconfig/fragments.js';
 import { requireKernelPackage } from '../../src/steps/kernel/kernel-debs.js';
 import { checkToolkitSet } from '../../src/steps/nvidia/toolkit.js';
 import { parseLoadNames } from '../../src/steps/nvidia/driver-packages.js';

@@ -110,6 +110,52 @@ describe('kernel-config on the real kernel tree', () => {
     expect(config).not.toMatch(/^CONFIG_DRM_NOUVEAU=[ym]$/m);
   });
 
+  // Kata's fragment tree (tools/packaging/kernel/configs/fragments) laid out as Kata ships it, with
+  // options of Kata's own files: a tree as input merges the way Kata's builder merges it.
+  function kataTree(dir: string, whitelist = true) {
+    const tree = join(dir, 'fragments');
+    for (const sub of ['common/confidential_containers', 'x86_64', 's390x', 'gpu']) mkdirSync(join(tree, sub), { recursive: true });
+    writeFileSync(join(tree, 'common', 'fs.conf'), '# Enable a whole bunch of filesystem related items\nCONFIG_OVERLAY_FS=y\nCONFIG_MISC_FILESYSTEMS=y\nCONFIG_EROFS_FS=y\n# Required in v6.8+ to use mounted loop devices\nCONFIG_BLK_DEV_WRITE_MOUNTED=y\n');
+    writeFileSync(join(tree, 'common', 'virtio-extras.conf'), '# !confidential\nCONFIG_HW_RANDOM=y\nCONFIG_HW_RANDOM_VIRTIO=y\n');
+    writeFileSync(join(tree, 'common', 'usb.conf'), '# !x86_64 !s390x\nCONFIG_USB_STORAGE=y\n');
+    writeFileSync(join(tree, 'common', 'confidential_containers', 'tmpfs.conf'), 'CONFIG_NOT_A_SYMBOL_CC=y\n');
+    writeFileSync(join(tree, 'x86_64', 'base.conf'), 'CONFIG_X86_X2APIC=y\n# Use the maximum number of CPUs supported by KVM (240)\nCONFIG_NR_CPUS=240\n');
+    writeFileSync(join(tree, 's390x', 'base.conf'), 'CONFIG_NOT_A_SYMBOL_S390=y\n');
+    writeFileSync(join(tree, 'gpu', 'nvidia.x86_64.conf.in'), '# NVIDIA GPU\nCONFIG_LOCALVERSION="-nvidia-gpu${CONF_GUEST_SUFFIX}"\nCONFIG_X86_PAT=y\n');
+    if (whitelist) writeFileSync(join(tree, 'whitelist.conf'), 'CONFIG_NF_NAT_NEEDED\nCONFIG_BLK_DEV_WRITE_MOUNTED\n');
+    return tree;
+  }
+
+  it('merges Kata\'s fragment tree as Kata\'s builder does: arch tags, the .conf.in placeholder, whitelist.conf', async () => {
+    const dir = testDir();
+    const tree = kataTree(dir);
+    const file = writePipeline(dir, 'nvidia', localSource);
+    const r = await run(cliBin, ['build', '--until', 'kernel-config', '--pipeline', file, '--fragment', tree, '--fragment', join(tree, 'gpu', 'nvidia.x86_64.conf.in'), '--cache-dir', sharedCacheDir(), '--out-dir', join(dir, 'out'), '--force', 'kernel-config']);
+    expect(r.code, r.stderr).toBe(0);
+    const requested = readFileSync(join(dir, 'out/nvidia-test/kernel-config/requested.conf'), 'utf8');
+    for (const line of ['CONFIG_OVERLAY_FS=y  # fs.conf:2', 'CONFIG_HW_RANDOM_VIRTIO=y  # virtio-extras.conf:3', 'CONFIG_NR_CPUS=240  # base.conf:3', 'CONFIG_LOCALVERSION="-nvidia-gpu"  # nvidia.x86_64.conf.in:2']) expect(requested).toContain(`${line}\n`);
+    expect(requested).not.toMatch(/USB_STORAGE|NOT_A_SYMBOL/);
+    const config = readFileSync(join(dir, 'out/nvidia-test/kernel-config/config'), 'utf8');
+    expect(config).toContain('CONFIG_NR_CPUS=240\n');
+    expect(readFileSync(join(dir, 'out/nvidia-test/logs/kernel-config.log'), 'utf8')).toMatch(/allowed to drop \(kernel\.allowDropped or the Kata tree's whitelist\.conf\): CONFIG_BLK_DEV_WRITE_MOUNTED=y \(fs\.conf:6\): CONFIG_BLK_DEV_WRITE_MOUNTED does not exist in this kernel/);
+  });
+
+  it('names what a Kata tree asks for that this kernel lacks, until it is allow-listed; refuses an unknown placeholder', async () => {
+    const dir = testDir();
+    const tree = kataTree(dir, false);
+    const file = writePipeline(dir, 'nvidia', localSource);
+    const build = (...more: string[]) => run(cliBin, ['build', '--until', 'kernel-config', '--pipeline', file, '--fragment', tree, '--cache-dir', sharedCacheDir(), '--out-dir', join(dir, 'out'), ...more]);
+    const missing = await build();
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/^error: E_UNKNOWN_SYMBOL: 1 requested option names a symbol this kernel does not have \(fix the fragment, or list the symbol in kernel\.allowDropped\)\n {2}CONFIG_BLK_DEV_WRITE_MOUNTED=y \(fs\.conf:6\): CONFIG_BLK_DEV_WRITE_MOUNTED does not exist in this kernel/m);
+    const allowed = await build('--set', 'kernel.allowDropped=BLK_DEV_WRITE_MOUNTED');
+    expect(allowed.code, allowed.stderr).toBe(0);
+    writeFileSync(join(tree, 'gpu', 'nvidia.x86_64.conf.in'), 'CONFIG_LOCALVERSION="-nvidia-gpu${CONF_GUEST_SUFFIX}${KATA_FLAVOUR}"\n');
+    const placeholder = await build('--fragment', join(tree, 'gpu', 'nvidia.x86_64.conf.in'));
+    expect(placeholder.code).toBe(2);
+    expect(placeholder.stderr).toMatch(/E_FRAGMENT_SYNTAX: nvidia\.x86_64\.conf\.in:1: placeholder \$KATA_FLAVOUR is not one gpu-guest fills \(it knows CONF_GUEST_SUFFIX/);
+  });
+
   it('names the apt package of a missing host tool', async () => {
     const bin = pathWithout(testDir(), ['make']);
     const r = await configure('nvidia', undefined, { env: { PATH: bin } });

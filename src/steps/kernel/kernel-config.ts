@@ -1,11 +1,12 @@
-import { copyFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { GuestError } from '../../model/errors.js';
 import type { KernelConfigResult, KernelSourceResult } from '../../model/results.js';
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
 import { kbuildEnv, makeArgs } from '../../sys/kbuild.js';
-import { formatRequested, parseDotConfig, readFragment, type RequestedOption } from '../../sys/kconfig/options.js';
+import { expandFragments, kataAllowList, mergeableFragment, readFragment } from '../../sys/kconfig/fragments.js';
+import { formatRequested, parseDotConfig, type RequestedOption } from '../../sys/kconfig/options.js';
 import { indexKconfig } from '../../sys/kconfig/tree.js';
 import { assertConfigVerdict, verifyConfig } from '../../sys/kconfig/verify.js';
 import { signingFragment } from '../../sys/module-signing.js';
@@ -29,17 +30,6 @@ export const kernelConfig: StepDefinition<ConfigParams, { source: KernelSourceRe
   },
   run: (ctx) => mergeAndVerify(ctx),
 };
-
-/** A fragment argument may be a folder: its *.conf files, sorted by name. */
-export function expandFragments(paths: string[]): string[] {
-  return paths.flatMap((p) => {
-    if (!existsSync(p)) throw new GuestError('E_FRAGMENT_NOT_FOUND', `fragment ${p} does not exist (fix the pipeline's kernel.fragments or --fragment)`);
-    if (!statSync(p).isDirectory()) return [p];
-    const confs = readdirSync(p).filter((f) => f.endsWith('.conf')).sort().map((f) => join(p, f));
-    if (!confs.length) throw new GuestError('E_FRAGMENT_NOT_FOUND', `fragment folder ${p} holds no *.conf file`);
-    return confs;
-  });
-}
 
 async function mergeAndVerify(ctx: StepContext<ConfigParams, { source: KernelSourceResult }>): Promise<KernelConfigResult> {
   await requireHostTools('kernel-config');
@@ -72,13 +62,14 @@ async function mergeAndVerify(ctx: StepContext<ConfigParams, { source: KernelSou
     await run('make', makeArgs(tree, objtree, startFrom));
   }
   // -m: merge only; olddefconfig below resolves the result against Kconfig
-  const merged = [...(startFrom === 'base' ? [] : [base]), ...fragments, ...generatedFragments];
+  const merged = [...(startFrom === 'base' ? [] : [base]), ...fragments.map((f, i) => mergeableFragment(f, ctx.workDir, i)), ...generatedFragments];
   await run('sh', [join(tree, 'scripts/kconfig/merge_config.sh'), '-m', '-O', objtree, join(objtree, '.config'), ...merged]);
   await run('make', makeArgs(tree, objtree, 'olddefconfig'));
 
   const finalText = readFileSync(join(objtree, '.config'), 'utf8');
-  const verdict = verifyConfig(requested, parseDotConfig(finalText), indexKconfig(tree), allowDropped);
-  for (const line of verdict.allowed) ctx.log.info(`allowed to drop (kernel.allowDropped): ${line}`);
+  const kataAllowed = kataAllowList(ctx.files.fragments as string[]);
+  const verdict = verifyConfig(requested, parseDotConfig(finalText), indexKconfig(tree), [...allowDropped, ...kataAllowed]);
+  for (const line of verdict.allowed) ctx.log.info(`allowed to drop (kernel.allowDropped${kataAllowed.length ? ' or the Kata tree\'s whitelist.conf' : ''}): ${line}`);
   assertConfigVerdict(verdict);
   writeFileSync(join(ctx.outDir, 'config'), finalText);
   writeFileSync(join(ctx.outDir, 'requested.conf'), formatRequested(requested));

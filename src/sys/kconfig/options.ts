@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { GuestError } from '../../model/errors.js';
 
@@ -41,9 +40,6 @@ export function parseFragment(text: string, file: string): RequestedOption[] {
   return options;
 }
 
-export function readFragment(file: string): RequestedOption[] {
-  return parseFragment(readFileSync(file, 'utf8'), file);
-}
 
 /** The final values of a .config: every symbol set, `null` for `is not set`. */
 export function parseDotConfig(text: string): Map<string, OptionValue> {

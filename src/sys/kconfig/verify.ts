@@ -25,7 +25,9 @@ export function verifyConfig(requests: RequestedOption[], final: Map<string, Opt
     const where = `${basename(m.request.file)}:${m.request.line}`;
     const head = `${formatValue(m.request.symbol, m.request.value)} (${where})`;
     if (!index.definitions.has(m.request.symbol)) {
-      verdict.unknown.push(`${head}: CONFIG_${m.request.symbol} does not exist in this kernel (misspelled, renamed or removed)`);
+      const line = `${head}: CONFIG_${m.request.symbol} does not exist in this kernel (misspelled, renamed or removed)`;
+      if (allowed(m.request.symbol)) verdict.allowed.push(line);
+      else verdict.unknown.push(line);
       continue;
     }
     const line = `${head}: final .config has ${m.actual === null ? 'it not set' : `${m.request.symbol}=${m.actual}`} — ${explain(m, final, index)}`;
@@ -82,7 +84,7 @@ export function isOn(v: OptionValue | undefined): boolean {
 export function assertConfigVerdict(verdict: ConfigVerdict): void {
   if (verdict.unknown.length) {
     const n = verdict.unknown.length;
-    throw new GuestError('E_UNKNOWN_SYMBOL', `${n} requested option${n > 1 ? 's name symbols' : ' names a symbol'} this kernel does not have (fix the fragment)`, { details: [...verdict.unknown, ...verdict.offenders] });
+    throw new GuestError('E_UNKNOWN_SYMBOL', `${n} requested option${n > 1 ? 's name symbols' : ' names a symbol'} this kernel does not have (fix the fragment, or list the symbol in kernel.allowDropped)`, { details: [...verdict.unknown, ...verdict.offenders] });
   }
   if (verdict.offenders.length) {
     const n = verdict.offenders.length;
