@@ -14,6 +14,7 @@ import { planCommand } from './plan.js';
 import { verifyCommand } from './verify.js';
 import { pushCommand } from './push.js';
 import { configDiffCommand, configExplainCommand } from './config.js';
+import { cacheListCommand, cachePruneCommand } from './cache.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -87,6 +88,23 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
   addPipelineOptions(program.command('clean').description('remove the pipeline\'s out folder (all of the out folder without --vendor/--pipeline)'), env)
     .option('--cache', 'also remove every cache entry', false)
     .action(async (opts) => setStatus(await cleanCommand(opts, env)));
+
+  const cache = program.command('cache').description('list the cache\'s entries, or remove those unused for long or beyond a size');
+  cache
+    .command('list')
+    .description('every cache entry with its size, kind, pipeline/task and last use, least recently used first')
+    .option('--cache-dir <dir>', 'cache folder', defaultCacheDir(env.env))
+    .option('--json', 'print the entries as JSON', false)
+    .action(async (opts) => setStatus(await cacheListCommand(opts, env)));
+  cache
+    .command('prune')
+    .description('remove entries unused for --older-than, then the least recently used until the cache is within --max-size; never an entry a running build holds')
+    .option('--older-than <age>', 'remove entries no build or verify used for this long: 14d, 12h, 30m')
+    .option('--max-size <size>', 'then remove the least recently used entries until the rest take at most this much: 40G, 500M')
+    .option('--dry-run', 'say what would be removed, remove nothing', false)
+    .option('--cache-dir <dir>', 'cache folder', defaultCacheDir(env.env))
+    .option('--json', 'print what was removed as JSON', false)
+    .action(async (opts) => setStatus(await cachePruneCommand(opts, env)));
 
   const config = program.command('config').description('compare kernel configs, and explain why an option of a built one is on or off');
   addPipelineSettings(

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { open, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { GuestError, messageOf } from '../model/errors.js';
@@ -124,6 +124,8 @@ export class LocalCacheStore implements CacheStore {
     const dir = join(this.root, 'entries', key);
     try {
       const meta = JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as EntryMeta;
+      // meta.json's mtime is the entry's last use: `cache prune` removes the least recently used first
+      if (!this.readOnly) await utimes(join(dir, 'meta.json'), new Date(), new Date()).catch(() => undefined);
       return { key, outDir: join(dir, 'out'), meta };
     } catch {
       return undefined;
@@ -249,7 +251,7 @@ async function readHolder(file: string): Promise<{ pid: number; host: string } |
 
 const CACHEDIR_SIGNATURE = 'Signature: 8a477f597d28d172789f06886806bc55';
 
-function isCacheFolder(root: string): boolean {
+export function isCacheFolder(root: string): boolean {
   try {
     return readFileSync(join(root, 'CACHEDIR.TAG'), 'utf8').startsWith(CACHEDIR_SIGNATURE) && existsSync(join(root, 'entries'));
   } catch {
@@ -263,7 +265,7 @@ function assertUsableCache(root: string): void {
 }
 
 /** True only when the mount table was read and shows nothing at or below dir. */
-function nothingMountedUnder(dir: string): boolean {
+export function nothingMountedUnder(dir: string): boolean {
   try {
     return mountsUnder(dir).length === 0;
   } catch {
