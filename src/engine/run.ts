@@ -1,4 +1,4 @@
-import { copyFileSync } from 'node:fs';
+import { copyFileSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { GuestError, isGuestError, messageOf } from '../model/errors.js';
 import type { JsonObject } from '../model/json.js';
@@ -181,7 +181,7 @@ async function executeStep(t: PlannedTask, spec: TaskSpec, step: AnyStep, env: T
     return { status: 'succeeded', durationMs, entry };
   } catch (err) {
     const durationMs = Date.now() - begin;
-    const error = isGuestError(err) ? err : new GuestError('E_STEP_FAILED', `${t.id}: ${messageOf(err)}`, { cause: err });
+    const error = diskFullError(t.id, err, log.tail(30), store.root) ?? (isGuestError(err) ? err : new GuestError('E_STEP_FAILED', `${t.id}: ${messageOf(err)}`, { cause: err }));
     const interrupted = opts.signal.aborted || error.code === 'E_INTERRUPTED';
     log.info(`# ${interrupted ? 'interrupted' : `failed: ${error.code}: ${error.message}`}`);
     for (const d of error.details) log.info(`#   ${d}`);
@@ -192,4 +192,21 @@ async function executeStep(t: PlannedTask, spec: TaskSpec, step: AnyStep, env: T
     bus.emit({ type: 'task:end', time: Date.now(), id: t.id, status, durationMs, error: { code: error.code, message: error.message, details: error.details }, logFile });
     return { status, durationMs, failure: interrupted ? undefined : { id: t.id, error, logFile, tail } };
   }
+}
+
+/**
+ * A task that ran out of disk space (ENOSPC from Node, or a command's "No space left on device")
+ * is E_DISK_FULL, saying how much the cache's file system has left and how to free some.
+ */
+function diskFullError(id: string, err: unknown, tail: string[], cacheRoot: string): GuestError | undefined {
+  const nospc = (err as NodeJS.ErrnoException)?.code === 'ENOSPC' || /no space left on device/i.test(`${messageOf(err)}\n${tail.join('\n')}`);
+  if (!nospc) return undefined;
+  let free = 'unknown';
+  try {
+    const fs = statfsSync(cacheRoot);
+    free = `${((fs.bavail * fs.bsize) / 1024 ** 3).toFixed(1)} GiB`;
+  } catch {
+    // the figure is a help, not a condition
+  }
+  return new GuestError('E_DISK_FULL', `${id}: ran out of disk space (No space left on device); the cache ${cacheRoot} has ${free} free: free some, e.g. gpu-guest cache prune --max-size <size> or --older-than 14d, and run again`, { cause: err, details: isGuestError(err) ? err.details : [] });
 }

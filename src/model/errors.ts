@@ -38,6 +38,7 @@ export const ERROR_CODES = {
   E_NEEDS_NETWORK: { kind: 'usage', fix: 'pin the input (`kernel.version` exact and `kernel.sha256`), or run `build` once to record the resolution' },
   E_MISSING_TOOL: { kind: 'build', fix: 'install what the message names (`gpu-guest doctor` prints the apt-get line)' },
   E_INTERRUPTED: { kind: 'interrupted', fix: 'run the same command again: finished tasks are reused' },
+  E_DISK_FULL: { kind: 'build', fix: 'free disk space: `gpu-guest cache prune --older-than 14d` or `--max-size SIZE` removes old cache entries' },
   E_STEP_FAILED: { kind: 'build', fix: 'an unexpected failure inside a step: see the task log; rerun with `--debug` and report it' },
   E_UPSTREAM_FAILED: { kind: 'build', fix: 'fix the task it depends on, which failed first' },
   E_COMMAND_FAILED: { kind: 'build', fix: 'read the lines shown and the task log named under them' },

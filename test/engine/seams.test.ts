@@ -26,6 +26,21 @@ describe('errors from steps and the engine', () => {
     expect(skipped).toMatchObject({ status: 'skipped', error: { code: 'E_UPSTREAM_FAILED', message: 'not run: buggy did not succeed' } });
   });
 
+  it('a task that runs out of disk space is E_DISK_FULL, with the cache\'s free space and how to free some', async () => {
+    const dir = testDir();
+    const tiny = join(dir, 'tiny');
+    mkdirSync(tiny);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'gpu-guest-test-tiny', tiny]);
+    try {
+      // dd's own message from a real full file system
+      const r = await run(harness, ['build', ...execGraph(dir, [{ id: 'fill', script: `dd if=/dev/zero of=${tiny}/blob bs=1M count=4` }])]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/^error: E_DISK_FULL: fill: ran out of disk space \(No space left on device\); the cache .* has [\d.]+ GiB free: free some, e\.g\. gpu-guest cache prune --max-size <size> or --older-than 14d, and run again/m);
+    } finally {
+      execFileSync('umount', [tiny]);
+    }
+  });
+
   it('a task of a kind this gpu-guest lacks is E_UNKNOWN_STEP; a missing input file is E_INPUT_NOT_FOUND', async () => {
     const dir = testDir();
     const unknown = await run(harness, ['plan', ...execGraph(dir, [{ id: 'x', kind: 'kernel-magic', script: 'true' }])]);
