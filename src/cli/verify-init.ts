@@ -104,6 +104,42 @@ export function guestChecks(o: { release: string; options: string[]; modules: st
   return checks;
 }
 
+/**
+ * Kata's GPU path, proven from inside the guest: the host hot-plugs a device with a 64-bit
+ * prefetchable BAR of `barGiB` into the PCIe root port once the guest says GG-HOTPLUG-READY; pciehp
+ * must bring the slot up and the BAR must be assigned above 4 GiB. Then the host unplugs it at
+ * GG-UNPLUG-READY and the device must go away cleanly. Markers go to /dev/console, which the host
+ * reads; each wait is bounded.
+ */
+export function hotplugChecks(barGiB: number): GuestCheck[] {
+  const find = 'd=; for p in /sys/bus/pci/devices/*; do [ "$(cat $p/vendor)" = 0x1af4 ] && [ "$(cat $p/device)" = 0x1110 ] && d=$p; done';
+  return [
+    {
+      name: 'pcie-hotplug',
+      script: [
+        'printf "\\nGG-HOTPLUG-READY\\n" > /dev/console',
+        `i=0; while [ $i -lt 240 ]; do ${find}; [ -n "$d" ] && break; sleep 0.5; i=$((i+1)); done`,
+        '[ -n "$d" ] || { echo "no device appeared behind the root port within 120 s:"; dmesg | grep -i pciehp | tail -n 3; exit 1; }',
+        `dmesg | grep -qE 'pciehp.*Slot\\(1\\).*(Card present|Link Up)' || { echo "\${d##*/} appeared, but pciehp did not report the slot up"; exit 1; }`,
+        'set -- $(sed -n 3p $d/resource); s=$(($1)); e=$(($2)); f=$(($3))',
+        `[ $s -ne 0 ] || { echo "\${d##*/}: BAR2 was not assigned"; dmesg | grep -iE 'BAR 2|no space' | tail -n 3; exit 1; }`,
+        `echo "\${d##*/} BAR2 $1-$2 ($(( (e - s + 1) >> 30 )) GiB, prefetchable $(( (f >> 13) & 1 )))"`,
+        `[ $(( (e - s + 1) >> 30 )) -eq ${barGiB} ] && [ $s -ge $((0x100000000)) ] && [ $(( (f >> 13) & 1 )) -eq 1 ]`,
+      ].join('; '),
+    },
+    {
+      name: 'pcie-hot-unplug',
+      script: [
+        `${find}; [ -n "$d" ] || { echo "nothing to unplug"; exit 1; }`,
+        'printf "\\nGG-UNPLUG-READY\\n" > /dev/console',
+        // pciehp waits 5 s after the attention button before it powers the slot off
+        'i=0; while [ -e "$d" ] && [ $i -lt 120 ]; do sleep 0.5; i=$((i+1)); done',
+        '[ ! -e "$d" ] && echo "${d##*/} removed" || { echo "${d##*/} still present after 60 s"; exit 1; }',
+      ].join('; '),
+    },
+  ];
+}
+
 export interface CheckResult {
   name: string;
   pass: boolean;

@@ -12,7 +12,10 @@ import { TaskLog } from '../sys/task-log.js';
 import { formatValue, parseRequested } from '../sys/kconfig/options.js';
 import { openCache, prepareOut, type CliEnv, type PipelineOptions } from './context.js';
 import { abortOnSignals } from './signals.js';
-import { guestChecks, parseChecks, verifyInit } from './verify-init.js';
+import { guestChecks, hotplugChecks, parseChecks, verifyInit } from './verify-init.js';
+
+/** The BAR of the device verify hot-plugs: several GiB, as a datacenter GPU's (the root port reserves 32). */
+const HOTPLUG_BAR_GIB = 16;
 
 export interface VerifyOptions extends PipelineOptions {
   accel: string;
@@ -57,6 +60,9 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
     const modules = driver?.result.modules ?? [];
     const hook = toolkit && toolkit.result.mode === 'oci-hook' ? HOOK_PATH : undefined;
     const checks = guestChecks({ release, options: [...new Set(options)], modules, loadNames: driver?.result.loadNames, signer: driver?.result.signer, hook, driverVersion: driver?.result.driverVersion });
+    const machine = loaded.graph.tasks.some((t) => t.id === 'driver') ? 'q35' : 'pc';
+    // the NVIDIA topology Kata uses (q35, a PCIe root port, native hotplug): hot-plug a large-BAR device into it
+    if (machine === 'q35') checks.push(...hotplugChecks(HOTPLUG_BAR_GIB));
     const initrd = await buildVerifyInitrd(work, verifyInit(checks, format), signals.signal);
     const consoleLog = join(logs, 'verify.log');
     env.stdout(`booting ${release} with ${image.result.image} in qemu (${opts.accel}, at most ${timeoutS} s)\n`);
@@ -66,7 +72,8 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
       disk: join(image.outDir, image.result.image),
       append: 'console=ttyS0 panic=-1 loglevel=4',
       accel: opts.accel as 'tcg' | 'kvm',
-      machine: loaded.graph.tasks.some((t) => t.id === 'driver') ? 'q35' : 'pc',
+      machine,
+      hotplug: machine === 'q35' ? { qmpSocket: join(work, 'qmp.sock'), memPath: join(work, 'bar.mem'), barGiB: HOTPLUG_BAR_GIB } : undefined,
       memoryMiB: Number(opts.memory),
       timeoutMs: timeoutS * 1000,
       logFile: consoleLog,

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { GuestError } from '../model/errors.js';
+import { qmp } from './qmp.js';
 
 export interface BootOptions {
   kernel: string;
@@ -18,7 +19,24 @@ export interface BootOptions {
   signal?: AbortSignal;
   /** Stop early once the console shows this. */
   doneMarker: RegExp;
+  /**
+   * Hot-plug a large-BAR PCIe device into the root port when the guest asks for it (the console
+   * shows GG-HOTPLUG-READY) and unplug it at GG-UNPLUG-READY, through QEMU's monitor (q35 only).
+   */
+  hotplug?: LargeBarHotplug;
 }
+
+/** ivshmem-plain on a sparse memory-backend-file: a 64-bit prefetchable BAR of any power-of-two size, like a GPU's. */
+export interface LargeBarHotplug {
+  /** The monitor's unix socket. */
+  qmpSocket: string;
+  /** The file behind the BAR (sparse; never written). */
+  memPath: string;
+  barGiB: number;
+}
+
+/** The root port's prefetchable window that firmware reserves for a hot-plugged device's BARs (Kata sizes it from the GPU's). */
+export const ROOT_PORT_PREF64_GIB = 32;
 
 /** Boots a kernel in QEMU with its serial console captured; always bounded in time. */
 export function bootGuest(o: BootOptions): Promise<{ console: string; timedOut: boolean }> {
@@ -28,7 +46,8 @@ export function bootGuest(o: BootOptions): Promise<{ console: string; timedOut: 
     '-kernel', o.kernel, '-initrd', o.initrd, '-append', o.append,
     ...(o.disk ? ['-drive', `file=${o.disk},format=raw,if=virtio,readonly=on`] : []),
     // a PCIe root port that pciehp can own, as a GPU would be hot-plugged into (q35 only)
-    ...(o.machine === 'q35' ? ['-global', 'ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off', '-device', 'pcie-root-port,id=rp1,chassis=1,slot=1'] : []),
+    ...(o.machine === 'q35' ? ['-global', 'ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off', '-device', `pcie-root-port,id=rp1,chassis=1,slot=1,pref64-reserve=${ROOT_PORT_PREF64_GIB}G`] : []),
+    ...(o.hotplug ? ['-qmp', `unix:${o.hotplug.qmpSocket},server=on,wait=off`] : []),
   ];
   return new Promise((resolve, reject) => {
     const log = createWriteStream(o.logFile);
@@ -42,9 +61,26 @@ export function bootGuest(o: BootOptions): Promise<{ console: string; timedOut: 
       stop();
     }, o.timeoutMs);
     o.signal?.addEventListener('abort', stop, { once: true });
+    const stage = { plugged: false, unplugged: false };
+    const monitor = (what: string, commands: Parameters<typeof qmp>[1]) => {
+      log.write(`\n[gpu-guest] ${what} through QEMU's monitor\n`);
+      qmp(o.hotplug!.qmpSocket, commands).catch((err: Error) => log.write(`\n[gpu-guest] ${what} failed: ${err.message}\n`));
+    };
     const take = (d: Buffer) => {
       output += d.toString();
       log.write(d);
+      if (o.hotplug && !stage.plugged && /^GG-HOTPLUG-READY/m.test(output)) {
+        stage.plugged = true;
+        const h = o.hotplug;
+        monitor(`hot-plug ivshmem-plain with a ${h.barGiB} GiB BAR into rp1`, [
+          { execute: 'object-add', arguments: { 'qom-type': 'memory-backend-file', id: 'gg-bar', 'mem-path': h.memPath, size: h.barGiB * 1024 ** 3, share: true } },
+          { execute: 'device_add', arguments: { driver: 'ivshmem-plain', memdev: 'gg-bar', bus: 'rp1', id: 'gg-dev' } },
+        ]);
+      }
+      if (o.hotplug && !stage.unplugged && /^GG-UNPLUG-READY/m.test(output)) {
+        stage.unplugged = true;
+        monitor('hot-unplug the device', [{ execute: 'device_del', arguments: { id: 'gg-dev' } }]);
+      }
       if (o.doneMarker.test(output)) setTimeout(stop, 200);
     };
     child.stdout.on('data', take);

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildNvidiaRun, moduleImports, NVIDIA_VERSION, openKernelResizePatch } from '../fixtures/driver.js';
@@ -7,6 +7,8 @@ import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } f
 import { testSigningKey, TEST_SIGNER } from '../fixtures/signing.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
 import { cliBin, run, sharedCacheDir, suiteDir, writePipeline, leakedMounts } from '../helpers.js';
+import { hotplugChecks, parseChecks, verifyInit } from '../../src/cli/verify-init.js';
+import { bootGuest, ROOT_PORT_PREF64_GIB } from '../../src/sys/qemu.js';
 
 const version = debianKernelVersion();
 const release = `${version}-nvidia-gpu`;
@@ -93,9 +95,36 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
       expect(verify.stdout).toContain(check);
     }
     expect(verify.stdout).toMatch(/pass {2}module-deps:nvidia-uvm {2}insmod \S+\/nvidia\.ko/);
+    // Kata's GPU topology: a 16 GiB prefetchable BAR hot-plugged into the root port lands above 4 GiB, and goes away again
+    expect(verify.stdout).toMatch(/^pass {2}pcie-hotplug {2}0000:\S+ BAR2 0x0*[1-9a-f][0-9a-f]{8}-0x[0-9a-f]+ \(16 GiB, prefetchable 1\)$/m);
+    expect(verify.stdout).toMatch(/^pass {2}pcie-hot-unplug {2}0000:\S+ removed$/m);
     expect(verify.stdout).toMatch(/pass {2}module-vermagic:nvidia {2}6\.1\.\d+-nvidia-gpu SMP/);
     expect(existsSync(join(out, 'nvidia-test/logs/verify.log'))).toBe(true);
   });
+
+  it('fails the hotplug check when the BAR does not fit the root port\'s reserved window', async () => {
+    const work = suiteDir('gpu-guest-hotplug-');
+    const root = join(work, 'initramfs');
+    mkdirSync(join(root, 'bin'), { recursive: true });
+    copyFileSync('/bin/busybox', join(root, 'bin/busybox'));
+    const checks = hotplugChecks(2 * ROOT_PORT_PREF64_GIB);
+    writeFileSync(join(root, 'init'), verifyInit(checks, 'ext4'), { mode: 0o755 });
+    execFileSync('sh', ['-c', 'find . | cpio -o -H newc 2>/dev/null | gzip -n > ../initrd.gz'], { cwd: root });
+    const boot = await bootGuest({
+      kernel: join(out, 'nvidia-test/kernel', `vmlinuz-${release}`),
+      initrd: join(work, 'initrd.gz'),
+      append: 'console=ttyS0 panic=-1 loglevel=4',
+      accel: 'tcg',
+      machine: 'q35',
+      memoryMiB: 512,
+      timeoutMs: 300_000,
+      logFile: join(work, 'console.log'),
+      doneMarker: /^GG-DONE/m,
+      hotplug: { qmpSocket: join(work, 'qmp.sock'), memPath: join(work, 'bar.mem'), barGiB: 2 * ROOT_PORT_PREF64_GIB },
+    });
+    const [hotplug] = parseChecks(boot.console, checks.map((c) => c.name)).filter((c) => c.name === 'pcie-hotplug');
+    expect(hotplug).toMatchObject({ pass: false, detail: expect.stringMatching(/BAR2 was not assigned/) });
+  }, 400_000);
 
   it('keeps the module signing key out of every package, the rootfs and the image', () => {
     const files = [...readdirSync(join(out, 'nvidia-test/debs')).map((f) => join(out, 'nvidia-test/debs', f)), join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar')];
