@@ -142,8 +142,11 @@ export function hotplugChecks(barGiB: number): GuestCheck[] {
 
 export interface CheckResult {
   name: string;
+  /** True for a skipped check too: skipping is not a failure. */
   pass: boolean;
   detail: string;
+  /** Not run, for the reason in detail (the topology or the host lacks what it needs). */
+  skipped?: boolean;
 }
 
 /** Reads the GG-CHECK lines back; a check that never reported counts as failed. */
