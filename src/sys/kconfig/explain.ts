@@ -1,6 +1,6 @@
 import { effectiveRequests, formatValue, type OptionValue, type RequestedOption } from './options.js';
 import type { KconfigIndex } from './tree.js';
-import { activeSelectors, isOn, unmetDependencies } from './verify.js';
+import { activeSelectors, explainMismatch, isOn, unmetDependencies } from './verify.js';
 
 /**
  * One side of `config diff`: the values of a full .config, or the requests of fragments. A fragment
@@ -107,8 +107,7 @@ export function explainOption(symbol: string, final: Map<string, OptionValue>, r
   const at = (r: RequestedOption) => `${r.file}:${r.line}`;
   let because: string;
   if (requested && (requested.value ?? null) === value) because = `requested: ${formatValue(symbol, requested.value)} at ${at(requested)}`;
-  else if (requested && requested.value === null) because = `requested off at ${at(requested)}, but ${selectedBy.length ? `forced on by ${selectedBy.join(', ')}` : 'enabled by a default or another option'}`;
-  else if (requested) because = `requested ${formatValue(symbol, requested.value)} at ${at(requested)}, but ${unmet.length ? `unmet ${unmet.join('; ')}` : 'another option (a choice, a select or a range) overrides it'}`;
+  else if (requested) because = `requested ${requested.value === null ? 'off' : formatValue(symbol, requested.value)} at ${at(requested)}, but ${explainMismatch({ request: requested, actual: value }, final, index)}`;
   else if (isOn(value)) because = selectedBy.length ? `not requested; selected by ${selectedBy.join(', ')}` : 'not requested; on by its default (its dependencies are met)';
   else because = unmet.length ? `not requested, and it could not be on anyway: unmet ${unmet.join('; ')}` : 'not requested, and its default is off (ask for it in a fragment)';
   return { symbol, value, requested, overridden: mine.slice(0, -1), definitions: definitions.map((d) => ({ file: d.file, line: d.line })), unmet, selectedBy, because };

@@ -30,14 +30,15 @@ export function verifyConfig(requests: RequestedOption[], final: Map<string, Opt
       else verdict.unknown.push(line);
       continue;
     }
-    const line = `${head}: final .config has ${m.actual === null ? 'it not set' : `${m.request.symbol}=${m.actual}`} — ${explain(m, final, index)}`;
+    const line = `${head}: final .config has ${m.actual === null ? 'it not set' : `${m.request.symbol}=${m.actual}`} — ${explainMismatch(m, final, index)}`;
     if (allowed(m.request.symbol)) verdict.allowed.push(line);
     else verdict.offenders.push(line);
   }
   return verdict;
 }
 
-function explain(m: Mismatch, final: Map<string, OptionValue>, index: KconfigIndex): string {
+/** Why the final .config does not hold what was requested: who forces an option asked off on, or which dependency is unmet. */
+export function explainMismatch(m: Mismatch, final: Map<string, OptionValue>, index: KconfigIndex): string {
   const symbol = m.request.symbol;
   if (m.request.value === null) {
     const on = activeSelectors(symbol, final, index);
