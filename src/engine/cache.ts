@@ -151,7 +151,7 @@ export class LocalCacheStore implements CacheStore {
         }
       }
       const holder = await readHolder(file);
-      if (holder && holder.host === hostname() && !processAlive(holder.pid)) {
+      if (holder && !lockHolderAlive(holder)) {
         await rm(file, { force: true });
         continue;
       }
@@ -235,6 +235,11 @@ export class LocalCacheStore implements CacheStore {
       if (nothingMountedUnder(dir)) void rm(dir, { recursive: true, force: true }).catch(() => undefined);
     }
   }
+}
+
+/** Whether the process that wrote a lock may still hold it: one on another host cannot be checked, so it counts as alive. */
+export function lockHolderAlive(holder: { pid: number; host: string }): boolean {
+  return holder.host !== hostname() || processAlive(holder.pid);
 }
 
 async function readHolder(file: string): Promise<{ pid: number; host: string } | undefined> {

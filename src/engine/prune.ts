@@ -1,9 +1,7 @@
 import { existsSync, lstatSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { GuestError } from '../model/errors.js';
-import { processAlive } from '../sys/process.js';
-import { isCacheFolder, nothingMountedUnder, type EntryMeta } from './cache.js';
+import { isCacheFolder, lockHolderAlive, nothingMountedUnder, type EntryMeta } from './cache.js';
 
 /** One cache entry as `cache list` and `cache prune` see it. */
 export interface EntryUsage {
@@ -39,13 +37,13 @@ export function listEntries(root: string): EntryUsage[] {
   return readdirSync(join(root, 'entries'))
     .map((key) => {
       const dir = join(root, 'entries', key);
+      const metaFile = join(dir, 'meta.json');
       let meta: Partial<EntryMeta> = {};
       try {
-        meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as EntryMeta;
+        meta = JSON.parse(readFileSync(metaFile, 'utf8')) as EntryMeta;
       } catch {
         // an entry without readable metadata is unusable: it is listed as such and pruned first
       }
-      const metaFile = join(dir, 'meta.json');
       return {
         key,
         task: meta.task ?? '?',
@@ -80,7 +78,7 @@ function busyReason(root: string, entry: EntryUsage): string | undefined {
   if (existsSync(lock)) {
     try {
       const holder = JSON.parse(readFileSync(lock, 'utf8')) as { pid: number; host: string };
-      if (holder.host !== hostname() || processAlive(holder.pid)) return `locked by process ${holder.pid} on ${holder.host}`;
+      if (lockHolderAlive(holder)) return `locked by process ${holder.pid} on ${holder.host}`;
     } catch {
       return 'its lock is being taken';
     }
