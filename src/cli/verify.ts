@@ -99,7 +99,7 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
 }
 
 /** A gzip'd cpio with the host's static busybox and the check script as /init. */
-async function buildVerifyInitrd(work: string, init: string, signal: AbortSignal): Promise<string> {
+export async function buildVerifyInitrd(work: string, init: string, signal: AbortSignal): Promise<string> {
   const root = join(work, 'initramfs');
   mkdirSync(join(root, 'bin'), { recursive: true });
   const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));

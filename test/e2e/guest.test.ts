@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildNvidiaRun, moduleImports, NVIDIA_VERSION, openKernelResizePatch } from '../fixtures/driver.js';
@@ -8,6 +8,7 @@ import { testSigningKey, TEST_SIGNER } from '../fixtures/signing.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
 import { cliBin, run, sharedCacheDir, suiteDir, writePipeline, leakedMounts } from '../helpers.js';
 import { hotplugChecks, parseChecks, verifyInit } from '../../src/cli/verify-init.js';
+import { buildVerifyInitrd } from '../../src/cli/verify.js';
 import { bootGuest, ROOT_PORT_PREF64_GIB } from '../../src/sys/qemu.js';
 
 const version = debianKernelVersion();
@@ -104,15 +105,10 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
 
   it('fails the hotplug check when the BAR does not fit the root port\'s reserved window', async () => {
     const work = suiteDir('gpu-guest-hotplug-');
-    const root = join(work, 'initramfs');
-    mkdirSync(join(root, 'bin'), { recursive: true });
-    copyFileSync('/bin/busybox', join(root, 'bin/busybox'));
     const checks = hotplugChecks(2 * ROOT_PORT_PREF64_GIB);
-    writeFileSync(join(root, 'init'), verifyInit(checks, 'ext4'), { mode: 0o755 });
-    execFileSync('sh', ['-c', 'find . | cpio -o -H newc 2>/dev/null | gzip -n > ../initrd.gz'], { cwd: root });
     const boot = await bootGuest({
       kernel: join(out, 'nvidia-test/kernel', `vmlinuz-${release}`),
-      initrd: join(work, 'initrd.gz'),
+      initrd: await buildVerifyInitrd(work, verifyInit(checks, 'ext4'), new AbortController().signal),
       append: 'console=ttyS0 panic=-1 loglevel=4',
       accel: 'tcg',
       machine: 'q35',
