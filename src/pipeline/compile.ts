@@ -67,7 +67,8 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
     {
       id: 'kernel-debs',
       kind: 'kernel-debs',
-      upstream: { build: 'kernel-build' },
+      // the source: kbuild reads it again when packaging (see kernelTreePaths)
+      upstream: { source: 'kernel-source', build: 'kernel-build' },
       title: `package the kernel as ${k.packages === 'rpm' ? 'RPMs' : 'debs'}`,
       params: clean({ format: k.packages, packageVersion: k.packageVersion ?? null, sourceDate }),
       files: {},
@@ -130,7 +131,7 @@ function driverModulesTask(d: NonNullable<Pipeline['driver']>, runUrl: string | 
   return {
     id: 'driver-modules',
     kind: 'driver-modules',
-    upstream: { build: 'kernel-build' },
+    upstream: { source: 'kernel-source', build: 'kernel-build' },
     title: `build the NVIDIA ${d.version} ${d.moduleType} kernel modules against the kernel tree`,
     params: { version: d.version, moduleType: d.moduleType, run: { sha256: d.sha256!, url: runUrl }, tarball: m ? { urls: m.path ? [] : urls, sha256: m.sha256 } : null },
     files: patches,

@@ -44,22 +44,35 @@ export function compilerErrors(tail: string[]): string[] {
   return [...new Set(picked)].slice(-15);
 }
 
+/** Where every kernel make sees its trees (see kernelTreePaths); empty mount points on the host. */
+export const KBUILD_ROOT = '/var/tmp/gpu-guest/kbuild';
+
 /**
- * Where a kernel object tree is built and later packaged. kbuild records absolute object-tree
- * paths (objtool's own build), so packaging a copy at another path recompiles everything. Each
- * make therefore runs in a private mount namespace with its folder bind-mounted at this one path
- * per kernel-build key: the same path for the build and for the packaging, and nothing left
- * mounted on the host whatever happens to the process.
+ * The paths a kernel build and everything that later reads or packages its object tree see.
+ * kbuild records absolute paths of both trees (the `source` link, the generated Makefile, every
+ * .cmd file's command line), so packaging a copy at another path, or a cache that was moved or
+ * restored elsewhere, would recompile everything or read a source that is gone. Each make therefore
+ * runs in a private mount namespace with the kernel source bind-mounted read-only at `source` and
+ * the folder holding the object tree at `folder` (the tree is `objtree`): paths that depend on the
+ * kernel-build key only, never on where the cache is, and nothing left mounted on the host whatever
+ * happens to the process. Namespaces are private, so builds of the same key do not meet there.
  */
-export function stableBuildPath(cacheDir: string, buildKey: string): string {
-  return join(cacheDir, 'kbuild', buildKey.slice(0, 16));
+export function kernelTreePaths(buildKey: string): { root: string; source: string; folder: string; objtree: string } {
+  const root = join(KBUILD_ROOT, buildKey.slice(0, 16));
+  return { root, source: join(root, 'src'), folder: join(root, 'out'), objtree: join(root, 'out', 'build') };
 }
 
-/** Runs `make …` with `folder` visible at `stable` (see stableBuildPath); compiler errors explain a failure. */
-export function makeAtStablePath(log: StepLog, folder: string, stable: string, makeArgv: string[], opts: RunOptions & { readOnly?: boolean } = {}): Promise<string> {
-  mkdirSync(stable, { recursive: true });
-  // readOnly: a cached kernel tree that an out-of-tree module build reads must stay as it is
-  const mount = opts.readOnly ? 'mount --bind "$1" "$2" && mount -o remount,bind,ro "$2"' : 'mount --bind "$1" "$2"';
-  const script = `${mount} && shift 2 && exec make "$@"`;
-  return runLogged(log, 'unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', folder, stable, ...makeArgv], { explain: compilerErrors, ...opts });
+/**
+ * Runs `make …` with `trees.folder` (which holds `build/`) and `trees.source` at their stable paths
+ * (kernelTreePaths); compiler errors explain a failure. `readOnly` keeps the object tree as it is
+ * too (an out-of-tree module build reads a cached kernel tree); the source is always read-only.
+ */
+export function makeAtStablePath(log: StepLog, trees: { folder: string; source: string }, buildKey: string, makeArgv: string[], opts: RunOptions & { readOnly?: boolean } = {}): Promise<string> {
+  const at = kernelTreePaths(buildKey);
+  mkdirSync(at.folder, { recursive: true });
+  mkdirSync(at.source, { recursive: true });
+  const folderRo = opts.readOnly ? ' && mount -o remount,bind,ro "$4"' : '';
+  const script = `mount --bind "$1" "$4"${folderRo} && mount --bind "$2" "$3" && mount -o remount,bind,ro "$3" && shift 4 && exec make "$@"`;
+  const argv = ['--mount', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', trees.folder, trees.source, at.source, at.folder, ...makeArgv];
+  return runLogged(log, 'unshare', argv, { explain: compilerErrors, ...opts });
 }

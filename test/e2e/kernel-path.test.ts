@@ -1,9 +1,10 @@
-import { execFileSync } from 'node:child_process';
-import { existsSync, openSync, readFileSync, readlinkSync, readSync, closeSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, closeSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
-import { cliBin, run, sharedCacheDir, suiteDir, writePipeline } from '../helpers.js';
+import { cliBin, leakedMounts, run, sharedCacheDir, suiteDir, writePipeline } from '../helpers.js';
 
 const version = debianKernelVersion();
 const release = `${version}-nvidia-gpu`;
@@ -75,6 +76,27 @@ describe('nvidia kernel path end to end (kernel.org-style mirror → debs)', () 
     expect(pkgs.find((p: { package: string }) => p.package === 'kernel')).toMatchObject({ version: `${version.replace(/-/g, '_')}_nvidia_gpu-1`, architecture: 'x86_64' });
     // the log of the run that made the entry (this run's, or an earlier one's when it is cached)
     expect(readFileSync(join(sharedCacheDir(), 'entries', debsTask.key, 'log.txt'), 'utf8')).not.toMatch(/^ {2}CC /m);
+  });
+
+  it('packages a kernel from a cache moved to another folder, compiling nothing again', async () => {
+    const manifest = JSON.parse(readFileSync(join(out, 'nvidia-test/manifest.json'), 'utf8'));
+    const keyOf = (id: string): string => manifest.tasks.find((t: { id: string }) => t.id === id).key;
+    const moved = join(suiteDir('gpu-guest-moved-'), 'cache');
+    mkdirSync(join(moved, 'entries'), { recursive: true });
+    for (const id of ['kernel-source', 'kernel-config', 'kernel-build']) execFileSync('cp', ['-a', join(sharedCacheDir(), 'entries', keyOf(id)), join(moved, 'entries')]);
+    // the old entries are gone for this build: an empty tmpfs over them, in a mount namespace of its own
+    const movedOut = join(moved, '..', 'out');
+    const hide = 'mount -t tmpfs none "$1" && shift && exec "$@"';
+    const argv = ['--mount', '--propagation', 'private', '--', 'sh', '-c', hide, 'sh', join(sharedCacheDir(), 'entries'), process.execPath, cliBin, 'build', '--until', 'kernel-debs', '--pipeline', pipelineFile, '--cache-dir', moved, '--out-dir', movedOut];
+    const r = await promisify(execFile)('unshare', argv, { env: { ...process.env, CI: 'true' }, maxBuffer: 64 << 20 }).catch((e: { stdout: string; stderr: string }) => e);
+    expect(r.stdout, `${r.stdout}\n${r.stderr}`).toMatch(/cached kernel-build/);
+    const movedManifest = JSON.parse(readFileSync(join(movedOut, 'nvidia-test/manifest.json'), 'utf8'));
+    const debsTask = movedManifest.tasks.find((t: { id: string }) => t.id === 'kernel-debs');
+    // same inputs, same key, wherever the cache is
+    expect(debsTask.key).toBe(keyOf('kernel-debs'));
+    expect(readdirSync(join(movedOut, 'nvidia-test/debs'))).toEqual(expect.arrayContaining([`linux-headers-${release}_${version}-1_amd64.deb`, `linux-image-${release}_${version}-1_amd64.deb`]));
+    expect(readFileSync(join(moved, 'entries', debsTask.key, 'log.txt'), 'utf8')).not.toMatch(/^ {2}(CC|LD|AS) /m);
+    expect(leakedMounts(moved)).toEqual([]);
   });
 
   it('does nothing on a second run: every task comes from the cache', async () => {

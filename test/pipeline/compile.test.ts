@@ -24,7 +24,8 @@ describe('compileTaskGraph', () => {
       'kernel-source': [],
       'kernel-config': ['kernel-source'],
       'kernel-build': ['kernel-source', 'kernel-config'],
-      'kernel-debs': ['kernel-build'],
+      // packaging reads the source again, at the same stable path as the build (kernelTreePaths)
+      'kernel-debs': ['kernel-source', 'kernel-build'],
       rootfs: [],
       driver: ['kernel-debs', 'rootfs'],
       toolkit: ['driver'],
@@ -32,10 +33,10 @@ describe('compileTaskGraph', () => {
     });
   });
 
-  it('with driver.source: source, builds the modules on the kernel build alone, beside the rootfs', () => {
+  it('with driver.source: source, builds the modules on the kernel tree alone, beside the rootfs', () => {
     const mirrors = (m: string) => compileTaskGraph(loadPipeline({ vendor: 'nvidia', sets: [`driver.sha256=${SHA}`, 'driver.source=source', `driver.moduleSource.mirrors=[${m}]`, `driver.moduleSource.sha256=${'d'.repeat(64)}`] }).pipeline);
     const g = mirrors('https://a.example/nvidia');
-    expect(deps(g)['driver-modules']).toEqual(['kernel-build']);
+    expect(deps(g)['driver-modules']).toEqual(['kernel-source', 'kernel-build']);
     expect(deps(g).driver).toEqual(['kernel-debs', 'rootfs', 'driver-modules']);
     const modules = g.tasks.find((t) => t.id === 'driver-modules')!;
     expect(modules.params.tarball).toEqual({ urls: ['https://a.example/nvidia/NVIDIA-kernel-module-source-550.127.05.tar.xz'], sha256: 'd'.repeat(64) });

@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import { GuestError } from '../../model/errors.js';
 import type { KernelBuildResult, KernelConfigResult, KernelSourceResult } from '../../model/results.js';
 import { requireHostTools } from '../../sys/host-tools.js';
-import { ccacheArgs, jobs, kbuildEnv, makeArgs, makeAtStablePath, stableBuildPath } from '../../sys/kbuild.js';
+import { ccacheArgs, jobs, kbuildEnv, kernelTreePaths, makeArgs, makeAtStablePath } from '../../sys/kbuild.js';
 import { parseDotConfig } from '../../sys/kconfig/options.js';
 import { SIGNING_PEM } from '../../sys/module-signing.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
@@ -18,7 +18,7 @@ type BuildInputs = { source: KernelSourceResult; config: KernelConfigResult };
 
 export const kernelBuild: StepDefinition<BuildParams, BuildInputs, KernelBuildResult> = {
   kind: 'kernel-build',
-  version: 2,
+  version: 3,
   resources: { cpu: 'all' },
   publish: 'kernel',
   undigested: ['build'],
@@ -33,17 +33,16 @@ async function buildKernel(ctx: StepContext<BuildParams, BuildInputs>): Promise<
   mkdirSync(join(ctx.outDir, 'build'), { recursive: true });
   copyFileSync(config, join(ctx.outDir, 'build', '.config'));
   writeSigningKey(ctx);
-  // make sees out/ at a path that kernel-debs will use again (see stableBuildPath)
-  const stable = stableBuildPath(ctx.cacheDir, ctx.key);
-  const objtree = join(stable, 'build');
+  // make sees the trees at paths that kernel-debs and driver-modules will use again (see kernelTreePaths)
+  const at = kernelTreePaths(ctx.key);
   const env = kbuildEnv(ctx.sourceDate);
-  const make = (args: string[], capture = false) => makeAtStablePath(ctx.log, ctx.outDir, stable, args, { env, signal: ctx.signal, capture });
+  const make = (args: string[], capture = false) => makeAtStablePath(ctx.log, { folder: ctx.outDir, source: tree }, ctx.key, args, { env, signal: ctx.signal, capture });
   const modules = parseDotConfig(readFileSync(config, 'utf8')).get('MODULES') === 'y';
   const extra = await ccacheArgs();
   if (extra.length) ctx.log.info('using ccache');
   const targets = ['bzImage', ...(modules ? ['modules'] : [])];
-  await make([...makeArgs(tree, objtree, `-j${jobs()}`, ...targets), ...extra]);
-  const release = (await make(['-s', ...makeArgs(tree, objtree, 'kernelrelease')], true)).trim();
+  await make([...makeArgs(at.source, at.objtree, `-j${jobs()}`, ...targets), ...extra]);
+  const release = (await make(['-s', ...makeArgs(at.source, at.objtree, 'kernelrelease')], true)).trim();
   checkKernelRelease(release, localVersion);
   const flavour = localVersion.slice(1);
   const files: [string, string][] = [

@@ -1,13 +1,13 @@
-import { chmodSync, copyFileSync, mkdirSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { which } from 'zx';
 import { GuestError } from '../../model/errors.js';
 import { sha256File } from '../../sys/hash.js';
-import type { KernelBuildResult, KernelPackagesResult, PackageFile } from '../../model/results.js';
+import type { KernelBuildResult, KernelPackagesResult, KernelSourceResult, PackageFile } from '../../model/results.js';
 import { readDebFields } from '../../sys/deb.js';
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
-import { jobs, kbuildEnv, makeArgs, makeAtStablePath, stableBuildPath } from '../../sys/kbuild.js';
+import { jobs, kbuildEnv, kernelTreePaths, makeArgs, makeAtStablePath } from '../../sys/kbuild.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
 
 /**
@@ -16,11 +16,11 @@ import type { StepContext, StepDefinition } from '../../model/step.js';
  * read back from the files, never predicted.
  */
 type PackagesParams = { format: 'deb' | 'rpm'; packageVersion: string | null; sourceDate: number };
-type PackagesInputs = { build: KernelBuildResult };
+type PackagesInputs = { source: KernelSourceResult; build: KernelBuildResult };
 
 export const kernelDebs: StepDefinition<PackagesParams, PackagesInputs, KernelPackagesResult> = {
   kind: 'kernel-debs',
-  version: 3,
+  version: 4,
   resources: { cpu: 'all' },
   publish: 'debs',
   run: (ctx) => packageKernel(ctx),
@@ -30,17 +30,17 @@ async function packageKernel(ctx: StepContext<PackagesParams, PackagesInputs>): 
   await requireHostTools('kernel-debs');
   const { format, packageVersion } = ctx.params;
   const build = ctx.upstream.build;
-  // kbuild leaves a `source` link in an out-of-tree object folder: the tree it was built from
-  const sourceTree = readlinkSync(join(build.dir, 'build', 'source'));
+  const sourceTree = join(ctx.upstream.source.dir, 'tree');
   const pkgDir = join(ctx.workDir, 'pkg');
   mkdirSync(pkgDir);
   // cp -a keeps timestamps; the stable path keeps the recorded paths: make finds everything up to date
   await runLogged(ctx.log, 'cp', ['-a', join(build.dir, 'build'), join(pkgDir, 'build')], { signal: ctx.signal });
-  const stable = stableBuildPath(ctx.cacheDir, build.result.buildKey);
-  const objtree = join(stable, 'build');
+  const buildKey = build.result.buildKey;
+  const at = kernelTreePaths(buildKey);
+  const trees = { folder: pkgDir, source: sourceTree };
   const version = packageVersion ?? `${build.result.version}-1`;
   const env = kbuildEnv(ctx.sourceDate, { KDEB_PKGVERSION: version, PATH: `${dateShim(ctx.workDir)}:${process.env.PATH}` });
-  const make = (args: string[]) => makeAtStablePath(ctx.log, pkgDir, stable, args, { env, signal: ctx.signal });
+  const make = (args: string[]) => makeAtStablePath(ctx.log, trees, buildKey, args, { env, signal: ctx.signal });
   if (format === 'rpm') {
     if (!(await which('rpmbuild', { nothrow: true }))) throw new GuestError('E_MISSING_TOOL', 'kernel.packages is rpm, but rpmbuild is not installed (run as root: apt-get install -y rpm; or use packages: deb)');
     // rpmbuild's top folder through ~/.rpmmacros of a private HOME: no path goes through a shell string
@@ -48,11 +48,11 @@ async function packageKernel(ctx: StepContext<PackagesParams, PackagesInputs>): 
     const home = join(ctx.workDir, 'home');
     mkdirSync(home);
     writeFileSync(join(home, '.rpmmacros'), `%_topdir ${top}\n`);
-    const rpmMake = (args: string[]) => makeAtStablePath(ctx.log, pkgDir, stable, args, { env: { ...env, HOME: home }, signal: ctx.signal });
-    await rpmMake(makeArgs(sourceTree, objtree, `-j${jobs()}`, 'binrpm-pkg'));
+    const rpmMake = (args: string[]) => makeAtStablePath(ctx.log, trees, buildKey, args, { env: { ...env, HOME: home }, signal: ctx.signal });
+    await rpmMake(makeArgs(at.source, at.objtree, `-j${jobs()}`, 'binrpm-pkg'));
     return collectRpms(ctx, join(top, 'RPMS'), build.result.kernelRelease);
   }
-  await make(makeArgs(sourceTree, objtree, `-j${jobs()}`, 'bindeb-pkg'));
+  await make(makeArgs(at.source, at.objtree, `-j${jobs()}`, 'bindeb-pkg'));
   // bindeb-pkg writes the packages next to the object tree
   return collectDebs(ctx, pkgDir, build.result.kernelRelease);
 }

@@ -1,13 +1,13 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { GuestError } from '../../model/errors.js';
 import type { JsonObject } from '../../model/json.js';
-import type { DriverModulesResult, KernelBuildResult } from '../../model/results.js';
+import type { DriverModulesResult, KernelBuildResult, KernelSourceResult } from '../../model/results.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
 import { assertTarArchive } from '../../sys/archive.js';
 import { checkPinnedFile, downloadVerified } from '../../sys/download.js';
 import { runLogged } from '../../sys/exec.js';
-import { ccacheArgs, jobs, kbuildEnv, makeAtStablePath, stableBuildPath } from '../../sys/kbuild.js';
+import { ccacheArgs, jobs, kbuildEnv, kernelTreePaths, makeAtStablePath } from '../../sys/kbuild.js';
 import { redact } from '../../model/redact.js';
 import { preflightDriverRun } from './driver-run.js';
 import { applyPatches, checkBuiltModule, extractCheckedRun, findModules, firstCompilerError } from './driver-tree.js';
@@ -20,7 +20,7 @@ type ModulesParams = {
   /** NVIDIA's kernel module source release, or a tarball of a module tree. */
   tarball: { urls: string[]; sha256: string } | null;
 };
-type ModulesInputs = { build: KernelBuildResult };
+type ModulesInputs = { source: KernelSourceResult; build: KernelBuildResult };
 
 /** Where the installed modules go in the entry: laid out as the rootfs (lib/modules/<release>/…). */
 const TREE = 'modules';
@@ -35,7 +35,7 @@ const TREE = 'modules';
  */
 export const driverModules: StepDefinition<ModulesParams, ModulesInputs, DriverModulesResult> = {
   kind: 'driver-modules',
-  version: 2,
+  version: 3,
   resources: { cpu: 'all' },
   // the pinned sha256s are the identity: where the bytes come from is not
   identity: ({ run, tarball, ...rest }) => ({ ...rest, run: tarball ? null : run.sha256, tarball: tarball?.sha256 ?? null }) as JsonObject,
@@ -66,11 +66,12 @@ async function buildModules(ctx: StepContext<ModulesParams, ModulesInputs>): Pro
   }
 
   // the kernel tree read-only at its stable path: NVIDIA's conftest and kbuild read it, never write it
-  const stable = stableBuildPath(ctx.cacheDir, build.result.buildKey);
-  const sourceTree = readlinkSync(join(build.dir, 'build', 'source'));
-  const kernelVars = [`SYSSRC=${sourceTree}`, `SYSOUT=${join(stable, 'build')}`];
+  const buildKey = build.result.buildKey;
+  const at = kernelTreePaths(buildKey);
+  const kernelVars = [`SYSSRC=${at.source}`, `SYSOUT=${at.objtree}`];
   const env = kbuildEnv(ctx.sourceDate);
-  const makeIn = (dir: string, args: string[]) => makeAtStablePath(ctx.log, build.dir, stable, ['-C', dir, ...kernelVars, ...args], { env, signal: ctx.signal, readOnly: true, quiet: true });
+  const trees = { folder: build.dir, source: join(ctx.upstream.source.dir, 'tree') };
+  const makeIn = (dir: string, args: string[]) => makeAtStablePath(ctx.log, trees, buildKey, ['-C', dir, ...kernelVars, ...args], { env, signal: ctx.signal, readOnly: true, quiet: true });
   const buildDir = from === 'release' ? top : tree;
   try {
     await makeIn(buildDir, [`-j${jobs()}`, ...(await ccacheArgs()), 'modules']);
