@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -6,67 +6,190 @@ import { buildDriverRun } from '../fixtures/driver.js';
 import { repoRoot, testDir } from '../helpers.js';
 
 const entrypoint = join(repoRoot, 'vgpu-manager/nvidia-driver');
+const VERSION = '550.54.16';
 
-/** Stand-ins for the node's tools, each recording its call; the daemons really run until killed. */
-function stubs(dir: string, calls: string): string {
+/**
+ * A node for `nvidia-driver init`, in a private mount and PID namespace: an empty /run (the
+ * operator's /run/nvidia), /sys/module on a tmpfs (modprobe and rmmod stand-ins add and remove
+ * /sys/module/<name>, firmware_class's path parameter is a file), /etc/modprobe.d a folder of the
+ * test's. The node's tools are stand-ins that append their call to `calls`; nvidia-vgpu-mgr runs
+ * until it is stopped. After init exits, what it left behind goes to `after`. Everything lives in the
+ * namespaces, so nothing outlives the test, whatever happens.
+ */
+function node(options: { installer?: string; sriovFails?: boolean; rmmodFails?: boolean; preloaded?: boolean; env?: NodeJS.ProcessEnv } = {}) {
+  const dir = testDir('gpu-guest-vgpu-node-');
+  const calls = join(dir, 'calls');
   const bin = join(dir, 'bin');
   mkdirSync(bin);
+  mkdirSync(join(dir, 'modprobe.d'));
+  mkdirSync(join(dir, 'drivers'));
   const stub = (name: string, body: string) => {
     writeFileSync(join(bin, name), `#!/bin/sh\necho "${name} $*" >> ${calls}\n${body}\n`);
     chmodSync(join(bin, name), 0o755);
   };
-  stub('modprobe', 'exit 0');
-  stub('rmmod', 'exit 0');
+  stub('modprobe', 'mkdir -p /sys/module/$1 && echo 0 > /sys/module/$1/refcnt');
+  stub('rmmod', options.rmmodFails ? 'exit 1' : 'for m in "$@"; do rm -rf /sys/module/$m; done');
+  stub('apt-get', 'exit 0');
+  stub('sriov-manage', options.sriovFails ? 'exit 1' : 'exit 0');
   stub('nvidia-vgpud', 'exit 0');
-  stub('nvidia-vgpu-mgr', 'trap "echo nvidia-vgpu-mgr stopped >> ' + calls + '; exit 0" TERM; while true; do sleep 1; done');
-  return bin;
-}
-
-function runInit(env: NodeJS.ProcessEnv): { done: Promise<{ code: number | null; out: string }>; child: ReturnType<typeof spawn>; ready: Promise<void> } {
-  const child = spawn('bash', [entrypoint, 'init'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // like the real daemon: a pid file; it dies (status 3) once the test creates `mgr-dies`
+  stub('nvidia-vgpu-mgr', `mkdir -p /var/run/nvidia-vgpu-mgr && echo $$ > /var/run/nvidia-vgpu-mgr/nvidia-vgpu-mgr.pid\ntrap 'echo "nvidia-vgpu-mgr stopped" >> ${calls}; exit 0' TERM\nwhile [ ! -e ${join(dir, 'mgr-dies')} ]; do sleep 0.2; done\nexit 3`);
+  const installer = options.installer ?? `#!/bin/sh\necho "nvidia-installer $*" >> ${calls}\necho "installer cwd $(pwd)" >> ${calls}\n`;
+  const run = buildDriverRun(dir, VERSION, { suffix: '-vgpu-kvm', installer });
+  const setup = [
+    'set -e',
+    'mount -t tmpfs none /run',
+    'mount -t tmpfs none /sys/module',
+    'mkdir -p /sys/module/firmware_class/parameters && : > /sys/module/firmware_class/parameters/path',
+    `mount --bind ${join(dir, 'modprobe.d')} /etc/modprobe.d`,
+    options.preloaded ? 'mkdir -p /sys/module/nvidia && echo 0 > /sys/module/nvidia/refcnt' : ':',
+    'set +e',
+    `bash ${entrypoint} init; status=$?`,
+    `{ echo "firmware path: [$(cat /sys/module/firmware_class/parameters/path)]"; grep -c " /run/nvidia/driver " /proc/self/mountinfo; ls /sys/module; } > ${join(dir, 'after')}`,
+    'exit $status',
+  ].join('\n');
+  const env = {
+    PATH: `${bin}:/usr/sbin:/usr/bin:/sbin:/bin`,
+    DRIVER_VERSION: VERSION,
+    RUN_FILE: run.file,
+    KERNEL_VERSION: '6.8.0-31-generic',
+    MODULE_PARAMS_DIR: join(dir, 'drivers'),
+    DELAY_BEFORE_VF_CREATION: '0',
+    VF_RETRIES: '1',
+    WATCH_INTERVAL: '0.2',
+    ...options.env,
+  };
+  const child = spawn('unshare', ['--mount', '--pid', '--fork', '--mount-proc', '--propagation', 'private', '--', 'bash', '-c', setup], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  let resolveReady: () => void;
-  const ready = new Promise<void>((r) => (resolveReady = r));
+  let markReady: () => void;
+  const ready = new Promise<void>((r) => (markReady = r));
   const take = (d: Buffer) => {
     out += d.toString();
-    if (out.includes('nvidia-driver: ready')) resolveReady();
+    if (out.includes('nvidia-driver: ready')) markReady();
   };
-  child.stdout.on('data', take);
-  child.stderr.on('data', take);
-  const done = new Promise<{ code: number | null; out: string }>((r) => child.on('close', (code) => (resolveReady(), r({ code, out }))));
-  return { done, child, ready };
+  child.stdout!.on('data', take);
+  child.stderr!.on('data', take);
+  const done = new Promise<{ code: number | null; out: string }>((r) => child.on('close', (code) => (markReady(), r({ code, out }))));
+  return {
+    dir,
+    ready,
+    done,
+    calls: () => (existsSync(calls) ? readFileSync(calls, 'utf8').trim().split('\n') : []),
+    after: () => readFileSync(join(dir, 'after'), 'utf8'),
+    /** The host pid of nvidia-driver: the child of the namespace's first process (unshare's child). */
+    initPid: () => childrenOf(childrenOf(child.pid!)[0]!)[0]!,
+  };
 }
 
-describe('nvidia-driver entrypoint', () => {
-  it('init installs the driver, loads the modules, starts the daemons, and cleans up on SIGTERM', async () => {
-    const dir = testDir();
-    const calls = join(dir, 'calls');
-    const installer = `#!/bin/sh\necho "nvidia-installer $*" >> ${calls}\n`;
-    const run = buildDriverRun(dir, '550.54.16', { suffix: '-vgpu-kvm', installer });
-    const bin = stubs(dir, calls);
-    const p = runInit({ PATH: `${bin}:/usr/bin:/bin`, DRIVER_VERSION: '550.54.16', RUN_FILE: run.file, KERNEL_VERSION: '6.8.0-generic' });
-    await p.ready;
-    // let the daemon stand-in get going before the stop request
-    for (let i = 0; i < 100 && !(existsSync(calls) && readFileSync(calls, 'utf8').includes('nvidia-vgpu-mgr ')); i++) await new Promise((r) => setTimeout(r, 50));
-    p.child.kill('SIGTERM');
-    const r = await p.done;
-    expect(r.code, r.out).toBe(0);
-    const log = readFileSync(calls, 'utf8').trim().split('\n');
-    expect(log[0]).toMatch(/^nvidia-installer .*--kernel-name=6\.8\.0-generic --ui=none --no-questions --no-systemd/);
-    expect(log).toEqual(expect.arrayContaining(['modprobe nvidia', 'modprobe nvidia_vgpu_vfio', 'nvidia-vgpud ', 'nvidia-vgpu-mgr ', 'nvidia-vgpu-mgr stopped', 'rmmod nvidia_vgpu_vfio', 'rmmod nvidia']));
-    expect(log.indexOf('rmmod nvidia_vgpu_vfio')).toBeLessThan(log.indexOf('rmmod nvidia'));
-  });
+function childrenOf(pid: number): number[] {
+  const kids: number[] = [];
+  for (const name of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) kids.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return kids;
+}
 
-  it('fails with a clear message when the installer fails, and when the .run is missing', async () => {
-    const dir = testDir();
-    const calls = join(dir, 'calls');
-    const run = buildDriverRun(dir, '550.54.16', { suffix: '-vgpu-kvm', installer: '#!/bin/sh\nexit 1\n' });
-    const bin = stubs(dir, calls);
-    const failed = await runInit({ PATH: `${bin}:/usr/bin:/bin`, DRIVER_VERSION: '550.54.16', RUN_FILE: run.file }).done;
+describe('nvidia-driver init (the GPU Operator vgpu-manager contract)', () => {
+  it('sets up the node in order, keeps it while running, and undoes everything in reverse on SIGTERM', async () => {
+    const n = node();
+    writeFileSync(join(n.dir, 'drivers/nvidia.conf'), 'NVreg_EnableGpuFirmware=1\nNVreg_RegistryDwords=RMIntrLockingMode=1\n');
+    await n.ready;
+    const pid = n.initPid();
+    // while it runs: the firmware search path, the driver root for the other operands, module parameters
+    expect(readFileSync(`/proc/${pid}/root/sys/module/firmware_class/parameters/path`, 'utf8')).toBe('/run/nvidia/driver/lib/firmware');
+    expect(readFileSync(`/proc/${pid}/mountinfo`, 'utf8')).toMatch(/ \/run\/nvidia\/driver /);
+    expect(readFileSync(`/proc/${pid}/mountinfo`, 'utf8')).not.toMatch(/ \/run\/nvidia\/driver\/sys /);
+    expect(readFileSync(join(n.dir, 'modprobe.d/nvidia.conf'), 'utf8')).toBe('options nvidia NVreg_EnableGpuFirmware=1 NVreg_RegistryDwords=RMIntrLockingMode=1\n');
+    process.kill(pid, 'SIGTERM');
+    const r = await n.done;
+    expect(r.code, r.out).toBe(0);
+    const calls = n.calls();
+    const installer = calls.find((c) => c.startsWith('nvidia-installer '))!;
+    expect(installer).toMatch(/^nvidia-installer .*--kernel-name=6\.8\.0-31-generic --ui=none --no-questions --accept-license --no-systemd --tmpdir \/tmp\/tmp\.\w+ --skip-module-load$/);
+    // the .run is unpacked in that temporary folder, not in the container's root
+    expect(calls.find((c) => c.startsWith('installer cwd '))).toMatch(/^installer cwd \/tmp\/tmp\.\w+\//);
+    expect(calls.filter((c) => !c.startsWith('nvidia-installer ') && !c.startsWith('installer cwd '))).toEqual([
+      'apt-get -qq update',
+      'apt-get install -y -qq --no-install-recommends linux-headers-6.8.0-31-generic',
+      'modprobe nvidia',
+      'modprobe nvidia_vgpu_vfio',
+      'nvidia-vgpud ',
+      'nvidia-vgpu-mgr ',
+      'sriov-manage -e ALL',
+      'nvidia-vgpud ',
+      // the stop, in reverse
+      'sriov-manage -d ALL',
+      'nvidia-vgpu-mgr stopped',
+      'rmmod nvidia_vgpu_vfio',
+      'rmmod nvidia',
+    ]);
+    expect(calls.indexOf('apt-get -qq update')).toBeLessThan(calls.indexOf(installer));
+    expect(calls.indexOf(installer)).toBeLessThan(calls.indexOf('modprobe nvidia'));
+    // the node as it was: no firmware path, nothing mounted, no module
+    expect(n.after()).toBe('firmware path: []\n0\nfirmware_class\n');
+    expect(existsSync(join(n.dir, 'modprobe.d/nvidia.conf'))).toBe(false);
+    expect(r.out).toMatch(/nvidia-driver: stop requested\nnvidia-driver: undoing 6 step\(s\)/);
+  }, 120_000);
+
+  it('exits 1 when a step fails, after undoing the steps done before it', async () => {
+    const n = node({ sriovFails: true });
+    const r = await n.done;
+    expect(r.code).toBe(1);
+    expect(r.out).toContain('nvidia-driver: error: sriov-manage -e ALL failed 2 times');
+    expect(n.calls().filter((c) => c.startsWith('sriov-manage'))).toEqual(['sriov-manage -e ALL', 'sriov-manage -e ALL']);
+    expect(n.calls().slice(-3)).toEqual(['nvidia-vgpu-mgr stopped', 'rmmod nvidia_vgpu_vfio', 'rmmod nvidia']);
+    expect(n.after()).toBe('firmware path: []\n0\nfirmware_class\n');
+  }, 120_000);
+
+  it('exits 1 with what to do when the daemon dies, when the installer fails, when the .run is missing, and without headers under HOST_HEADERS=never', async () => {
+    const dying = node();
+    await dying.ready;
+    writeFileSync(join(dying.dir, 'mgr-dies'), '');
+    const died = await dying.done;
+    expect(died.code).toBe(1);
+    expect(died.out).toMatch(/nvidia-driver: error: nvidia-vgpu-mgr \(pid \d+\) exited with status 3/);
+    expect(dying.after()).toBe('firmware path: []\n0\nfirmware_class\n');
+
+    const broken = node({ installer: '#!/bin/sh\nexit 1\n' });
+    const failed = await broken.done;
     expect(failed.code).toBe(1);
     expect(failed.out).toContain('nvidia-driver: error: the driver installer failed');
-    const missing = await runInit({ PATH: `${bin}:/usr/bin:/bin`, DRIVER_VERSION: '550.54.16', RUN_FILE: join(dir, 'nope.run') }).done;
+    expect(broken.calls().some((c) => c.startsWith('modprobe'))).toBe(false);
+
+    const missing = await node({ env: { RUN_FILE: '/nonexistent/NVIDIA.run' } }).done;
     expect(missing.code).toBe(1);
-    expect(missing.out).toContain('nope.run is missing from the image');
+    expect(missing.out).toContain('/nonexistent/NVIDIA.run is missing from the image');
+
+    const offline = node({ env: { HOST_HEADERS: 'never' } });
+    const refused = await offline.done;
+    expect(refused.code).toBe(1);
+    expect(refused.out).toContain('no kernel headers for 6.8.0-31-generic in /lib/modules/6.8.0-31-generic/build and HOST_HEADERS=never');
+    expect(offline.calls()).toEqual([]);
+  }, 180_000);
+
+  it('removes a driver an earlier container left loaded, and refuses to go on when it is in use', async () => {
+    const left = node({ preloaded: true });
+    await left.ready;
+    expect(left.calls()[0]).toBe('rmmod nvidia');
+    process.kill(left.initPid(), 'SIGTERM');
+    expect((await left.done).code).toBe(0);
+
+    const busy = node({ preloaded: true, rmmodFails: true });
+    const r = await busy.done;
+    expect(r.code).toBe(1);
+    expect(r.out).toContain('a previous NVIDIA driver is loaded and in use');
+    expect(busy.calls()).toEqual(['rmmod nvidia']);
+  }, 120_000);
+
+  it('answers usage for an unknown command', async () => {
+    const child = spawn('bash', [entrypoint, 'start'], { env: { PATH: '/usr/bin:/bin', DRIVER_VERSION: VERSION } });
+    const code = await new Promise((r) => child.on('close', r));
+    expect(code).toBe(2);
   });
 });
+
