@@ -48,13 +48,27 @@ export async function pushEntry(entry: TypedEntry<'vgpu-image'>, pipelineOut: st
   const layout = join(outDir, result.layout);
   const digest = useSkopeo ? await pushWithSkopeo(log, layout, result.tag, target, signal) : await pushWithApi(log, layout, target, signal);
   env.stdout(`pushed ${result.reference}@${digest}\n`);
-  const next = writeOperatorFiles(pipelineOut, result, target);
-  env.stdout(`\nnext, for the GPU Operator (also in ${next.dir}):\n${next.secret}\n\nhelm install gpu-operator nvidia/gpu-operator -n gpu-operator --create-namespace -f ${next.values}\n`);
+  const next = writeOperatorFiles(pipelineOut, result, target, digest);
+  const os = nodeOs(result.tag.slice(result.driverVersion.length + 1));
+  env.stdout(
+    `\nnext, for the GPU Operator (also in ${next.dir}):\n${next.secret}\n\nhelm install gpu-operator nvidia/gpu-operator -n gpu-operator --create-namespace -f ${next.values}\n\n` +
+      `The operator appends each node's OS tag to vgpuManager.version: it pulls ${result.reference} on nodes whose /etc/os-release says ${os}; ` +
+      `nodes of another OS need an image built with their vgpu.osTag.\n`,
+  );
   return 0;
 }
 
-/** out/<pipeline>/gpu-operator/: the pull secret command (placeholders, never the password) and helm values. */
-function writeOperatorFiles(pipelineOut: string, result: VgpuImageResult, target: PushTarget): { dir: string; secret: string; values: string } {
+/** "ID=ubuntu VERSION_ID=22.04" for the OS tag ubuntu22.04: what the operator reads to make the tag. */
+export function nodeOs(osTag: string): string {
+  const m = /^([a-z]+)(\d.*)$/.exec(osTag);
+  return m ? `ID=${m[1]} VERSION_ID=${m[2]}` : `the OS tag ${osTag}`;
+}
+
+/**
+ * out/<pipeline>/gpu-operator/: the pull secret command (placeholders, never the password) and helm
+ * values. vgpuManager.version is the driver version: the operator appends the node's OS tag itself.
+ */
+function writeOperatorFiles(pipelineOut: string, result: VgpuImageResult, target: PushTarget, digest: string): { dir: string; secret: string; values: string } {
   const dir = join(pipelineOut, 'gpu-operator');
   mkdirSync(dir, { recursive: true });
   const secret = [
@@ -64,6 +78,7 @@ function writeOperatorFiles(pipelineOut: string, result: VgpuImageResult, target
   ].join('\n');
   writeFileSync(join(dir, 'create-pull-secret.sh'), `#!/bin/sh\n# Creates the pull secret the GPU Operator uses for the vGPU manager image; fill in the placeholders.\n${secret}\n`, { mode: 0o755 });
   const values = join(dir, 'values.yaml');
+  const osTag = result.tag.slice(result.driverVersion.length + 1);
   writeFileSync(
     values,
     [
@@ -74,7 +89,10 @@ function writeOperatorFiles(pipelineOut: string, result: VgpuImageResult, target
       '  enabled: true',
       `  repository: ${result.repository.replace(/\/vgpu-manager$/, '')}`,
       '  image: vgpu-manager',
-      `  version: "${result.tag}"`,
+      `  # the operator appends the node's OS tag: ${result.reference} on nodes with ${nodeOs(osTag)}`,
+      `  version: "${result.driverVersion}"`,
+      `  # or pin this very image on every node, whatever its OS (use only when all run ${osTag}):`,
+      `  # version: "${digest}"`,
       '  imagePullSecrets:',
       '    - vgpu-registry-secret',
       '',

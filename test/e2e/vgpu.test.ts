@@ -3,7 +3,10 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import { buildDriverRun, type DriverRun } from '../fixtures/driver.js';
+import { writeBaseImage } from '../fixtures/oci.js';
+import { operatorImage } from '../fixtures/operator.js';
 import { startCuttingProxy, startRegistry, type Registry } from '../fixtures/registry.js';
 import { cliBin, pathWithout, run, sharedCacheDir, suiteDir, testDir } from '../helpers.js';
 
@@ -90,10 +93,22 @@ describe('vGPU manager image', () => {
     const manifest = JSON.parse(readFileSync(join(pulled, 'img/blobs/sha256', digest.slice(7)), 'utf8'));
     const top = join(pulled, 'img/blobs', ...manifest.layers.at(-1).digest.split(':'));
     expect(execFileSync('tar', ['-tzf', top], { encoding: 'utf8' })).toContain(`./driver/NVIDIA-Linux-x86_64-${VERSION}-vgpu-kvm.run`);
-    const values = readFileSync(join(dir, 'out/vgpu-test/gpu-operator/values.yaml'), 'utf8');
-    expect(values).toContain(`repository: ${open.host}/nvidia`);
-    expect(values).toContain(`version: "${VERSION}-debian12"`);
-    expect(values).toContain('sandboxWorkloads:\n  enabled: true');
+    // the values as helm hands them to the operator, and the image the operator pulls on a Debian 12 node
+    const text = readFileSync(join(dir, 'out/vgpu-test/gpu-operator/values.yaml'), 'utf8');
+    const values = parse(text);
+    expect(values.sandboxWorkloads).toEqual({ enabled: true });
+    expect(values.vgpuManager).toMatchObject({ enabled: true, repository: `${open.host}/nvidia`, image: 'vgpu-manager', version: VERSION, imagePullSecrets: ['vgpu-registry-secret'] });
+    const debian12 = { ID: 'debian', VERSION_ID: '12' };
+    const pulled1 = operatorImage(values.vgpuManager, debian12);
+    expect(pulled1).toBe(ref);
+    expect(execFileSync('skopeo', ['inspect', '--tls-verify=false', '--format', '{{.Digest}}', `docker://${pulled1}`], { encoding: 'utf8' }).trim()).toBe(digest);
+    // the digest the file offers instead resolves, as is, to the same image
+    const pinned = /^ {2}# version: "(sha256:[0-9a-f]{64})"$/m.exec(text)?.[1];
+    expect(pinned).toBe(digest);
+    const pulled2 = operatorImage({ ...values.vgpuManager, version: pinned! }, debian12);
+    expect(pulled2).toBe(`${open.host}/nvidia/vgpu-manager@${digest}`);
+    expect(execFileSync('skopeo', ['inspect', '--tls-verify=false', '--format', '{{.Digest}}', `docker://${pulled2}`], { encoding: 'utf8' }).trim()).toBe(digest);
+    expect(r.stdout).toContain(`it pulls ${ref} on nodes whose /etc/os-release says ID=debian VERSION_ID=12`);
     expect(readFileSync(join(dir, 'out/vgpu-test/gpu-operator/create-pull-secret.sh'), 'utf8')).toContain('--docker-password=<PASSWORD>');
   }, 300_000);
 
@@ -132,22 +147,39 @@ describe('vGPU manager image', () => {
     }
   }, 300_000);
 
-  it('builds on the user\'s own base image for a RHEL-family tag (oci-archive)', async () => {
+  it('builds on the user\'s own base image for a RHEL-family tag (oci-archive of a RHEL base)', async () => {
     const where = testDir();
-    const base = join(dir, 'out/vgpu-test/vgpu-manager/vgpu-manager.oci.tar');
-    const r = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/nvidia`, `  baseImage: ${base}\n`), ...common(where), '--set', 'vgpu.osTag=rhel8']);
+    const rhelLayout = writeBaseImage(where, 'NAME="Red Hat Enterprise Linux"\nID="rhel"\nVERSION_ID="8.9"\n');
+    const archive = join(where, 'rhel8-base.oci.tar');
+    execFileSync('tar', ['-cf', archive, '-C', rhelLayout, '.']);
+    const r = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/nvidia`, `  baseImage: ${archive}\n`), ...common(where), '--set', 'vgpu.osTag=rhel8']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).not.toMatch(/rootfs/);
     const layoutDir = join(where, 'out/vgpu-test/vgpu-manager/layout');
     const blob = (d: string) => JSON.parse(readFileSync(join(layoutDir, 'blobs', ...d.split(':')), 'utf8'));
     const index = JSON.parse(readFileSync(join(layoutDir, 'index.json'), 'utf8'));
     expect(index.manifests[0].annotations['org.opencontainers.image.ref.name']).toBe(`${VERSION}-rhel8`);
-    const baseManifest = JSON.parse(readFileSync(join(dir, 'out/vgpu-test/vgpu-manager/layout/blobs', ...digest.split(':')), 'utf8'));
+    const baseIndex = JSON.parse(readFileSync(join(rhelLayout, 'index.json'), 'utf8'));
+    const baseManifest = JSON.parse(readFileSync(join(rhelLayout, 'blobs', ...baseIndex.manifests[0].digest.split(':')), 'utf8'));
     const manifest = blob(index.manifests[0].digest);
     // the base image's layers, unchanged, then one new layer with the driver
     expect(manifest.layers.slice(0, baseManifest.layers.length)).toEqual(baseManifest.layers);
     expect(manifest.layers).toHaveLength(baseManifest.layers.length + 1);
     expect(blob(manifest.config.digest).rootfs.diff_ids).toHaveLength(manifest.layers.length);
+  }, 300_000);
+
+  it('refuses a base image whose os-release is not the OS of vgpu.osTag, naming what it is', async () => {
+    const where = testDir();
+    // the Debian 12 image built above, offered as the base for RHEL 8 nodes, then for RHEL 9 nodes a RHEL 8 base
+    const debian = join(dir, 'out/vgpu-test/vgpu-manager/vgpu-manager.oci.tar');
+    const wrong = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/nvidia`, `  baseImage: ${debian}\n`), ...common(where), '--set', 'vgpu.osTag=rhel8']);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(/E_BASE_IMAGE: vgpu\.baseImage \S+vgpu-manager\.oci\.tar is debian 12 \(its os-release\), but vgpu\.osTag rhel8 is for other nodes/);
+    const rhel8 = writeBaseImage(where, 'ID="rhel"\nVERSION_ID="8.9"\n');
+    const older = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/nvidia`, `  baseImage: ${rhel8}\n`), ...common(where), '--set', 'vgpu.osTag=rhel9']);
+    expect(older.code).toBe(1);
+    expect(older.stderr).toMatch(/E_BASE_IMAGE: .* is rhel 8\.9 \(its os-release\), but vgpu\.osTag rhel9/);
+    expect(readdirSync(join(where, 'out/vgpu-test')).includes('vgpu-manager')).toBe(false);
   }, 300_000);
 
   it('builds with buildah (daemonless) from a Dockerfile folder, and push sends that image', async () => {

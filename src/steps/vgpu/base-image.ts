@@ -5,9 +5,12 @@ import { sha256File } from '../../sys/hash.js';
 import { runLogged } from '../../sys/exec.js';
 import { MEDIA, type Descriptor, type ImageLayout } from '../../sys/oci.js';
 import type { StepContext } from '../../model/step.js';
+import { parseOsRelease, type OsRelease } from './naming.js';
 
 interface BaseImage {
   layers: Descriptor[];
+  /** The os-release of the top-most layer that has one. */
+  osRelease: Partial<OsRelease> | null;
   diffIds: string[];
   env: string[];
   history: object[];
@@ -51,5 +54,20 @@ export async function readBaseImage(ctx: Pick<StepContext, 'log' | 'workDir' | '
     }
     layers.push({ mediaType: layer.mediaType, digest: layer.digest, size: layer.size });
   }
-  return { layers, diffIds: config.rootfs?.diff_ids ?? [], env: config.config?.Env ?? [], history: config.history ?? [] };
+  return { layers, osRelease: await layersOsRelease(ctx, layers.map((l) => blob(l.digest))), diffIds: config.rootfs?.diff_ids ?? [], env: config.config?.Env ?? [], history: config.history ?? [] };
+}
+
+/**
+ * /etc/os-release (or /usr/lib/os-release, where /etc's is a link) of an image: from the top-most
+ * layer that holds one. tar reads gzip-compressed and plain layers alike.
+ */
+async function layersOsRelease(ctx: Pick<StepContext, 'log' | 'signal'>, layerFiles: string[]): Promise<Partial<OsRelease> | null> {
+  for (const file of [...layerFiles].reverse()) {
+    const listing = await runLogged(ctx.log, 'tar', ['-tvf', file], { capture: true, quiet: true, signal: ctx.signal });
+    const entries = listing.split('\n').map((l) => /^(\S)\S* .*? ((?:\.\/)?(?:etc|usr\/lib)\/os-release)(?: -> .*)?$/.exec(l)).filter((m) => m !== null);
+    const regular = entries.find((m) => m[1] === '-' && /etc\/os-release$/.test(m[2]!)) ?? entries.find((m) => m[1] === '-');
+    if (!regular) continue;
+    return parseOsRelease(await runLogged(ctx.log, 'tar', ['-xOf', file, regular[2]!], { capture: true, quiet: true, signal: ctx.signal }));
+  }
+  return null;
 }

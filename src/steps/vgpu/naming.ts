@@ -20,6 +20,34 @@ export function osBase(tag: string): OsBase {
   throw new GuestError('E_PIPELINE_INVALID', `vgpu.osTag '${tag}' is not one the GPU Operator uses (ubuntu20.04, ubuntu22.04, ubuntu24.04, debian11, debian12, debian13, rhel8, rhel9, rhcos4.<n>)`);
 }
 
+/** os-release's ID and VERSION_ID. */
+export interface OsRelease {
+  ID: string;
+  VERSION_ID: string;
+}
+
+/**
+ * Whether a base whose os-release says `release` is right for nodes of `tag`: ubuntu and debian tags
+ * are the node's ID + VERSION_ID exactly; rhel<N> needs a RHEL <N>.x base; an rhcos tag a RHEL base
+ * (NVIDIA builds its OpenShift images on UBI, which says ID=rhel).
+ */
+export function baseFitsTag(tag: string, release: OsRelease): boolean {
+  if (/^rhcos/.test(tag)) return release.ID === 'rhel';
+  const rhel = /^rhel(\d+)$/.exec(tag);
+  if (rhel) return release.ID === 'rhel' && release.VERSION_ID.split('.')[0] === rhel[1];
+  return `${release.ID}${release.VERSION_ID}` === tag;
+}
+
+/** KEY=value lines, values unquoted. */
+export function parseOsRelease(text: string): Partial<OsRelease> {
+  const out: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
+    if (m) out[m[1]!] = m[2]!.replace(/^(["'])(.*)\1$/, '$2');
+  }
+  return out;
+}
+
 /**
  * Version from NVIDIA-Linux-x86_64-<version>-vgpu-kvm.run; the AI Enterprise file
  * …-vgpu-kvm-aie.run is accepted and used under the -vgpu-kvm.run name.

@@ -10,7 +10,7 @@ import { obtainDriverRun, preflightDriverRun } from '../nvidia/driver-run.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
 import { readBaseImage } from './base-image.js';
 import { buildWithEngine } from './engine.js';
-import { vgpuReference } from './naming.js';
+import { baseFitsTag, type OsRelease, vgpuReference } from './naming.js';
 
 type VgpuParams = {
   version: string;
@@ -36,7 +36,7 @@ const PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
  */
 export const vgpuImage: StepDefinition<VgpuParams, VgpuInputs, VgpuImageResult> = {
   kind: 'vgpu-image',
-  version: 3,
+  version: 4,
   resources: { cpu: 1 },
   publish: 'vgpu-manager',
   preflight: (p, _files, ctx) => preflightDriverRun(ctx, { path: ctx.locations.run, url: p.url, version: p.version, sha256: p.sha256, what: 'vGPU driver', key: 'vgpu.version' }),
@@ -59,6 +59,7 @@ async function buildVgpuImage(ctx: VgpuContext): Promise<VgpuImageResult> {
   }
   const layout = new ImageLayout(layoutDir);
   const base = ctx.locations.baseImage ? await readBaseImage(ctx, ctx.locations.baseImage, layout) : await baseFromRootfs(ctx, layout);
+  if (ctx.locations.baseImage) checkBaseOs(ctx.locations.baseImage, base.osRelease, p.osTag);
   const driverLayer = await layout.addLayer(await driverLayerTar(ctx, run, p.imageName));
   const created = new Date(ctx.sourceDate * 1000).toISOString().replace(/\.000Z$/, 'Z');
   const labels = {
@@ -88,13 +89,23 @@ async function buildVgpuImage(ctx: VgpuContext): Promise<VgpuImageResult> {
   return { ...built, manifestDigest: manifestDesc.digest };
 }
 
+/** The GPU Operator pulls the image on nodes of vgpu.osTag: its base must be that system (see baseFitsTag). */
+function checkBaseOs(path: string, release: Partial<OsRelease> | null, osTag: string): void {
+  if (!release?.ID || release.VERSION_ID === undefined) {
+    throw new GuestError('E_BASE_IMAGE', `vgpu.baseImage ${path} has no /etc/os-release with ID and VERSION_ID: the vGPU manager's base must be the nodes' OS (vgpu.osTag ${osTag})`);
+  }
+  if (!baseFitsTag(osTag, release as OsRelease)) {
+    throw new GuestError('E_BASE_IMAGE', `vgpu.baseImage ${path} is ${release.ID} ${release.VERSION_ID} (its os-release), but vgpu.osTag ${osTag} is for other nodes: use a base of the nodes' OS, or set vgpu.osTag to theirs`);
+  }
+}
+
 /** The base layer: the rootfs task's reproducible tarball as it is. */
 async function baseFromRootfs(ctx: VgpuContext, layout: ImageLayout) {
   const rootfs = ctx.upstream.rootfs;
   if (!rootfs) throw new GuestError('E_PIPELINE_INVALID', 'vgpu-image needs a base: the rootfs task or vgpu.baseImage');
   const layer = await layout.addLayer(join(rootfs.dir, 'rootfs.tar'));
   const created = new Date(ctx.sourceDate * 1000).toISOString().replace(/\.000Z$/, 'Z');
-  return { layers: [layer.descriptor], diffIds: [layer.diffId], env: [] as string[], history: [{ created, created_by: `gpu-guest rootfs ${String(rootfs.result.distro)} ${String(rootfs.result.suite)}` }] };
+  return { layers: [layer.descriptor], osRelease: null, diffIds: [layer.diffId], env: [] as string[], history: [{ created, created_by: `gpu-guest rootfs ${String(rootfs.result.distro)} ${String(rootfs.result.suite)}` }] };
 }
 
 /** /driver/<name>.run and /usr/local/bin/nvidia-driver, packed reproducibly. */
