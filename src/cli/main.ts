@@ -83,6 +83,7 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .option('--timeout <seconds>', 'give up on the boot after this long', '300')
     .option('--memory <MiB>', 'guest memory', '1024')
     .option('--json', 'print the check results as JSON', false)
+    .option('--kernel-arg <param>', 'an extra kernel parameter for the boot, e.g. module.sig_enforce=1, repeatable', collect, [])
     .action(async (opts) => setStatus(await verifyCommand(opts, env)));
 
   addPipelineOptions(program.command('clean').description('remove the pipeline\'s out folder (all of the out folder without --vendor/--pipeline)'), env)

@@ -41,7 +41,7 @@ export function verifyInit(checks: GuestCheck[], fsType: string): string {
  * found); the GSP firmware of the version is there; nvidia-smi and libnvidia-ml are the modules'
  * version.
  */
-export function guestChecks(o: { release: string; options: string[]; modules: string[]; loadNames?: Record<string, string>; signer?: string; hook?: string; driverVersion?: string }): GuestCheck[] {
+export function guestChecks(o: { release: string; options: string[]; modules: string[]; loadNames?: Record<string, string>; signer?: string; hook?: string; driverVersion?: string; sigEnforced?: boolean }): GuestCheck[] {
   const checks: GuestCheck[] = [{ name: 'kernel-release', script: `r=$(uname -r); echo "$r"; [ "$r" = ${quote(o.release)} ]` }];
   for (const opt of o.options) {
     const unset = /^# (CONFIG_[A-Za-z0-9_]+) is not set$/.exec(opt);
@@ -61,7 +61,9 @@ export function guestChecks(o: { release: string; options: string[]; modules: st
     if (o.signer) checks.push({ name: `module-signer:${name}`, script: `s=$(chroot /mnt /sbin/modinfo -F signer ${quote(path)}); echo "signer $s"; [ "$s" = ${quote(o.signer)} ]` });
     if (o.driverVersion && name !== 'nvidia') {
       // needs nvidia loaded, which a VM without an NVIDIA GPU cannot: its dependencies must resolve
-      checks.push({ name: `module-deps:${name}`, script: `d=$(chroot /mnt /sbin/modprobe --show-depends ${quote(file)} 2>&1); r=$?; echo $d; [ $r -eq 0 ]` });
+      // modules.dep can name a file that is gone: every module it would insmod must be there
+      const missing = `for p in $(echo "$d" | sed -n 's/^insmod \\([^ ]*\\).*/\\1/p'); do [ -f "/mnt$p" ] || { echo "missing: $p"; exit 1; }; done`;
+      checks.push({ name: `module-deps:${name}`, script: `d=$(chroot /mnt /sbin/modprobe --show-depends ${quote(file)} 2>&1); r=$?; echo $d; [ $r -eq 0 ] || exit 1; ${missing}` });
       continue;
     }
     const noGpu = o.driverVersion && name === 'nvidia'
@@ -73,6 +75,10 @@ export function guestChecks(o: { release: string; options: string[]; modules: st
       name: `module-loads:${name}`,
       script: `m=${quote(name)}; out=$(chroot /mnt /sbin/modprobe "$m" 2>&1); if grep -qE ${quote(loaded)} /proc/modules; then echo loaded; ${noGpu}else echo "$out"; dmesg | grep -iE "$m|NVRM" | tail -n 6; false; fi`,
     });
+  }
+  if (o.signer && o.sigEnforced) {
+    // MODULE_SIG_FORCE=y or module.sig_enforce=1: the kernel loads nothing unsigned or signed by another key
+    checks.push({ name: 'module-sig-enforced', script: 'e=$(cat /sys/module/module/parameters/sig_enforce); echo "sig_enforce $e"; [ "$e" = Y ]' });
   }
   if (o.signer && mainModule) {
     // after modprobe nvidia: the kernel checked the signature against the certificate built into it

@@ -22,6 +22,16 @@ export interface VerifyOptions extends PipelineOptions {
   timeout: string;
   memory: string;
   json?: boolean;
+  /** Extra kernel parameters, e.g. the ones Kata passes (module.sig_enforce=1, …). */
+  kernelArg?: string[];
+}
+
+/** One kernel parameter each: no blank, no quote (QEMU's -append takes them space-separated). */
+export function checkKernelArgs(args: string[]): string[] {
+  for (const a of args) {
+    if (!/^[A-Za-z0-9_.-]+(=[^\s"']+)?$/.test(a)) throw new GuestError('E_USAGE', `--kernel-arg '${a}': expected one kernel parameter, name or name=value without blanks or quotes (repeat the flag for more)`);
+  }
+  return args;
 }
 
 /** gpu-guest verify: boots the built kernel with the built image in QEMU and checks the guest from inside. */
@@ -29,6 +39,7 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
   if (!['tcg', 'kvm'].includes(opts.accel)) throw new GuestError('E_USAGE', `--accel ${opts.accel}: expected tcg or kvm`);
   const timeoutS = Number(opts.timeout);
   if (!Number.isFinite(timeoutS) || timeoutS <= 0) throw new GuestError('E_USAGE', `--timeout ${opts.timeout}: expected seconds > 0`);
+  const kernelArgs = checkKernelArgs(opts.kernelArg ?? []);
   const loaded = env.loadGraph(opts);
   if (!loaded.graph.tasks.some((t) => t.kind === 'kernel-build')) {
     throw new GuestError('E_USAGE', `verify boots a guest, and pipeline ${loaded.graph.pipeline} builds none (for the vGPU manager image use push, or skopeo inspect)`);
@@ -59,18 +70,19 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
     const options = config ? parseRequested(readFileSync(join(config.outDir, 'requested.conf'), 'utf8')).map((r) => formatValue(r.symbol, r.value)) : [];
     const modules = driver?.result.modules ?? [];
     const hook = toolkit && toolkit.result.mode === 'oci-hook' ? HOOK_PATH : undefined;
-    const checks = guestChecks({ release, options: [...new Set(options)], modules, loadNames: driver?.result.loadNames, signer: driver?.result.signer, hook, driverVersion: driver?.result.driverVersion });
+    const sigEnforced = options.includes('CONFIG_MODULE_SIG_FORCE=y') || kernelArgs.some((a) => /^module\.sig_enforce=(1|y|Y)$/.test(a));
+    const checks = guestChecks({ release, options: [...new Set(options)], modules, loadNames: driver?.result.loadNames, signer: driver?.result.signer, hook, driverVersion: driver?.result.driverVersion, sigEnforced });
     const machine = loaded.graph.tasks.some((t) => t.id === 'driver') ? 'q35' : 'pc';
     // the NVIDIA topology Kata uses (q35, a PCIe root port, native hotplug): hot-plug a large-BAR device into it
     if (machine === 'q35') checks.push(...hotplugChecks(HOTPLUG_BAR_GIB));
     const initrd = await buildVerifyInitrd(work, verifyInit(checks, format), signals.signal);
     const consoleLog = join(logs, 'verify.log');
-    env.stdout(`booting ${release} with ${image.result.image} in qemu (${opts.accel}, at most ${timeoutS} s)\n`);
+    env.stdout(`booting ${release} with ${image.result.image} in qemu (${opts.accel}, at most ${timeoutS} s)${kernelArgs.length ? ` with ${kernelArgs.join(' ')}` : ''}\n`);
     const boot = await bootGuest({
       kernel: join(build.outDir, build.result.image),
       initrd,
       disk: join(image.outDir, image.result.image),
-      append: 'console=ttyS0 panic=-1 loglevel=4',
+      append: ['console=ttyS0 panic=-1 loglevel=4', ...kernelArgs].join(' '),
       accel: opts.accel as 'tcg' | 'kvm',
       machine,
       hotplug: machine === 'q35' ? { qmpSocket: join(work, 'qmp.sock'), memPath: join(work, 'bar.mem'), barGiB: HOTPLUG_BAR_GIB } : undefined,

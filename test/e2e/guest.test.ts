@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildNvidiaRun, moduleImports, NVIDIA_VERSION, openKernelResizePatch } from '../fixtures/driver.js';
@@ -7,9 +7,18 @@ import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } f
 import { testSigningKey, TEST_SIGNER } from '../fixtures/signing.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
 import { cliBin, run, sharedCacheDir, suiteDir, writePipeline, leakedMounts } from '../helpers.js';
-import { hotplugChecks, parseChecks, verifyInit } from '../../src/cli/verify-init.js';
+import { guestChecks, hotplugChecks, parseChecks, verifyInit } from '../../src/cli/verify-init.js';
 import { buildVerifyInitrd } from '../../src/cli/verify.js';
 import { bootGuest, ROOT_PORT_PREF64_GIB } from '../../src/sys/qemu.js';
+
+/** A module as it was before signing: the appended signature, its descriptor and the marker cut off. */
+function stripSignature(ko: Buffer): Buffer {
+  const marker = '~Module signature appended~\n';
+  if (ko.subarray(-marker.length).toString() !== marker) throw new Error('the module carries no appended signature');
+  // struct module_signature: 12 bytes, its last four the signature's length (big-endian)
+  const sigLen = ko.readUInt32BE(ko.length - marker.length - 4);
+  return ko.subarray(0, ko.length - marker.length - 12 - sigLen);
+}
 
 const version = debianKernelVersion();
 const release = `${version}-nvidia-gpu`;
@@ -121,6 +130,69 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
     const [hotplug] = parseChecks(boot.console, checks.map((c) => c.name)).filter((c) => c.name === 'pcie-hotplug');
     expect(hotplug).toMatchObject({ pass: false, detail: expect.stringMatching(/BAR2 was not assigned/) });
   }, 400_000);
+
+  it('verifies the guest with signature enforcement on (--kernel-arg module.sig_enforce=1): signed modules load', async () => {
+    const enforced = await run(cliBin, ['verify', ...args, '--kernel-arg', 'module.sig_enforce=1']);
+    expect(enforced.code, `${enforced.stdout}\n${enforced.stderr}`).toBe(0);
+    expect(enforced.stdout).toContain('with module.sig_enforce=1');
+    expect(enforced.stdout).toContain('pass  module-sig-enforced  sig_enforce Y');
+    expect(enforced.stdout).toContain('pass  module-loads:nvidia  loadable: every symbol resolved, no NVIDIA GPU in this VM (No such device)');
+    expect(enforced.stdout).toContain(`pass  module-signature-trusted  the kernel trusts ${TEST_SIGNER}'s signatures`);
+  }, 600_000);
+
+  it("fails a module the kernel refuses, with the kernel's and modprobe's own words: unsigned under enforcement, corrupt, a dependency gone", async () => {
+    const manifest = JSON.parse(readFileSync(join(out, 'nvidia-test/manifest.json'), 'utf8'));
+    const driver = manifest.tasks.find((t: { id: string }) => t.id === 'driver').result;
+    const inGuest = (name: string) => `/lib/modules/${release}/${driver.modules.find((m: string) => m.endsWith(`/${name}`))}`;
+    const checks = guestChecks({ release, options: [], modules: driver.modules, signer: driver.signer, driverVersion: driver.driverVersion, sigEnforced: true });
+    const boot = async (edit: (image: string, work: string) => void, append: string) => {
+      const work = suiteDir('gpu-guest-broken-');
+      const image = join(work, 'guest.img');
+      execFileSync('cp', ['--sparse=always', join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.img'), image]);
+      edit(image, work);
+      const b = await bootGuest({
+        kernel: join(out, 'nvidia-test/kernel', `vmlinuz-${release}`),
+        initrd: await buildVerifyInitrd(work, verifyInit(checks, 'ext4'), new AbortController().signal),
+        disk: image,
+        append: `console=ttyS0 panic=-1 loglevel=4 ${append}`,
+        accel: 'tcg',
+        machine: 'q35',
+        memoryMiB: 1024,
+        timeoutMs: 400_000,
+        logFile: join(work, 'console.log'),
+        doneMarker: /^GG-DONE/m,
+      });
+      return new Map(parseChecks(b.console, checks.map((c) => c.name)).map((r) => [r.name, r]));
+    };
+    // debugfs edits the copy's ext4 in place: replace a file with given bytes, or remove it
+    const replace = (image: string, work: string, path: string, bytes: Buffer) => {
+      const local = join(work, 'replacement');
+      writeFileSync(local, bytes);
+      execFileSync('debugfs', ['-w', '-R', `rm ${path}`, image], { stdio: 'ignore' });
+      execFileSync('debugfs', ['-w', '-R', `write ${local} ${path}`, image], { stdio: 'ignore' });
+    };
+    const dump = (image: string, work: string, path: string) => {
+      execFileSync('debugfs', ['-R', `dump ${path} ${join(work, 'dumped')}`, image], { stdio: 'ignore' });
+      return readFileSync(join(work, 'dumped'));
+    };
+
+    // nvidia.ko without its signature, on a kernel that enforces signatures
+    const unsigned = await boot((image, work) => replace(image, work, inGuest('nvidia.ko'), stripSignature(dump(image, work, inGuest('nvidia.ko')))), 'module.sig_enforce=1');
+    expect(unsigned.get('module-sig-enforced')).toMatchObject({ pass: true });
+    expect(unsigned.get('module-loads:nvidia')).toMatchObject({ pass: false, detail: expect.stringMatching(/Key was rejected by service/) });
+    expect(unsigned.get('module-signer:nvidia')).toMatchObject({ pass: false });
+
+    // nvidia.ko that is no ELF file at all, and nvidia-modeset.ko gone (nvidia-drm needs it)
+    const broken = await boot((image, work) => {
+      replace(image, work, inGuest('nvidia.ko'), Buffer.from('not a kernel module\n'.repeat(64)));
+      execFileSync('debugfs', ['-w', '-R', `rm ${inGuest('nvidia-modeset.ko')}`, image], { stdio: 'ignore' });
+    }, '');
+    expect(broken.get('module-loads:nvidia')).toMatchObject({ pass: false, detail: expect.stringMatching(/Exec format error|Invalid module format/i) });
+    expect(broken.get('module-present:nvidia-modeset')).toMatchObject({ pass: false });
+    expect(broken.get('module-deps:nvidia-drm')).toMatchObject({ pass: false, detail: expect.stringMatching(/missing: \S+\/nvidia-modeset\.ko/) });
+    // the modules left as they were still pass
+    expect(broken.get('module-deps:nvidia-uvm')).toMatchObject({ pass: true });
+  }, 1_200_000);
 
   it('keeps the module signing key out of every package, the rootfs and the image', () => {
     const files = [...readdirSync(join(out, 'nvidia-test/debs')).map((f) => join(out, 'nvidia-test/debs', f)), join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar')];

@@ -90,6 +90,10 @@ describe('renamed NVIDIA modules (Debian: nvidia-current*.ko behind modprobe ins
     expect(by('module-loads:nvidia')).toContain("'^nvidia |^nvidia_current '");
     expect(by('module-deps:nvidia-uvm')).toContain("--show-depends 'nvidia-current-uvm'");
     expect(by('driver-version')).toContain("modinfo -F version '/lib/modules/6.1.1-x/updates/dkms/nvidia-current.ko'");
+    // enforcement is checked only when it was asked for, and only with signed modules
+    expect(checks.some((c) => c.name === 'module-sig-enforced')).toBe(false);
+    const enforced = guestChecks({ release: '6.1.1-x', options: [], modules, signer: 'gpu-guest test', driverVersion: '535.261.03', sigEnforced: true });
+    expect(enforced.find((c) => c.name === 'module-sig-enforced')?.script).toContain('/sys/module/module/parameters/sig_enforce');
   });
 
   it('a Debian version without epoch and revision is the upstream version', () => {
