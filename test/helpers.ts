@@ -97,6 +97,8 @@ export interface ExecTask {
   crash?: string;
   /** A step kind other than the harness's own (to test an unknown kind). */
   kind?: string;
+  /** Keyed by what its upstreams made, not by their keys (early cutoff). */
+  cutoff?: boolean;
 }
 
 /** Writes a harness graph file and returns the common CLI arguments for it. */

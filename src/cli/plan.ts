@@ -30,7 +30,8 @@ export async function planCommand(opts: PlanOptions, env: CliEnv): Promise<numbe
 export function planToText(plan: Plan): string {
   const lines = [`pipeline ${plan.pipeline}`];
   for (const t of plan.tasks) {
-    lines.push(`${t.status.padEnd(6)} ${t.id.padEnd(14)} ${t.key.slice(0, 12)}  ${t.title}`);
+    // a key that waits for an upstream's output (early cutoff) is known only once that one has run
+    lines.push(`${t.status.padEnd(6)} ${t.id.padEnd(14)} ${(t.key ? t.key.slice(0, 12) : 'after '.concat(t.keyAfter ?? '')).padEnd(12)}  ${t.title}`);
     if (t.deps.length) lines.push(`         after: ${t.deps.join(', ')}`);
     for (const r of t.reasons) lines.push(`         why: ${r}`);
     const resolved = Object.entries(t.resolved).map(([k, v]) => `${k} ${typeof v === 'string' && /^[0-9a-f]{64}$/.test(v) ? `${v.slice(0, 12)}…` : JSON.stringify(v)}`);

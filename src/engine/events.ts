@@ -9,7 +9,7 @@ export type EngineEvent =
   | { type: 'task:wait'; time: number; id: string; holder: string }
   | { type: 'task:log'; time: number; id: string; line: string }
   | { type: 'task:progress'; time: number; id: string; label: string; done: number; total?: number }
-  | { type: 'task:end'; time: number; id: string; status: TaskEndStatus; durationMs: number; error?: { code: string; message: string; details: string[] }; logFile?: string }
+  | { type: 'task:end'; time: number; id: string; status: TaskEndStatus; durationMs: number; error?: { code: string; message: string; details: string[] }; logFile?: string; note?: string }
   | { type: 'run:end'; time: number; status: 'succeeded' | 'failed' | 'interrupted'; durationMs: number; results: TaskResult[] };
 
 

@@ -2,10 +2,10 @@ import { GuestError, isGuestError } from '../model/errors.js';
 import { canonicalJson, sha256Hex, type JsonObject } from '../model/json.js';
 import type { AnyStep, PreflightContext, StepLog, StepRegistry } from '../model/step.js';
 import { taskDeps, type KeyMaterial, type PlannedTask, type TaskGraph, type TaskSpec } from '../model/task.js';
-import type { CacheStore } from './cache.js';
+import type { CacheEntry, CacheStore } from './cache.js';
 import type { DigestMemo } from './digest.js';
 import { ancestorsOf, descendantsOf, requireTask, topoOrder } from './graph.js';
-import { describeChange, taskKey } from './key.js';
+import { cutoffRole, describeChange, outputIdentity, taskKey } from './key.js';
 
 /** Which tasks a command selects. Defaults: every task, nothing forced. */
 export interface Selection {
@@ -48,26 +48,27 @@ export async function planRun(graph: TaskGraph, selection: Selection, ctx: PlanC
   for (const id of selection.force ?? []) for (const d of descendantsOf(graph, id)) forced.add(d);
   const wanted = selection.only ? new Set([selection.only]) : selection.until ? ancestorsOf(graph, selection.until) : undefined;
 
-  const keys = new Map<string, string>();
   const materials = new Map<string, KeyMaterial>();
   const tasks: PlannedTask[] = [];
+  const byId = new Map<string, PlannedTask>();
   for (const task of order) {
     const step = ctx.steps.get(task.kind);
     if (!step) throw new GuestError('E_UNKNOWN_STEP', `task ${task.id} uses step kind ${task.kind}, which this gpu-guest does not have (update gpu-guest, or fix the pipeline)`);
     const { params, note } = await resolveParams(step, task, ctx);
+    const { upstream, keyAfter } = await upstreamIdentities(task, step, byId, forced, ctx.store);
     const material: KeyMaterial = {
       kind: task.kind,
       stepVersion: step.version,
       params: step.identity ? step.identity(params) : params,
       inputs: await ctx.memo.inputs(task.files),
-      upstream: Object.fromEntries(Object.entries(task.upstream).map(([role, id]) => [role, { task: id, by: 'key' as const, digest: keys.get(id)! }])),
+      upstream,
     };
-    const key = taskKey(material);
-    keys.set(task.id, key);
+    // a key that waits for an upstream's output is made once that upstream has run (runPlan)
+    const key = keyAfter ? '' : taskKey(material);
     materials.set(task.id, material);
-    const cached = (await ctx.store.get(key)) !== undefined;
+    const cached = key !== '' && (await ctx.store.get(key)) !== undefined;
     const resolved = Object.fromEntries(Object.entries(params).filter(([k, v]) => canonicalJson(v) !== canonicalJson(task.params[k] ?? null)));
-    const planned: PlannedTask = { id: task.id, kind: task.kind, title: task.title, key, deps: taskDeps(task), params, resolved, inputs: material.inputs, status: 'run', cached, forced: false, reasons: [] };
+    const planned: PlannedTask = { id: task.id, kind: task.kind, title: task.title, key, deps: taskDeps(task), params, resolved, inputs: material.inputs, status: 'run', cached, forced: false, reasons: [], ...(keyAfter ? { keyAfter } : {}) };
     if (wanted && !wanted.has(task.id)) {
       planned.status = 'skip';
       planned.reasons = [selection.only ? `not selected (--only ${selection.only})` : `after --until ${selection.until}`];
@@ -76,11 +77,14 @@ export async function planRun(graph: TaskGraph, selection: Selection, ctx: PlanC
       planned.reasons = [(selection.force ?? []).includes(task.id) ? 'forced' : 'forced (depends on a forced task)'];
     } else if (cached) {
       planned.status = 'cached';
+    } else if (keyAfter) {
+      planned.reasons = [`${keyAfter} runs first: cached if what it makes comes out the same`];
     } else {
       planned.reasons = whyRun(ctx.store.lastMaterial(graph.pipeline, task.id), material);
     }
     if (note) planned.reasons.push(note);
     tasks.push(planned);
+    byId.set(task.id, planned);
   }
   // every input that can be checked without running anything, before anything runs
   for (const planned of tasks) {
@@ -90,6 +94,44 @@ export async function planRun(graph: TaskGraph, selection: Selection, ctx: PlanC
   }
   if (selection.only) requireCachedDeps(tasks, selection.only);
   return { pipeline: graph.pipeline, tasks, materials };
+}
+
+/**
+ * How each upstream enters the key: by its key, or by its output (early cutoff) when the step reads
+ * only that. An output is known when the upstream's entry is there and will not be rebuilt; else
+ * the key waits for the upstream (keyAfter: the first task up the graph that must run first).
+ */
+async function upstreamIdentities(task: TaskSpec, step: AnyStep, planned: Map<string, PlannedTask>, forced: Set<string>, store: CacheStore): Promise<{ upstream: KeyMaterial['upstream']; keyAfter?: string }> {
+  const upstream: KeyMaterial['upstream'] = {};
+  let keyAfter: string | undefined;
+  for (const [role, id] of Object.entries(task.upstream)) {
+    const up = planned.get(id)!;
+    const read = cutoffRole(step, role);
+    if (!read) {
+      upstream[role] = { task: id, by: 'key', digest: up.key };
+      keyAfter ??= up.keyAfter;
+      continue;
+    }
+    const entry = up.key && up.cached && !forced.has(id) ? await store.get(up.key) : undefined;
+    upstream[role] = { task: id, by: 'output', digest: entry ? outputIdentity(id, entry.meta, read) : '' };
+    if (!entry) keyAfter ??= up.keyAfter ?? id;
+  }
+  return { upstream, keyAfter };
+}
+
+/**
+ * The key of a task that waited for its upstreams' outputs (early cutoff), now that they are done:
+ * its key material completed from their entries.
+ */
+export function settleKey(task: PlannedTask, spec: TaskSpec, step: AnyStep, material: KeyMaterial, entries: Map<string, CacheEntry>): string {
+  for (const [role, id] of Object.entries(spec.upstream)) {
+    const entry = entries.get(id)!;
+    const read = cutoffRole(step, role);
+    material.upstream[role] = read ? { task: id, by: 'output', digest: outputIdentity(id, entry.meta, read) } : { task: id, by: 'key', digest: entry.key };
+  }
+  task.key = taskKey(material);
+  delete task.keyAfter;
+  return task.key;
 }
 
 function whyRun(last: KeyMaterial | undefined, now: KeyMaterial): string[] {

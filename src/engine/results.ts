@@ -20,6 +20,7 @@ export function readResult<K extends keyof StepResults>(entry: CacheEntry, kind:
 /** The built entry of the (first) task of a kind in a plan, typed; undefined when the plan has no such task or it is not built. */
 export async function builtEntryOfKind<K extends keyof StepResults>(plan: Plan, store: CacheStore, kind: K): Promise<TypedEntry<K> | undefined> {
   const task = plan.tasks.find((t) => t.kind === kind);
-  const entry = task ? await store.get(task.key) : undefined;
+  // no key yet: an upstream it is keyed by the output of must run first, so nothing of it is built
+  const entry = task?.key ? await store.get(task.key) : undefined;
   return entry ? readResult(entry, kind) : undefined;
 }

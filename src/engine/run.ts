@@ -8,7 +8,8 @@ import { TaskLog } from '../sys/task-log.js';
 import type { CacheEntry, CacheStore } from './cache.js';
 import { digestOutputs } from './outputs.js';
 import type { EventBus } from './events.js';
-import type { Plan } from './plan.js';
+import { cutoffRole } from './key.js';
+import { settleKey, type Plan } from './plan.js';
 import { Schedule } from './schedule.js';
 
 export interface RunOptions {
@@ -71,7 +72,7 @@ export async function runPlan(plan: Plan, graph: TaskGraph, steps: StepRegistry,
           end(t, 'skipped', 0, { error: { code: 'E_UPSTREAM_FAILED', message: `not run: ${d.because} did not succeed`, details: [] } });
           continue;
         }
-        const job = runTask(t, specs.get(t.id)!, { steps, store, bus, opts, entries, plan }).then((r) => {
+        const job = startTask(t, specs.get(t.id)!, { steps, store, bus, opts, entries, plan }).then((r) => {
           results.set(t.id, { id: t.id, status: r.status, durationMs: r.durationMs, key: t.key });
           if (r.entry) entries.set(t.id, r.entry);
           if (r.failure && !failure) failure = r.failure;
@@ -109,7 +110,19 @@ interface TaskRunResult {
   failure?: RunOutcome['failure'];
 }
 
-async function runTask(t: PlannedTask, spec: TaskSpec, env: TaskRunEnv): Promise<TaskRunResult> {
+/**
+ * Runs a task whose upstreams are done. A key that waited for upstream outputs (early cutoff) is
+ * made first: when they came out as before, the key is one the cache has and the task is cached.
+ */
+async function startTask(t: PlannedTask, spec: TaskSpec, env: TaskRunEnv): Promise<TaskRunResult> {
+  if (!t.keyAfter) return runTask(t, spec, env);
+  const step = env.steps.get(t.kind)!;
+  settleKey(t, spec, step, env.plan.materials.get(t.id)!, env.entries);
+  const outputs = Object.entries(spec.upstream).filter(([role]) => cutoffRole(step, role)).map(([, id]) => id);
+  return runTask(t, spec, env, `what ${outputs.join(' and ')} made is unchanged`);
+}
+
+async function runTask(t: PlannedTask, spec: TaskSpec, env: TaskRunEnv, cachedNote?: string): Promise<TaskRunResult> {
   const { store, bus, opts } = env;
   const logFile = join(opts.logsDir, `${t.id}.log`);
   let release: () => Promise<void>;
@@ -124,9 +137,9 @@ async function runTask(t: PlannedTask, spec: TaskSpec, env: TaskRunEnv): Promise
   try {
     const existing = t.forced ? undefined : await store.get(t.key);
     if (existing) {
-      // Another process built it while we waited for the lock.
+      // Another process built it while we waited for the lock, or (cachedNote) the upstream outputs it reads are unchanged.
       store.rememberMaterial(env.plan.pipeline, t.id, env.plan.materials.get(t.id)!);
-      bus.emit({ type: 'task:end', time: Date.now(), id: t.id, status: 'cached', durationMs: 0 });
+      bus.emit({ type: 'task:end', time: Date.now(), id: t.id, status: 'cached', durationMs: 0, ...(cachedNote ? { note: cachedNote } : {}) });
       return { status: 'cached', durationMs: 0, entry: existing };
     }
     return await executeStep(t, spec, env.steps.get(t.kind)!, env, logFile);

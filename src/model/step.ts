@@ -75,6 +75,12 @@ export interface PreflightContext {
  * One step kind. Steps never import each other: the engine hands them their upstream results by
  * role, typed by U, and records what run() returns (R) for the steps and commands downstream.
  */
+/** What of an upstream a step reads, for early cutoff (see StepDefinition.cutoff). */
+export interface CutoffRole {
+  files?: string[];
+  result?: boolean;
+}
+
 export interface StepDefinition<P extends object = JsonObject, U extends UpstreamResults = UpstreamResults, R extends JsonObject = JsonObject> {
   kind: string;
   /** Bump when the step's logic changes what it produces: it changes every key of this kind. */
@@ -85,6 +91,13 @@ export interface StepDefinition<P extends object = JsonObject, U extends Upstrea
   publish?: string;
   /** Output paths (prefixes) not digested into the entry's metadata (a whole kernel tree). */
   undigested?: string[];
+  /**
+   * Early cutoff: upstream roles keyed by what the upstream produced instead of by its key, so an
+   * upstream rerun that yields the same output leaves this task cached. Per role (or `*` for every
+   * role): the output files this step reads of it (all digested outputs when absent), and whether
+   * it reads the upstream's result too. The step must read nothing else of that upstream.
+   */
+  cutoff?: { [role: string]: CutoffRole };
   /**
    * Turns declared parameters into exact ones before keying, e.g. a version range into the
    * version a mirror lists. The result replaces params and shows in `plan`. Throws

@@ -80,6 +80,11 @@ export interface PlannedTask {
   resolved: JsonObject;
   /** Input files by role, with their digests. */
   inputs: { [role: string]: Json };
+  /**
+   * Set while the key cannot be known yet: it depends on the output of this upstream task, which
+   * runs first (early cutoff). The key is made, and the cache asked again, once that task is done.
+   */
+  keyAfter?: string;
 }
 
 export type TaskEndStatus = 'succeeded' | 'cached' | 'failed' | 'cancelled' | 'skipped';

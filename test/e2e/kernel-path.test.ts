@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, closeSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, closeSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -98,6 +98,16 @@ describe('nvidia kernel path end to end (kernel.org-style mirror → debs)', () 
     expect(readFileSync(join(moved, 'entries', debsTask.key, 'log.txt'), 'utf8')).not.toMatch(/^ {2}(CC|LD|AS) /m);
     expect(leakedMounts(moved)).toEqual([]);
   });
+
+  it('compiles nothing when a fragment edit leaves the .config as it was (early cutoff)', async () => {
+    const same = join(suiteDir('gpu-guest-cutoff-'), 'same.conf');
+    writeFileSync(same, '# asks for what the guest already has: the final .config stays the same\nCONFIG_PCI_MMCONFIG=y\n');
+    const r = await run(cliBin, ['build', '--until', 'kernel-debs', '--pipeline', pipelineFile, '--cache-dir', sharedCacheDir(), '--out-dir', join(out, '..', 'cutoff-out'), '--fragment', same]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/succeeded kernel-config/);
+    expect(r.stdout).toMatch(/cached kernel-build: what kernel-config made is unchanged/);
+    expect(r.stdout).toMatch(/cached kernel-debs/);
+  }, 600_000);
 
   it('does nothing on a second run: every task comes from the cache', async () => {
     const again = await run(cliBin, ['build', '--until', 'kernel-debs', '--pipeline', pipelineFile, '--cache-dir', sharedCacheDir(), '--out-dir', out]);

@@ -30,7 +30,7 @@ export function createPlainReporter(write: (line: string) => void, now: () => Da
       }
       case 'task:end': {
         const took = e.status === 'succeeded' || e.status === 'failed' ? ` in ${formatDuration(e.durationMs)}` : '';
-        const why = e.error ? `: ${e.error.code}: ${e.error.message}` : '';
+        const why = e.error ? `: ${e.error.code}: ${e.error.message}` : e.note ? `: ${e.note}` : '';
         out(`${e.status.padEnd(6)} ${e.id}${took}${why}`);
         break;
       }

@@ -88,7 +88,7 @@ export function createTtyReporter(write: (text: string) => void = (t) => process
     // every ending settles the line, `cached` too: a task another process built while this one
     // waited for its lock ends as cached, and an unsettled line would keep listr2 running forever
     if (e.status === 'failed') p.reject(`${p.title}: ${e.error?.code}: ${e.error?.message}`);
-    else p.resolve(e.status, e.status === 'succeeded' ? formatDuration(e.durationMs) : e.error?.message);
+    else p.resolve(e.status, e.status === 'succeeded' ? formatDuration(e.durationMs) : (e.error?.message ?? e.note));
   };
 
   const withTask = (id: string, fn: (p: Pending) => void) => {

@@ -32,6 +32,8 @@ export const image: StepDefinition<ImageParams, ImageInputs, ImageResult> = {
   version: 3,
   resources: { cpu: 1 },
   publish: '.',
+  // early cutoff: a rootfs task that reran and made the same tarball leaves the image cached
+  cutoff: { rootfs: { result: true } },
   run: (ctx) => makeImage(ctx),
 };
 

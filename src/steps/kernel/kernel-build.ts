@@ -22,6 +22,8 @@ export const kernelBuild: StepDefinition<BuildParams, BuildInputs, KernelBuildRe
   resources: { cpu: 'all' },
   publish: 'kernel',
   undigested: ['build'],
+  // early cutoff: keyed by the final .config, so a fragment edit that leaves it as it was compiles nothing
+  cutoff: { config: { files: ['config'] } },
   run: (ctx) => buildKernel(ctx),
 };
 
