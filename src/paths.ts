@@ -1,9 +1,15 @@
+import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The gpu-guest installation: the folder holding package.json, pipelines/ and kernel-configs/. */
 export const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** This gpu-guest's version (package.json). */
+export function gpuGuestVersion(): string {
+  return (JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { version: string }).version;
+}
 
 /** `$XDG_CACHE_HOME/gpu-guest`, else `~/.cache/gpu-guest`. */
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {

@@ -3,6 +3,7 @@ import { GuestError } from '../model/errors.js';
 import { EventBus } from '../engine/events.js';
 import { planRun, type Selection } from '../engine/plan.js';
 import { publishOutputs } from '../engine/publish.js';
+import { gpuGuestVersion } from '../paths.js';
 import { createEventsFileReporter } from '../engine/report/events-file.js';
 import { createJsonReporter } from '../engine/report/json.js';
 import { createPlainReporter } from '../engine/report/plain.js';
@@ -50,7 +51,7 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
     });
     for (const r of reporters) await r.close?.();
     // out/ shows the last successful build: a failed or interrupted one leaves its logs, never a partial set of artifacts
-    if (outcome.status === 'succeeded') publishOutputs(plan, outcome, env.steps, loaded.pipelineOut);
+    if (outcome.status === 'succeeded') publishOutputs(plan, outcome, env.steps, loaded.pipelineOut, gpuGuestVersion());
     if (outcome.status === 'interrupted') {
       env.stderr('interrupted: running tasks were stopped and left no cache entry; run the same command again to continue\n');
       return 130;

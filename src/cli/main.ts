@@ -1,9 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { exitStatusFor, isGuestError, messageOf } from '../model/errors.js';
 import { redact } from '../model/redact.js';
-import { defaultCacheDir, projectRoot } from '../paths.js';
+import { defaultCacheDir, gpuGuestVersion } from '../paths.js';
 import { builtinSteps } from '../steps/index.js';
 import { buildCommand } from './build.js';
 import { cleanCommand } from './clean.js';
@@ -42,7 +40,7 @@ function addSelectionOptions(cmd: Command): Command {
 
 /** Builds the commander program. Each action resolves to an exit status. */
 export function createProgram(env: CliEnv, setStatus: (n: number) => void): Command {
-  const version = (JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { version: string }).version;
+  const version = gpuGuestVersion();
   const program = new Command('gpu-guest')
     .description('Build GPU-enabled guest kernels, root filesystems and images for Kata Containers and KubeVirt')
     .version(version)

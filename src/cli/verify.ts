@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { GuestError } from '../model/errors.js';
 import { planRun } from '../engine/plan.js';
 import { builtEntryOfKind } from '../engine/results.js';
+import { checkPublishedSums, SHA256SUMS } from '../engine/publish.js';
 import { packInitramfs } from '../sys/rootfs-tar.js';
 import { requireHostTools } from '../sys/host-tools.js';
 import { bootGuest } from '../sys/qemu.js';
@@ -12,7 +13,7 @@ import { TaskLog } from '../sys/task-log.js';
 import { formatValue, parseRequested } from '../sys/kconfig/options.js';
 import { openCache, prepareOut, type CliEnv, type PipelineOptions } from './context.js';
 import { abortOnSignals } from './signals.js';
-import { guestChecks, hotplugChecks, parseChecks, verifyInit } from './verify-init.js';
+import { guestChecks, hotplugChecks, parseChecks, verifyInit, type CheckResult } from './verify-init.js';
 
 /** The BAR of the device verify hot-plugs: several GiB, as a datacenter GPU's (the root port reserves 32). */
 const HOTPLUG_BAR_GIB = 16;
@@ -92,7 +93,7 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
       signal: signals.signal,
       doneMarker: /^GG-DONE/m,
     });
-    const results = parseChecks(boot.console, checks.map((c) => c.name));
+    const results = [await publishedSumsResult(loaded.pipelineOut), ...parseChecks(boot.console, checks.map((c) => c.name))];
     if (machine === 'pc') results.push({ name: 'pcie-hotplug', pass: true, skipped: true, detail: "machine pc (Kata's topology for this guest) has no PCIe root port: devices go onto the root bus" });
     if (opts.json) env.stdout(`${JSON.stringify({ release, results, timedOut: boot.timedOut, console: consoleLog })}\n`);
     else for (const r of results) env.stdout(`${r.skipped ? 'skip' : r.pass ? 'pass' : 'FAIL'}  ${r.name}${r.detail ? `  ${r.detail}` : ''}\n`);
@@ -108,6 +109,14 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
     signals.dispose();
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** On the host: out/<pipeline>/ holds what the build published, file by file (SHA256SUMS). */
+async function publishedSumsResult(pipelineOut: string): Promise<CheckResult> {
+  const sums = await checkPublishedSums(pipelineOut);
+  if (!sums) return { name: 'out-sha256sums', pass: true, skipped: true, detail: `no ${SHA256SUMS} in ${pipelineOut}: nothing was published there (gpu-guest build writes it)` };
+  if (sums.wrong.length) return { name: 'out-sha256sums', pass: false, detail: `${sums.wrong.length} of ${sums.files} files in ${pipelineOut} do not match ${SHA256SUMS}: ${sums.wrong.slice(0, 3).join('; ')} (build again to publish them anew)` };
+  return { name: 'out-sha256sums', pass: true, detail: `${sums.files} files in ${pipelineOut} match ${SHA256SUMS}` };
 }
 
 /** A gzip'd cpio with the host's static busybox and the check script as /init. */
