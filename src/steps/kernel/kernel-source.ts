@@ -52,7 +52,8 @@ async function resolveSource(p: SourceParams, files: StepContext['files'], ctx: 
   const out = { ...p };
   if (files.tarball) return out; // a local file: keyed by its content digest
   if (p.tarball?.startsWith('apt:')) {
-    const pkg = await aptShow(p.tarball.slice(4));
+    // remembered against apt's own state: a no-op build does not wait for apt-cache
+    const pkg = await aptShow(p.tarball.slice(4), { dir: join(ctx.cacheDir, 'resolutions'), write: ctx.network });
     return { ...out, aptVersion: pkg.version, sha256: pkg.sha256 };
   }
   if (p.tarball) {
