@@ -33,9 +33,17 @@ export function jobs(): number {
   return Math.max(1, cpus().length);
 }
 
-/** `CC=ccache gcc` when the host has ccache: a hit gives the same object, so the output is unchanged. */
-export async function ccacheArgs(): Promise<string[]> {
-  return (await which('ccache', { nothrow: true })) ? ['CC=ccache gcc', 'HOSTCC=ccache gcc'] : [];
+/**
+ * ccache for kernel and module builds when the host has it: `CC=ccache gcc`, its store in the
+ * gpu-guest cache (<cache>/ccache), shared by every key. Every kernel make sees its trees at the same
+ * paths (kernelTreePaths), so a rebuild after a fragment change, or another guest's kernel, reuses
+ * every object whose preprocessed source is the same. A hit gives the same object: outputs are
+ * unchanged.
+ */
+export async function ccache(cacheDir: string): Promise<{ args: string[]; env: NodeJS.ProcessEnv }> {
+  if (!(await which('ccache', { nothrow: true }))) return { args: [], env: {} };
+  // NOHASHDIR: the working folder is not part of what is hashed (it is the same path anyway)
+  return { args: ['CC=ccache gcc', 'HOSTCC=ccache gcc'], env: { CCACHE_DIR: process.env.CCACHE_DIR ?? join(cacheDir, 'ccache'), CCACHE_NOHASHDIR: '1' } };
 }
 
 /** Lines worth showing when a kernel build fails: compiler and make errors, not the whole log. */
@@ -53,13 +61,13 @@ export const KBUILD_ROOT = '/var/tmp/gpu-guest/kbuild';
  * .cmd file's command line), so packaging a copy at another path, or a cache that was moved or
  * restored elsewhere, would recompile everything or read a source that is gone. Each make therefore
  * runs in a private mount namespace with the kernel source bind-mounted read-only at `source` and
- * the folder holding the object tree at `folder` (the tree is `objtree`): paths that depend on the
- * kernel-build key only, never on where the cache is, and nothing left mounted on the host whatever
- * happens to the process. Namespaces are private, so builds of the same key do not meet there.
+ * the folder holding the object tree at `folder` (the tree is `objtree`): the same paths for every
+ * build, never depending on where the cache is (so ccache and reproducibility see one path too), and
+ * nothing left mounted on the host whatever happens to the process. Namespaces are private, so
+ * builds running at the same time do not meet there.
  */
-export function kernelTreePaths(buildKey: string): { root: string; source: string; folder: string; objtree: string } {
-  const root = join(KBUILD_ROOT, buildKey.slice(0, 16));
-  return { root, source: join(root, 'src'), folder: join(root, 'out'), objtree: join(root, 'out', 'build') };
+export function kernelTreePaths(): { source: string; folder: string; objtree: string } {
+  return { source: join(KBUILD_ROOT, 'src'), folder: join(KBUILD_ROOT, 'out'), objtree: join(KBUILD_ROOT, 'out', 'build') };
 }
 
 /**
@@ -67,8 +75,8 @@ export function kernelTreePaths(buildKey: string): { root: string; source: strin
  * (kernelTreePaths); compiler errors explain a failure. `readOnly` keeps the object tree as it is
  * too (an out-of-tree module build reads a cached kernel tree); the source is always read-only.
  */
-export function makeAtStablePath(log: StepLog, trees: { folder: string; source: string }, buildKey: string, makeArgv: string[], opts: RunOptions & { readOnly?: boolean } = {}): Promise<string> {
-  const at = kernelTreePaths(buildKey);
+export function makeAtStablePath(log: StepLog, trees: { folder: string; source: string }, makeArgv: string[], opts: RunOptions & { readOnly?: boolean } = {}): Promise<string> {
+  const at = kernelTreePaths();
   mkdirSync(at.folder, { recursive: true });
   mkdirSync(at.source, { recursive: true });
   const folderRo = opts.readOnly ? ' && mount -o remount,bind,ro "$4"' : '';

@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import { GuestError } from '../../model/errors.js';
 import type { KernelBuildResult, KernelConfigResult, KernelSourceResult } from '../../model/results.js';
 import { requireHostTools } from '../../sys/host-tools.js';
-import { ccacheArgs, jobs, kbuildEnv, kernelTreePaths, makeArgs, makeAtStablePath } from '../../sys/kbuild.js';
+import { ccache, jobs, kbuildEnv, kernelTreePaths, makeArgs, makeAtStablePath } from '../../sys/kbuild.js';
 import { parseDotConfig } from '../../sys/kconfig/options.js';
 import { SIGNING_PEM } from '../../sys/module-signing.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
@@ -18,7 +18,7 @@ type BuildInputs = { source: KernelSourceResult; config: KernelConfigResult };
 
 export const kernelBuild: StepDefinition<BuildParams, BuildInputs, KernelBuildResult> = {
   kind: 'kernel-build',
-  version: 3,
+  version: 4,
   resources: { cpu: 'all' },
   publish: 'kernel',
   undigested: ['build'],
@@ -36,12 +36,13 @@ async function buildKernel(ctx: StepContext<BuildParams, BuildInputs>): Promise<
   copyFileSync(config, join(ctx.outDir, 'build', '.config'));
   writeSigningKey(ctx);
   // make sees the trees at paths that kernel-debs and driver-modules will use again (see kernelTreePaths)
-  const at = kernelTreePaths(ctx.key);
-  const env = kbuildEnv(ctx.sourceDate);
-  const make = (args: string[], capture = false) => makeAtStablePath(ctx.log, { folder: ctx.outDir, source: tree }, ctx.key, args, { env, signal: ctx.signal, capture });
+  const at = kernelTreePaths();
+  const cc = await ccache(ctx.cacheDir);
+  const env = kbuildEnv(ctx.sourceDate, cc.env);
+  const make = (args: string[], capture = false) => makeAtStablePath(ctx.log, { folder: ctx.outDir, source: tree }, args, { env, signal: ctx.signal, capture });
   const modules = parseDotConfig(readFileSync(config, 'utf8')).get('MODULES') === 'y';
-  const extra = await ccacheArgs();
-  if (extra.length) ctx.log.info('using ccache');
+  const extra = cc.args;
+  if (extra.length) ctx.log.info(`using ccache (${cc.env.CCACHE_DIR})`);
   const targets = ['bzImage', ...(modules ? ['modules'] : [])];
   await make([...makeArgs(at.source, at.objtree, `-j${jobs()}`, ...targets), ...extra]);
   const release = (await make(['-s', ...makeArgs(at.source, at.objtree, 'kernelrelease')], true)).trim();

@@ -20,7 +20,7 @@ type PackagesInputs = { source: KernelSourceResult; build: KernelBuildResult };
 
 export const kernelDebs: StepDefinition<PackagesParams, PackagesInputs, KernelPackagesResult> = {
   kind: 'kernel-debs',
-  version: 4,
+  version: 5,
   resources: { cpu: 'all' },
   publish: 'debs',
   run: (ctx) => packageKernel(ctx),
@@ -35,12 +35,11 @@ async function packageKernel(ctx: StepContext<PackagesParams, PackagesInputs>): 
   mkdirSync(pkgDir);
   // cp -a keeps timestamps; the stable path keeps the recorded paths: make finds everything up to date
   await runLogged(ctx.log, 'cp', ['-a', join(build.dir, 'build'), join(pkgDir, 'build')], { signal: ctx.signal });
-  const buildKey = build.result.buildKey;
-  const at = kernelTreePaths(buildKey);
+  const at = kernelTreePaths();
   const trees = { folder: pkgDir, source: sourceTree };
   const version = packageVersion ?? `${build.result.version}-1`;
   const env = kbuildEnv(ctx.sourceDate, { KDEB_PKGVERSION: version, PATH: `${dateShim(ctx.workDir)}:${process.env.PATH}` });
-  const make = (args: string[]) => makeAtStablePath(ctx.log, trees, buildKey, args, { env, signal: ctx.signal });
+  const make = (args: string[]) => makeAtStablePath(ctx.log, trees, args, { env, signal: ctx.signal });
   if (format === 'rpm') {
     if (!(await which('rpmbuild', { nothrow: true }))) throw new GuestError('E_MISSING_TOOL', 'kernel.packages is rpm, but rpmbuild is not installed (run as root: apt-get install -y rpm; or use packages: deb)');
     // rpmbuild's top folder through ~/.rpmmacros of a private HOME: no path goes through a shell string
@@ -48,7 +47,7 @@ async function packageKernel(ctx: StepContext<PackagesParams, PackagesInputs>): 
     const home = join(ctx.workDir, 'home');
     mkdirSync(home);
     writeFileSync(join(home, '.rpmmacros'), `%_topdir ${top}\n`);
-    const rpmMake = (args: string[]) => makeAtStablePath(ctx.log, trees, buildKey, args, { env: { ...env, HOME: home }, signal: ctx.signal });
+    const rpmMake = (args: string[]) => makeAtStablePath(ctx.log, trees, args, { env: { ...env, HOME: home }, signal: ctx.signal });
     await rpmMake(makeArgs(at.source, at.objtree, `-j${jobs()}`, 'binrpm-pkg'));
     return collectRpms(ctx, join(top, 'RPMS'), build.result.kernelRelease);
   }

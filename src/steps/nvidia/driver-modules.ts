@@ -7,7 +7,7 @@ import type { StepContext, StepDefinition } from '../../model/step.js';
 import { assertTarArchive } from '../../sys/archive.js';
 import { checkPinnedFile, downloadVerified } from '../../sys/download.js';
 import { runLogged } from '../../sys/exec.js';
-import { ccacheArgs, jobs, kbuildEnv, kernelTreePaths, makeAtStablePath } from '../../sys/kbuild.js';
+import { ccache, jobs, kbuildEnv, kernelTreePaths, makeAtStablePath } from '../../sys/kbuild.js';
 import { redact } from '../../model/redact.js';
 import { preflightDriverRun } from './driver-run.js';
 import { applyPatches, checkBuiltModule, extractCheckedRun, findModules, firstCompilerError } from './driver-tree.js';
@@ -35,7 +35,7 @@ const TREE = 'modules';
  */
 export const driverModules: StepDefinition<ModulesParams, ModulesInputs, DriverModulesResult> = {
   kind: 'driver-modules',
-  version: 3,
+  version: 4,
   resources: { cpu: 'all' },
   // the pinned sha256s are the identity: where the bytes come from is not
   identity: ({ run, tarball, ...rest }) => ({ ...rest, run: tarball ? null : run.sha256, tarball: tarball?.sha256 ?? null }) as JsonObject,
@@ -66,15 +66,15 @@ async function buildModules(ctx: StepContext<ModulesParams, ModulesInputs>): Pro
   }
 
   // the kernel tree read-only at its stable path: NVIDIA's conftest and kbuild read it, never write it
-  const buildKey = build.result.buildKey;
-  const at = kernelTreePaths(buildKey);
+  const at = kernelTreePaths();
   const kernelVars = [`SYSSRC=${at.source}`, `SYSOUT=${at.objtree}`];
-  const env = kbuildEnv(ctx.sourceDate);
+  const cc = await ccache(ctx.cacheDir);
+  const env = kbuildEnv(ctx.sourceDate, cc.env);
   const trees = { folder: build.dir, source: join(ctx.upstream.source.dir, 'tree') };
-  const makeIn = (dir: string, args: string[]) => makeAtStablePath(ctx.log, trees, buildKey, ['-C', dir, ...kernelVars, ...args], { env, signal: ctx.signal, readOnly: true, quiet: true });
+  const makeIn = (dir: string, args: string[]) => makeAtStablePath(ctx.log, trees, ['-C', dir, ...kernelVars, ...args], { env, signal: ctx.signal, readOnly: true, quiet: true });
   const buildDir = from === 'release' ? top : tree;
   try {
-    await makeIn(buildDir, [`-j${jobs()}`, ...(await ccacheArgs()), 'modules']);
+    await makeIn(buildDir, [`-j${jobs()}`, ...cc.args, 'modules']);
   } catch (err) {
     if (err instanceof GuestError && err.code === 'E_INTERRUPTED') throw err;
     // the compiler's lines are in the log's tail; makeAtStablePath's failure already carries them as details
