@@ -142,6 +142,24 @@ export type VgpuImageResult = {
   driverVersion: string;
 };
 
+/** vgpu.hostKernels: NVIDIA's modules prebuilt per node kernel, with what they need of the kernel's. */
+export type VgpuHostModulesResult = {
+  driverVersion: string;
+  /** The folder in the entry: <folder>/<release>/ is laid out as /lib/modules/<release>/. */
+  folder: string;
+  releases: {
+    release: string;
+    /** The distribution's headers package it was built against. */
+    headers: { package: string; version: string; sha256: string | null };
+    /** The distribution's image package the kernel's own modules come from. */
+    image: { package: string; file: string; sha256: string };
+    /** NVIDIA's, relative to <folder>/<release>/ (updates/nvidia/…). */
+    modules: string[];
+    /** The kernel's modules NVIDIA's depend on, relative to <folder>/<release>/. */
+    dependencies: string[];
+  }[];
+};
+
 /** The result type of every built-in step kind, by kind. */
 export type StepResults = {
   'kernel-source': KernelSourceResult;
@@ -155,4 +173,5 @@ export type StepResults = {
   toolkit: ToolkitResult;
   image: ImageResult;
   'vgpu-image': VgpuImageResult;
+  'vgpu-host-modules': VgpuHostModulesResult;
 };

@@ -189,10 +189,23 @@ function compileVgpuGraph(p: Pipeline): TaskGraph {
     tasks.push(base);
   }
   const name = v.path ? v.path.split('/').pop()! : v.url ? new URL(v.url).pathname.split('/').pop()! : `NVIDIA-Linux-x86_64-${v.version}-vgpu-kvm.run`;
+  const upstream: TaskSpec['upstream'] = tasks.length ? { rootfs: 'rootfs' } : {};
+  if (v.hostKernels.length) {
+    tasks.push({
+      id: 'vgpu-host-modules',
+      kind: 'vgpu-host-modules',
+      upstream: { rootfs: 'rootfs' },
+      title: `build the NVIDIA ${v.version} modules for the node kernels ${v.hostKernels.join(', ')}`,
+      params: { version: v.version!, sha256: v.sha256, url: v.path ? null : (v.url ?? null), releases: [...v.hostKernels].sort() },
+      files: { recipe: resolve(projectRoot, 'rootfs', p.rootfs.distro) },
+      ...(v.path ? { locations: { run: v.path } } : {}),
+    });
+    upstream.hostModules = 'vgpu-host-modules';
+  }
   tasks.push({
     id: 'vgpu-image',
     kind: 'vgpu-image',
-    upstream: tasks.length ? { rootfs: 'rootfs' } : {},
+    upstream,
     title: `build the vGPU manager image ${v.registry}/vgpu-manager:${v.version}-${v.osTag}`,
     params: {
       version: v.version!,

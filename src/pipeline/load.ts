@@ -311,6 +311,11 @@ function checkVgpu(p: Pipeline, where: Where): void {
   if (!v.baseImage && v.engine === 'builtin' && p.rootfs && base.distro && (p.rootfs.distro !== base.distro || p.rootfs.suite !== base.suite)) {
     throw new GuestError('E_PIPELINE_INVALID', `${where(['vgpu', 'osTag'])}: vgpu.osTag ${v.osTag} needs a ${base.distro} ${base.suite} base, but rootfs is ${p.rootfs.distro} ${p.rootfs.suite} (make rootfs.distro and rootfs.suite match the nodes' OS, or change vgpu.osTag)`);
   }
+  if (v.hostKernels.length && (v.baseImage || v.engine !== 'builtin' || !base.distro)) {
+    throw new GuestError('E_PIPELINE_INVALID', `${where(['vgpu', 'hostKernels'])}: vgpu.hostKernels builds the modules in the image's Debian or Ubuntu base with the built-in builder: use a rootfs: base and engine builtin, or remove hostKernels`);
+  }
+  const twice = v.hostKernels.find((r, i) => v.hostKernels.indexOf(r) !== i);
+  if (twice) throw new GuestError('E_PIPELINE_INVALID', `${where(['vgpu', 'hostKernels'])}: vgpu.hostKernels names ${twice} twice`);
   const name = v.path ? basename(v.path) : v.url ? basename(new URL(v.url).pathname) : undefined;
   if (!name && !v.version) throw new GuestError('E_PIPELINE_INVALID', `${where(['vgpu'])}: vgpu: give path or url of the .run (or at least version, for NVIDIA's download layout)`);
   if (name) {

@@ -154,6 +154,11 @@ export interface VgpuSection {
   /** builtin (no daemon) or an engine that builds dockerfileDir. Default builtin. */
   engine: 'builtin' | 'buildah' | 'podman' | 'docker';
   dockerfileDir?: string;
+  /**
+   * Node kernel releases (`uname -r`) to build NVIDIA's modules for when the image is built, with
+   * the distribution's headers: the container then needs no headers and no network on those nodes.
+   */
+  hostKernels: string[];
 }
 
 export interface ImageSection {

@@ -9,9 +9,10 @@ import { driverPackages } from './nvidia/driver-packages.js';
 import { toolkit } from './nvidia/toolkit.js';
 import { rootfs } from './rootfs/rootfs.js';
 import { createStepRegistry, type StepRegistry } from '../model/step.js';
+import { vgpuHostModules } from './vgpu/host-modules.js';
 import { vgpuImage } from './vgpu/vgpu-image.js';
 
 /** Every step kind a pipeline can use. */
 export function builtinSteps(): StepRegistry {
-  return createStepRegistry([kernelSource, kernelConfig, kernelBuild, kernelDebs, rootfs, driverModules, driver, driverPackages, toolkit, image, vgpuImage]);
+  return createStepRegistry([kernelSource, kernelConfig, kernelBuild, kernelDebs, rootfs, driverModules, driver, driverPackages, toolkit, image, vgpuHostModules, vgpuImage]);
 }

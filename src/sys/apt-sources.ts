@@ -70,3 +70,17 @@ export function hostMirror(distro: string, sources = readAptSources(), release =
   if (!main) throw new GuestError('E_PIPELINE_INVALID', `rootfs.mirror: host, but no ${distro} mirror is configured in /etc/apt/sources.list*; give rootfs.mirror a URL`);
   return main.uri.replace(/\/$/, '');
 }
+
+/**
+ * The host's entries for a suite's companions (`bookworm-updates`, `bookworm-security`), as one-line
+ * sources for a chroot of that suite: where the distribution publishes the kernels nodes run after
+ * the release. Empty when the host has none (or runs another release).
+ */
+export function companionSuiteLines(suite: string, keyring: string, sources = readAptSources()): string[] {
+  const lines: string[] = [];
+  for (const s of sources) {
+    if (!/^(https?|file):/.test(s.uri)) continue;
+    for (const x of s.suites.filter((x) => x.startsWith(`${suite}-`))) lines.push(`deb [signed-by=${keyring}] ${s.uri} ${x} ${s.components.join(' ')}`);
+  }
+  return [...new Set(lines)];
+}

@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { buildDriverRun, type DriverRun } from '../fixtures/driver.js';
+import { buildDriverRun, buildNvidiaRun, type DriverRun } from '../fixtures/driver.js';
 import { writeBaseImage } from '../fixtures/oci.js';
 import { operatorImage } from '../fixtures/operator.js';
 import { startCuttingProxy, startRegistry, type Registry } from '../fixtures/registry.js';
@@ -25,6 +25,24 @@ function vgpuPipeline(where: string, registry: string, vgpuExtra = '', runFile =
     `name: vgpu-test\nvendor: nvidia-vgpu\nrootfs:\n  distro: debian\n  suite: bookworm\nvgpu:\n  path: ${runFile.file}\n  sha256: ${runFile.sha256}\n  osTag: debian12\n  registry: ${registry}\n${vgpuExtra}`,
   );
   return file;
+}
+
+/** NVIDIA's real 535.261.03 kernel tree (Debian's packages) in a .run named as the vGPU host driver. */
+function realVgpuRun(where: string): DriverRun {
+  const real = buildNvidiaRun(sharedCacheDir(), where);
+  const file = join(where, `NVIDIA-Linux-x86_64-${real.version}-vgpu-kvm.run`);
+  renameSync(real.file, file);
+  return { ...real, file };
+}
+
+/** The newest Debian 6.1 kernel release (uname -r) the host's apt sources offer headers for: a node kernel. */
+function newestDebianKernel(): string {
+  const names = execFileSync('apt-cache', ['search', '--names-only', '^linux-headers-6\\.1\\.0-[0-9]+-amd64$'], { encoding: 'utf8' })
+    .split('\n')
+    .map((l) => /^linux-headers-(6\.1\.0-(\d+)-amd64) /.exec(l))
+    .filter((m) => m !== null);
+  if (!names.length) throw new Error('the host has no linux-headers-6.1.0-N-amd64 in its apt lists (run apt-get update)');
+  return names.sort((a, b) => Number(a[2]) - Number(b[2])).at(-1)![1]!;
 }
 
 const common = (where: string) => ['--cache-dir', sharedCacheDir(), '--out-dir', join(where, 'out')];
@@ -200,6 +218,36 @@ describe('vGPU manager image', () => {
     expect(push.stdout).toContain(`pushed ${ref}@${digest}`);
     expect(execFileSync('skopeo', ['inspect', '--tls-verify=false', '--format', '{{.Digest}}', `docker://${ref}`], { encoding: 'utf8' }).trim()).toBe(digest);
   }, 300_000);
+
+  it("prebuilds NVIDIA's modules for a node kernel (vgpu.hostKernels) with the distribution's headers, and the kernel's modules they need", async () => {
+    const where = testDir();
+    const release = newestDebianKernel();
+    const r = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/prebuilt`, `  hostKernels: [${release}]\n`, realVgpuRun(where)), ...common(where)]);
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    const manifest = JSON.parse(readFileSync(join(where, 'out/vgpu-test/manifest.json'), 'utf8'));
+    const built = manifest.tasks.find((t: { id: string }) => t.id === 'vgpu-host-modules').result.releases[0];
+    expect(built).toMatchObject({ release, headers: { package: `linux-headers-${release}`, version: expect.stringMatching(/^6\.1\./), sha256: expect.stringMatching(/^[0-9a-f]{64}$/) }, image: { package: `linux-image-${release}` } });
+    expect(built.modules).toEqual(expect.arrayContaining(['updates/nvidia/nvidia.ko', 'updates/nvidia/nvidia-drm.ko']));
+    // nvidia-drm needs the kernel's DRM: it comes along, from the distribution's image package
+    expect(built.dependencies).toEqual(expect.arrayContaining([expect.stringMatching(/^kernel\/drivers\/gpu\/drm\/drm\.ko/)]));
+    // in the image: /driver/prebuilt/<release>/ laid out as /lib/modules/<release>, nvidia.ko for that kernel
+    const layout = join(where, 'out/vgpu-test/vgpu-manager/layout');
+    const index = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8'));
+    const manifestBlob = JSON.parse(readFileSync(join(layout, 'blobs', ...index.manifests[0].digest.split(':')), 'utf8'));
+    const top = join(layout, 'blobs', ...manifestBlob.layers.at(-1).digest.split(':'));
+    const listing = execFileSync('tar', ['-tzf', top], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    for (const f of ['updates/nvidia/nvidia.ko', 'modules.builtin', 'modules.order', ...built.dependencies]) expect(listing).toContain(`./driver/prebuilt/${release}/${f}\n`);
+    const ko = join(where, 'nvidia.ko');
+    writeFileSync(ko, execFileSync('tar', ['-xzOf', top, `./driver/prebuilt/${release}/updates/nvidia/nvidia.ko`], { maxBuffer: 1 << 28 }));
+    expect(execFileSync('modinfo', ['-F', 'vermagic', ko], { encoding: 'utf8' })).toMatch(new RegExp(`^${release.replace(/\./g, '\\.')} `));
+  }, 1_200_000);
+
+  it('names a node kernel the base has no packages for', async () => {
+    const where = testDir();
+    const r = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/prebuilt`, '  hostKernels: [6.1.0-999-amd64]\n', realVgpuRun(where)), ...common(where)]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/E_NOT_FOUND: vgpu\.hostKernels 6\.1\.0-999-amd64: the base's apt sources have no kernel packages for this release/);
+  }, 600_000);
 
   it('says clearly when the chosen build engine is not installed', async () => {
     const where = testDir();

@@ -1,7 +1,7 @@
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildDriverRun } from '../fixtures/driver.js';
 import { repoRoot, testDir } from '../helpers.js';
 
@@ -16,7 +16,7 @@ const VERSION = '550.54.16';
  * until it is stopped. After init exits, what it left behind goes to `after`. Everything lives in the
  * namespaces, so nothing outlives the test, whatever happens.
  */
-function node(options: { installer?: string; sriovFails?: boolean; rmmodFails?: boolean; preloaded?: boolean; env?: NodeJS.ProcessEnv } = {}) {
+function node(options: { installer?: string; sriovFails?: boolean; rmmodFails?: boolean; preloaded?: boolean; prebuilt?: string[]; env?: NodeJS.ProcessEnv } = {}) {
   const dir = testDir('gpu-guest-vgpu-node-');
   const calls = join(dir, 'calls');
   const bin = join(dir, 'bin');
@@ -30,6 +30,16 @@ function node(options: { installer?: string; sriovFails?: boolean; rmmodFails?: 
   stub('modprobe', 'mkdir -p /sys/module/$1 && echo 0 > /sys/module/$1/refcnt');
   stub('rmmod', options.rmmodFails ? 'exit 1' : 'for m in "$@"; do rm -rf /sys/module/$m; done');
   stub('apt-get', 'exit 0');
+  stub('depmod', 'exit 0');
+  // what vgpu.hostKernels puts in the image: /driver/prebuilt/<release>/ laid out as /lib/modules/<release>
+  for (const release of options.prebuilt ?? []) {
+    mkdirSync(join(dir, 'prebuilt', release, 'updates/nvidia'), { recursive: true });
+    mkdirSync(join(dir, 'prebuilt', release, 'kernel/drivers/vfio'), { recursive: true });
+    writeFileSync(join(dir, 'prebuilt', release, 'updates/nvidia/nvidia.ko'), 'module');
+    writeFileSync(join(dir, 'prebuilt', release, 'kernel/drivers/vfio/vfio.ko'), 'module');
+    writeFileSync(join(dir, 'prebuilt', release, 'modules.order'), 'kernel/drivers/vfio/vfio.ko\n');
+  }
+  mkdirSync(join(dir, 'lib-modules'));
   stub('sriov-manage', options.sriovFails ? 'exit 1' : 'exit 0');
   stub('nvidia-vgpud', 'exit 0');
   // like the real daemon: a pid file; it dies (status 3) once the test creates `mgr-dies`
@@ -42,6 +52,7 @@ function node(options: { installer?: string; sriovFails?: boolean; rmmodFails?: 
     'mount -t tmpfs none /sys/module',
     'mkdir -p /sys/module/firmware_class/parameters && : > /sys/module/firmware_class/parameters/path',
     `mount --bind ${join(dir, 'modprobe.d')} /etc/modprobe.d`,
+    `mount --bind ${join(dir, 'lib-modules')} /lib/modules`,
     options.preloaded ? 'mkdir -p /sys/module/nvidia && echo 0 > /sys/module/nvidia/refcnt' : ':',
     'set +e',
     `bash ${entrypoint} init; status=$?`,
@@ -54,12 +65,15 @@ function node(options: { installer?: string; sriovFails?: boolean; rmmodFails?: 
     RUN_FILE: run.file,
     KERNEL_VERSION: '6.8.0-31-generic',
     MODULE_PARAMS_DIR: join(dir, 'drivers'),
+    PREBUILT_DIR: join(dir, 'prebuilt'),
     DELAY_BEFORE_VF_CREATION: '0',
     VF_RETRIES: '1',
     WATCH_INTERVAL: '0.2',
     ...options.env,
   };
-  const child = spawn('unshare', ['--mount', '--pid', '--fork', '--mount-proc', '--propagation', 'private', '--', 'bash', '-c', setup], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // --kill-child: when unshare goes, the namespace's first process goes, and with it all of the namespace
+  const child = spawn('unshare', ['--mount', '--pid', '--fork', '--kill-child', '--mount-proc', '--propagation', 'private', '--', 'bash', '-c', setup], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  nodes.push(child);
   let out = '';
   let markReady: () => void;
   const ready = new Promise<void>((r) => (markReady = r));
@@ -93,6 +107,25 @@ function childrenOf(pid: number): number[] {
   }
   return kids;
 }
+
+// a test that fails before it stops its node must not leave it running
+const nodes: ReturnType<typeof spawn>[] = [];
+afterEach(() => {
+  for (const child of nodes.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+
+// the namespaces hide the host's /lib/modules behind a folder of the test's; a host without one (a
+// container without its kernel's modules) gets an empty mount point for the test's duration only
+let madeLibModules = false;
+beforeAll(() => {
+  if (!existsSync('/lib/modules')) {
+    mkdirSync('/lib/modules');
+    madeLibModules = true;
+  }
+});
+afterAll(() => {
+  if (madeLibModules) rmdirSync('/lib/modules');
+});
 
 describe('nvidia-driver init (the GPU Operator vgpu-manager contract)', () => {
   it('sets up the node in order, keeps it while running, and undoes everything in reverse on SIGTERM', async () => {
@@ -168,7 +201,7 @@ describe('nvidia-driver init (the GPU Operator vgpu-manager contract)', () => {
     const offline = node({ env: { HOST_HEADERS: 'never' } });
     const refused = await offline.done;
     expect(refused.code).toBe(1);
-    expect(refused.out).toContain('no kernel headers for 6.8.0-31-generic in /lib/modules/6.8.0-31-generic/build and HOST_HEADERS=never');
+    expect(refused.out).toContain('no modules prebuilt for kernel 6.8.0-31-generic (this image has: none) and no kernel headers in /lib/modules/6.8.0-31-generic/build, with HOST_HEADERS=never');
     expect(offline.calls()).toEqual([]);
   }, 180_000);
 
@@ -184,6 +217,33 @@ describe('nvidia-driver init (the GPU Operator vgpu-manager contract)', () => {
     expect(r.code).toBe(1);
     expect(r.out).toContain('a previous NVIDIA driver is loaded and in use');
     expect(busy.calls()).toEqual(['rmmod nvidia']);
+  }, 120_000);
+
+  it('uses the modules prebuilt for the node kernel, with no headers and no network (HOST_HEADERS=never)', async () => {
+    const n = node({ prebuilt: ['6.8.0-31-generic', '6.1.0-56-amd64'], env: { HOST_HEADERS: 'never' } });
+    await n.ready;
+    const pid = n.initPid();
+    // the prebuilt tree is the container's /lib/modules/<release>: NVIDIA's and the kernel's modules they need
+    expect(existsSync(`/proc/${pid}/root/lib/modules/6.8.0-31-generic/updates/nvidia/nvidia.ko`)).toBe(true);
+    expect(existsSync(`/proc/${pid}/root/lib/modules/6.8.0-31-generic/kernel/drivers/vfio/vfio.ko`)).toBe(true);
+    process.kill(pid, 'SIGTERM');
+    const r = await n.done;
+    expect(r.code, r.out).toBe(0);
+    expect(r.out).toContain('kernel modules prebuilt for 6.8.0-31-generic in this image: no headers needed');
+    const calls = n.calls();
+    expect(calls.some((c) => c.startsWith('apt-get'))).toBe(false);
+    expect(calls.find((c) => c.startsWith('nvidia-installer '))).toMatch(/ --no-kernel-modules$/);
+    expect(calls.indexOf('depmod 6.8.0-31-generic')).toBeLessThan(calls.indexOf('modprobe nvidia'));
+    // nothing of it reached the host's /lib/modules
+    expect(readdirSync(join(n.dir, 'lib-modules'))).toEqual(['6.8.0-31-generic']);
+  }, 120_000);
+
+  it('refuses a node kernel it has no modules for under HOST_HEADERS=never, naming the ones it has', async () => {
+    const n = node({ prebuilt: ['6.1.0-56-amd64'], env: { HOST_HEADERS: 'never' } });
+    const r = await n.done;
+    expect(r.code).toBe(1);
+    expect(r.out).toContain('no modules prebuilt for kernel 6.8.0-31-generic (this image has: 6.1.0-56-amd64) and no kernel headers in /lib/modules/6.8.0-31-generic/build, with HOST_HEADERS=never: add 6.8.0-31-generic to vgpu.hostKernels');
+    expect(n.calls()).toEqual([]);
   }, 120_000);
 
   it('answers usage for an unknown command', async () => {

@@ -16,10 +16,11 @@ import { obtainDriverRun } from './driver-run.js';
  * The .run from its pinned path or URL, proven a makeself archive that passes its own --check,
  * extracted into `target` on the host, its .manifest naming driver.version. Returns the .run's path.
  */
-export async function extractCheckedRun(ctx: StepContext, o: { path?: string; url: string | null; version: string; sha256: string }, target: string): Promise<string> {
-  const run = await obtainDriverRun(ctx, { ...o, what: 'driver' });
-  assertMakeselfArchive(run, 'driver');
-  await checkMakeselfArchive(ctx.log, run, 'driver', ctx.signal);
+export async function extractCheckedRun(ctx: StepContext, o: { path?: string; url: string | null; version: string; sha256: string; what?: string; suffix?: string }, target: string): Promise<string> {
+  const what = o.what ?? 'driver';
+  const run = await obtainDriverRun(ctx, { ...o, what });
+  assertMakeselfArchive(run, what);
+  await checkMakeselfArchive(ctx.log, run, what, ctx.signal);
   await extractDriverRun(ctx, run, target);
   const version = manifestVersion(target, basename(run));
   if (version !== o.version) {

@@ -1,8 +1,8 @@
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { GuestError } from '../../model/errors.js';
 import type { Json } from '../../model/json.js';
-import type { RootfsResult, VgpuImageResult } from '../../model/results.js';
+import type { RootfsResult, VgpuHostModulesResult, VgpuImageResult } from '../../model/results.js';
 import { ImageLayout, MEDIA, type Descriptor } from '../../sys/oci.js';
 import { assertMakeselfArchive, checkMakeselfArchive } from '../../sys/makeself.js';
 import { packRootfs } from '../../sys/rootfs-tar.js';
@@ -24,7 +24,7 @@ type VgpuParams = {
   sourceDate: number;
 };
 /** The rootfs role is absent when the user brings a base image or an engine builds the image. */
-type VgpuInputs = { rootfs?: RootfsResult };
+type VgpuInputs = { rootfs?: RootfsResult; hostModules?: VgpuHostModulesResult };
 type VgpuContext = StepContext<VgpuParams, VgpuInputs>;
 
 const PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -60,7 +60,7 @@ async function buildVgpuImage(ctx: VgpuContext): Promise<VgpuImageResult> {
   const layout = new ImageLayout(layoutDir);
   const base = ctx.locations.baseImage ? await readBaseImage(ctx, ctx.locations.baseImage, layout) : await baseFromRootfs(ctx, layout);
   if (ctx.locations.baseImage) checkBaseOs(ctx.locations.baseImage, base.osRelease, p.osTag);
-  const driverLayer = await layout.addLayer(await driverLayerTar(ctx, run, p.imageName));
+  const driverLayer = await layout.addLayer(await driverLayerTar(ctx, run, p.imageName, ctx.upstream.hostModules));
   const created = new Date(ctx.sourceDate * 1000).toISOString().replace(/\.000Z$/, 'Z');
   const labels = {
     'org.opencontainers.image.title': 'vgpu-manager',
@@ -108,10 +108,14 @@ async function baseFromRootfs(ctx: VgpuContext, layout: ImageLayout) {
   return { layers: [layer.descriptor], osRelease: null, diffIds: [layer.diffId], env: [] as string[], history: [{ created, created_by: `gpu-guest rootfs ${String(rootfs.result.distro)} ${String(rootfs.result.suite)}` }] };
 }
 
-/** /driver/<name>.run and /usr/local/bin/nvidia-driver, packed reproducibly. */
-async function driverLayerTar(ctx: VgpuContext, run: string, imageName: string): Promise<string> {
+/**
+ * /driver/<name>.run, /usr/local/bin/nvidia-driver and, with vgpu.hostKernels, /driver/prebuilt/<release>/
+ * (what nvidia-driver puts at /lib/modules/<release>), packed reproducibly.
+ */
+async function driverLayerTar(ctx: VgpuContext, run: string, imageName: string, hostModules: VgpuContext['upstream']['hostModules']): Promise<string> {
   const stage = join(ctx.workDir, 'driver-layer');
   mkdirSync(join(stage, 'driver'), { recursive: true });
+  if (hostModules) cpSync(join(hostModules.dir, hostModules.result.folder), join(stage, 'driver', 'prebuilt'), { recursive: true });
   mkdirSync(join(stage, 'usr/local/bin'), { recursive: true });
   copyFileSync(run, join(stage, 'driver', imageName));
   chmodSync(join(stage, 'driver', imageName), 0o755);
