@@ -195,7 +195,7 @@ function compileVgpuGraph(p: Pipeline): TaskGraph {
       id: 'vgpu-host-modules',
       kind: 'vgpu-host-modules',
       upstream: { rootfs: 'rootfs' },
-      title: `build the NVIDIA ${v.version} modules for the node kernels ${v.hostKernels.join(', ')}`,
+      title: `build the NVIDIA ${v.version} modules for the node kernels ${v.hostKernels.map((k) => k.split('=')[0]).join(', ')}`,
       params: { version: v.version!, sha256: v.sha256, url: v.path ? null : (v.url ?? null), releases: [...v.hostKernels].sort() },
       files: { recipe: resolve(projectRoot, 'rootfs', p.rootfs.distro) },
       ...(v.path ? { locations: { run: v.path } } : {}),

@@ -314,7 +314,8 @@ function checkVgpu(p: Pipeline, where: Where): void {
   if (v.hostKernels.length && (v.baseImage || v.engine !== 'builtin' || !base.distro)) {
     throw new GuestError('E_PIPELINE_INVALID', `${where(['vgpu', 'hostKernels'])}: vgpu.hostKernels builds the modules in the image's Debian or Ubuntu base with the built-in builder: use a rootfs: base and engine builtin, or remove hostKernels`);
   }
-  const twice = v.hostKernels.find((r, i) => v.hostKernels.indexOf(r) !== i);
+  const releases = v.hostKernels.map((k) => k.split('=')[0]!);
+  const twice = releases.find((r, i) => releases.indexOf(r) !== i);
   if (twice) throw new GuestError('E_PIPELINE_INVALID', `${where(['vgpu', 'hostKernels'])}: vgpu.hostKernels names ${twice} twice`);
   const name = v.path ? basename(v.path) : v.url ? basename(new URL(v.url).pathname) : undefined;
   if (!name && !v.version) throw new GuestError('E_PIPELINE_INVALID', `${where(['vgpu'])}: vgpu: give path or url of the .run (or at least version, for NVIDIA's download layout)`);

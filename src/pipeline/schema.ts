@@ -153,7 +153,7 @@ export const pipelineSchema = {
         baseImage: str,
         engine: { enum: ['builtin', 'buildah', 'podman', 'docker'], default: 'builtin' },
         dockerfileDir: str,
-        hostKernels: { type: 'array', items: { type: 'string', pattern: '^[0-9][A-Za-z0-9.+_-]*$' }, default: [] },
+        hostKernels: { type: 'array', items: { type: 'string', pattern: '^[0-9][A-Za-z0-9.+_-]*(=[A-Za-z0-9.+~:_-]+)?$' }, default: [] },
       },
     },
     image: {

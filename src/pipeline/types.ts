@@ -157,6 +157,7 @@ export interface VgpuSection {
   /**
    * Node kernel releases (`uname -r`) to build NVIDIA's modules for when the image is built, with
    * the distribution's headers: the container then needs no headers and no network on those nodes.
+   * `RELEASE=VERSION` pins the distribution's package version of its headers and image.
    */
   hostKernels: string[];
 }

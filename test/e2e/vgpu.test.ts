@@ -242,11 +242,12 @@ describe('vGPU manager image', () => {
     expect(execFileSync('modinfo', ['-F', 'vermagic', ko], { encoding: 'utf8' })).toMatch(new RegExp(`^${release.replace(/\./g, '\\.')} `));
   }, 1_200_000);
 
-  it('names a node kernel the base has no packages for', async () => {
+  it('names the node kernels the base has no packages for: an unknown release, a pinned version it lacks', async () => {
     const where = testDir();
-    const r = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/prebuilt`, '  hostKernels: [6.1.0-999-amd64]\n', realVgpuRun(where)), ...common(where)]);
+    const release = newestDebianKernel();
+    const r = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/prebuilt`, `  hostKernels: [6.1.0-999-amd64, ${release}=0.0-nope]\n`, realVgpuRun(where)), ...common(where)]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/E_NOT_FOUND: vgpu\.hostKernels 6\.1\.0-999-amd64: the base's apt sources have no kernel packages for this release/);
+    expect(r.stderr).toContain(`E_NOT_FOUND: vgpu.hostKernels ${[`${release}=0.0-nope`, '6.1.0-999-amd64'].sort().join(', ')}: the base's apt sources have no kernel packages for these releases`);
   }, 600_000);
 
   it('says clearly when the chosen build engine is not installed', async () => {

@@ -60,10 +60,11 @@ async function buildHostModules(ctx: HostModulesContext): Promise<VgpuHostModule
   try {
     await withChroot(root, ctx, async (chroot) => {
       await chroot.run('apt-get', ['update']);
-      const headers = p.releases.map((r) => `linux-headers-${r}`);
-      await kernelPackages(ctx, p.releases, () => chroot.run('apt-get', ['install', '-y', '--no-install-recommends', ...headers]));
-      await kernelPackages(ctx, p.releases, () => chroot.run('apt-get', ['download', ...p.releases.map((r) => `linux-image-${r}`)], { cwd: `/${WORK}` }));
-      for (const release of p.releases) releases.push(await buildForRelease(ctx, chroot, root, release));
+      // RELEASE=VERSION pins the distribution's package version
+      const kernels = p.releases.map((k) => ({ release: k.split('=')[0]!, pin: k.includes('=') ? `=${k.split('=')[1]}` : '' }));
+      await kernelPackages(ctx, p.releases, () => chroot.run('apt-get', ['install', '-y', '--no-install-recommends', ...kernels.map((k) => `linux-headers-${k.release}${k.pin}`)]));
+      await kernelPackages(ctx, p.releases, () => chroot.run('apt-get', ['download', ...kernels.map((k) => `linux-image-${k.release}${k.pin}`)], { cwd: `/${WORK}` }));
+      for (const k of kernels) releases.push(await buildForRelease(ctx, chroot, root, k.release));
     });
   } finally {
     rmSync(join(root, 'etc/resolv.conf'), { force: true });
@@ -139,8 +140,8 @@ async function kernelPackages(ctx: HostModulesContext, releases: string[], apt: 
     await apt();
   } catch (err) {
     const said = ctx.log.tail(40).filter((l) => /Unable to locate package|has no installation candidate|^E: /.test(l));
-    const missing = releases.filter((r) => said.some((l) => l.includes(r)));
+    const missing = releases.filter((r) => said.some((l) => l.includes(r.split('=')[0]!)));
     if (!missing.length) throw err;
-    throw new GuestError('E_NOT_FOUND', `vgpu.hostKernels ${missing.join(', ')}: the base's apt sources have no kernel packages for ${missing.length > 1 ? 'these releases' : 'this release'} (check it against the nodes' uname -r, and that the base is the nodes' distribution)`, { cause: err, details: said });
+    throw new GuestError('E_NOT_FOUND', `vgpu.hostKernels ${missing.join(', ')}: the base's apt sources have no kernel packages for ${missing.length > 1 ? 'these releases' : 'this release'} (check it against the nodes' uname -r, a pinned =version against apt-cache policy, and that the base is the nodes' distribution)`, { cause: err, details: said });
   }
 }
