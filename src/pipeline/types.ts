@@ -145,7 +145,7 @@ export interface VgpuSection {
   url?: string;
   /** Required: an unverified driver is refused. */
   sha256: string;
-  /** ubuntu20.04, ubuntu22.04, ubuntu24.04, rhel8, rhel9, rhcos4.<n>: picks the base, ends the tag. */
+  /** The nodes' os-release ID+VERSION_ID: ubuntu22.04, debian12, rhel9.4, rhcos4.14 …: picks the base, ends the tag. */
   osTag: string;
   /** Private registry and path, e.g. registry.example.com/nvidia. */
   registry: string;

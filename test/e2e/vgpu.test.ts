@@ -170,13 +170,13 @@ describe('vGPU manager image', () => {
     const rhelLayout = writeBaseImage(where, 'NAME="Red Hat Enterprise Linux"\nID="rhel"\nVERSION_ID="8.9"\n');
     const archive = join(where, 'rhel8-base.oci.tar');
     execFileSync('tar', ['-cf', archive, '-C', rhelLayout, '.']);
-    const r = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/nvidia`, `  baseImage: ${archive}\n`), ...common(where), '--set', 'vgpu.osTag=rhel8']);
+    const r = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/nvidia`, `  baseImage: ${archive}\n`), ...common(where), '--set', 'vgpu.osTag=rhel8.10']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).not.toMatch(/rootfs/);
     const layoutDir = join(where, 'out/vgpu-test/vgpu-manager/layout');
     const blob = (d: string) => JSON.parse(readFileSync(join(layoutDir, 'blobs', ...d.split(':')), 'utf8'));
     const index = JSON.parse(readFileSync(join(layoutDir, 'index.json'), 'utf8'));
-    expect(index.manifests[0].annotations['org.opencontainers.image.ref.name']).toBe(`${VERSION}-rhel8`);
+    expect(index.manifests[0].annotations['org.opencontainers.image.ref.name']).toBe(`${VERSION}-rhel8.10`);
     const baseIndex = JSON.parse(readFileSync(join(rhelLayout, 'index.json'), 'utf8'));
     const baseManifest = JSON.parse(readFileSync(join(rhelLayout, 'blobs', ...baseIndex.manifests[0].digest.split(':')), 'utf8'));
     const manifest = blob(index.manifests[0].digest);
@@ -190,13 +190,13 @@ describe('vGPU manager image', () => {
     const where = testDir();
     // the Debian 12 image built above, offered as the base for RHEL 8 nodes, then for RHEL 9 nodes a RHEL 8 base
     const debian = join(dir, 'out/vgpu-test/vgpu-manager/vgpu-manager.oci.tar');
-    const wrong = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/nvidia`, `  baseImage: ${debian}\n`), ...common(where), '--set', 'vgpu.osTag=rhel8']);
+    const wrong = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/nvidia`, `  baseImage: ${debian}\n`), ...common(where), '--set', 'vgpu.osTag=rhel8.10']);
     expect(wrong.code).toBe(1);
-    expect(wrong.stderr).toMatch(/E_BASE_IMAGE: vgpu\.baseImage \S+vgpu-manager\.oci\.tar is debian 12 \(its os-release\), but vgpu\.osTag rhel8 is for other nodes/);
+    expect(wrong.stderr).toMatch(/E_BASE_IMAGE: vgpu\.baseImage \S+vgpu-manager\.oci\.tar is debian 12 \(its os-release\), but vgpu\.osTag rhel8\.10 is for other nodes/);
     const rhel8 = writeBaseImage(where, 'ID="rhel"\nVERSION_ID="8.9"\n');
-    const older = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/nvidia`, `  baseImage: ${rhel8}\n`), ...common(where), '--set', 'vgpu.osTag=rhel9']);
+    const older = await run(cliBin, ['build', '--pipeline', vgpuPipeline(where, `${open.host}/nvidia`, `  baseImage: ${rhel8}\n`), ...common(where), '--set', 'vgpu.osTag=rhel9.4']);
     expect(older.code).toBe(1);
-    expect(older.stderr).toMatch(/E_BASE_IMAGE: .* is rhel 8\.9 \(its os-release\), but vgpu\.osTag rhel9/);
+    expect(older.stderr).toMatch(/E_BASE_IMAGE: .* is rhel 8\.9 \(its os-release\), but vgpu\.osTag rhel9\.4/);
     expect(readdirSync(join(where, 'out/vgpu-test')).includes('vgpu-manager')).toBe(false);
   }, 300_000);
 
@@ -271,7 +271,8 @@ describe('vGPU bad inputs', () => {
     ['a file name that does not parse', (w) => { const f = join(w, 'driver.run'); writeFileSync(f, 'x'); return ['--set', `vgpu.path=${f}`]; }, 2, /E_VGPU_NAME: .*driver\.run is not a vGPU host driver name \(expected NVIDIA-Linux-x86_64-<version>-vgpu-kvm\.run/],
     ['an unknown os tag', () => ['--set', 'vgpu.osTag=windows11'], 2, /vgpu\.osTag 'windows11' is not one the GPU Operator uses/],
     ['a malformed registry reference', () => ['--set', 'vgpu.registry=https://Registry.Example.com/nvidia:latest'], 2, /vgpu\.registry 'https:\/\/Registry\.Example\.com\/nvidia:latest' is not a registry reference/],
-    ['a rhel tag without a base image', () => ['--set', 'vgpu.osTag=rhel8'], 2, /vgpu\.osTag rhel8 has a RHEL-family base.*give vgpu\.baseImage/],
+    ['a rhel tag without a base image', () => ['--set', 'vgpu.osTag=rhel9.4'], 2, /vgpu\.osTag rhel9\.4 has a RHEL-family base.*give vgpu\.baseImage/],
+    ['a rhel tag without the minor version the operator puts in it', () => ['--set', 'vgpu.osTag=rhel9'], 2, /vgpu\.osTag 'rhel9' is not one the GPU Operator uses \(.*rhel<major>\.<minor> such as rhel9\.4/],
   ];
   it.each(cases)('rejects %s', async (_, extra, code, message) => {
     const where = testDir();

@@ -16,8 +16,9 @@ const DEBIAN: Record<string, string> = { debian11: 'bullseye', debian12: 'bookwo
 export function osBase(tag: string): OsBase {
   if (UBUNTU[tag]) return { tag, distro: 'ubuntu', suite: UBUNTU[tag], needsBaseImage: false };
   if (DEBIAN[tag]) return { tag, distro: 'debian', suite: DEBIAN[tag], needsBaseImage: false };
-  if (/^(rhel8|rhel9|rhcos4\.\d+)$/.test(tag)) return { tag, needsBaseImage: true };
-  throw new GuestError('E_PIPELINE_INVALID', `vgpu.osTag '${tag}' is not one the GPU Operator uses (ubuntu20.04, ubuntu22.04, ubuntu24.04, debian11, debian12, debian13, rhel8, rhel9, rhcos4.<n>)`);
+  // the operator's tag is os-release ID + VERSION_ID: rhel9.4 on a RHEL 9.4 node, rhcos4.14 on OpenShift 4.14
+  if (/^(rhel\d+\.\d+|rhcos4\.\d+)$/.test(tag)) return { tag, needsBaseImage: true };
+  throw new GuestError('E_PIPELINE_INVALID', `vgpu.osTag '${tag}' is not one the GPU Operator uses (ubuntu20.04, ubuntu22.04, ubuntu24.04, debian11, debian12, debian13, rhel<major>.<minor> such as rhel9.4, rhcos4.<n>: the node's os-release ID and VERSION_ID)`);
 }
 
 /** os-release's ID and VERSION_ID. */
@@ -28,12 +29,12 @@ export interface OsRelease {
 
 /**
  * Whether a base whose os-release says `release` is right for nodes of `tag`: ubuntu and debian tags
- * are the node's ID + VERSION_ID exactly; rhel<N> needs a RHEL <N>.x base; an rhcos tag a RHEL base
+ * are the node's ID + VERSION_ID exactly; rhel<N>.<M> needs a RHEL <N>.x base (NVIDIA builds on UBI <N>); an rhcos tag a RHEL base
  * (NVIDIA builds its OpenShift images on UBI, which says ID=rhel).
  */
 export function baseFitsTag(tag: string, release: OsRelease): boolean {
   if (/^rhcos/.test(tag)) return release.ID === 'rhel';
-  const rhel = /^rhel(\d+)$/.exec(tag);
+  const rhel = /^rhel(\d+)\.\d+$/.exec(tag);
   if (rhel) return release.ID === 'rhel' && release.VERSION_ID.split('.')[0] === rhel[1];
   return `${release.ID}${release.VERSION_ID}` === tag;
 }
