@@ -76,7 +76,7 @@ describe('nvidia kernel path end to end (kernel.org-style mirror → debs)', () 
     expect(pkgs.find((p: { package: string }) => p.package === 'kernel')).toMatchObject({ version: `${version.replace(/-/g, '_')}_nvidia_gpu-1`, architecture: 'x86_64' });
     // the log of the run that made the entry (this run's, or an earlier one's when it is cached)
     expect(readFileSync(join(sharedCacheDir(), 'entries', debsTask.key, 'log.txt'), 'utf8')).not.toMatch(/^ {2}CC /m);
-  });
+  }, 900_000);
 
   it('packages a kernel from a cache moved to another folder, compiling nothing again', async () => {
     const manifest = JSON.parse(readFileSync(join(out, 'nvidia-test/manifest.json'), 'utf8'));
@@ -97,7 +97,7 @@ describe('nvidia kernel path end to end (kernel.org-style mirror → debs)', () 
     expect(readdirSync(join(movedOut, 'nvidia-test/debs'))).toEqual(expect.arrayContaining([`linux-headers-${release}_${version}-1_amd64.deb`, `linux-image-${release}_${version}-1_amd64.deb`]));
     expect(readFileSync(join(moved, 'entries', debsTask.key, 'log.txt'), 'utf8')).not.toMatch(/^ {2}(CC|LD|AS) /m);
     expect(leakedMounts(moved)).toEqual([]);
-  });
+  }, 900_000);
 
   it('compiles nothing when a fragment edit leaves the .config as it was (early cutoff)', async () => {
     const same = join(suiteDir('gpu-guest-cutoff-'), 'same.conf');
