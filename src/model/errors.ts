@@ -53,6 +53,7 @@ export const ERROR_CODES = {
   E_ARCHIVE_UNSAFE: { kind: 'build', fix: 'the archive holds links that point outside it: use a genuine source tarball' },
   E_VERSION_MISMATCH: { kind: 'build', fix: 'make the pipeline\'s version match the file: `kernel.version` the tarball\'s Makefile, `driver.version` the .run\'s .manifest' },
   E_OPTION_DROPPED: { kind: 'build', fix: 'satisfy the unmet `depends on` shown, or list the symbol in `kernel.allowDropped`' },
+  E_DRIVER_KERNEL: { kind: 'build', fix: 'drop the fragment line that turns the option off, or enable what it depends on: the driver cannot be built or loaded without it' },
   E_UNKNOWN_SYMBOL: { kind: 'build', fix: 'fix the misspelled symbol, or drop it: this kernel does not define it' },
   E_KERNEL_RELEASE: { kind: 'build', fix: 'make CONFIG_LOCALVERSION take effect (it must equal `kernel.localVersion`)' },
   E_PACKAGE_MISSING: { kind: 'build', fix: 'see the task log of kernel-debs: the packaging produced no kernel package' },

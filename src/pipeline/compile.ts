@@ -4,6 +4,7 @@ import { withoutUndefined as clean } from '../model/json.js';
 import type { TaskGraph, TaskSpec } from '../model/task.js';
 import { projectRoot } from '../paths.js';
 import type { Pipeline } from './types.js';
+import { nvidiaKernelNeeds } from '../steps/nvidia/kernel-needs.js';
 
 /** Seconds since the epoch for the pipeline's sourceDate (an ISO date or a number of seconds). */
 export function sourceDateEpoch(p: Pipeline): number {
@@ -52,7 +53,7 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
       kind: 'kernel-config',
       upstream: { source: 'kernel-source' },
       title: `merge the ${k.profile ? `${k.profile} profile` : 'base config'} and ${k.fragments.length + (options.extraFragments?.length ?? 0)} fragment(s)`,
-      params: { localVersion: suffix, startFrom: k.startFrom, allowDropped: k.allowDropped.map((s) => s.replace(/^CONFIG_/, '')).sort(), ...(signing ? { moduleSigning: { hash: signing.hash, enforce: signing.enforce, keyType: signing.identity!.keyType } } : {}) },
+      params: { localVersion: suffix, startFrom: k.startFrom, allowDropped: k.allowDropped.map((s) => s.replace(/^CONFIG_/, '')).sort(), ...(signing ? { moduleSigning: { hash: signing.hash, enforce: signing.enforce, keyType: signing.identity!.keyType } } : {}), ...(p.vendor === 'nvidia' && p.driver ? { driverNeeds: nvidiaKernelNeeds(p.driver.moduleType) } : {}) },
       files: { baseConfig: k.baseConfig, fragments: [...k.profileFragments, ...k.fragments, ...(options.extraFragments ?? [])] },
     },
     {

@@ -164,16 +164,19 @@ describe('guest bad inputs through the CLI', () => {
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
   }, 1_800_000);
 
-  it("fails the module build with the compiler's own line when a fragment removes X86_PAT, which NVIDIA's build needs", async () => {
+  it("refuses a kernel without X86_PAT, which NVIDIA's build needs, once the .config is final and before compiling anything", async () => {
     const dir = testDir();
-    // the minimal base and this fragment only: a small kernel, built once per test cache
     const fragment = join(dir, 'no-pat.conf');
     writeFileSync(fragment, '# NVIDIA\'s nv-pat.c falls back to code for kernels before 5.x without PAT\nCONFIG_MTRR=y\n# CONFIG_X86_PAT is not set\n');
     const r = await run(cliBin, fromSource(dir, ['--set', `kernel.fragments=[${fragment}]`, '--set', 'driver.moduleType=proprietary']));
     expect(r.code, r.stderr).toBe(1);
-    expect(r.stderr).toMatch(/^error: E_DRIVER_INSTALL: the proprietary kernel modules of driver 535\.261\.03 \(NVIDIA-Linux-x86_64-535\.261\.03\.run\) did not build for kernel 6\.1\.\d+-nvidia-gpu: \S*nvidia\/nv-pat\.c:\d+:\d+: error: implicit declaration of function .__flush_tlb./m);
-    expect(leakedMounts(sharedCacheDir())).toEqual([]);
-  }, 1_800_000);
+    expect(r.stderr).toMatch(/^error: E_DRIVER_KERNEL: the kernel lacks an option the driver needs: CONFIG_X86_PAT is not set, but NVIDIA's nv-pat\.c does not compile without it \(implicit declaration of __flush_tlb\): no-pat\.conf:3 turns it off$/m);
+    expect(r.stdout).toMatch(/ failed kernel-config in /);
+    expect(r.stdout).not.toMatch(/ start {2}kernel-build/);
+    // the same fragment on the intel pipeline, which has no NVIDIA driver, is no error at kernel-config
+    const intel = await run(cliBin, ['build', '--until', 'kernel-config', '--pipeline', writePipeline(dir, 'intel', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`), ...common(dir), '--set', `kernel.fragments=[${fragment}]`]);
+    expect(intel.code, intel.stderr).toBe(0);
+  }, 600_000);
 
   it('refuses a module source of another driver version, by name, before compiling', async () => {
     const dir = testDir();

@@ -2,6 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { evaluate } from '../../src/sys/kconfig/expr.js';
 import { createAllowList, findMismatches, parseDotConfig, parseFragment } from '../../src/sys/kconfig/options.js';
 import { GuestError } from '../../src/model/errors.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { indexKconfig } from '../../src/sys/kconfig/tree.js';
+import { assertKernelNeeds } from '../../src/sys/kconfig/verify.js';
+import { testDir } from '../helpers.js';
 
 describe('fragments', () => {
   it('reads set, unset, string and numeric options; =n means not set', () => {
@@ -77,5 +82,27 @@ describe('dependency expressions', () => {
   ];
   it.each(cases)('%s evaluates to %i', (expr, expected) => {
     expect(evaluate(expr, values).value).toBe(expected);
+  });
+});
+
+describe("what the pipeline's driver needs of the final .config", () => {
+  const needs = [{ symbol: 'X86_PAT', reason: 'the driver does not compile without it' }, { symbol: 'MODULES', reason: 'the driver is modules' }];
+  const tree = () => {
+    const dir = testDir();
+    writeFileSync(join(dir, 'Kconfig'), 'config MTRR\n\tbool "MTRR"\n\nconfig X86_PAT\n\tbool "PAT"\n\tdepends on MTRR\n\nconfig MODULES\n\tbool "modules"\n');
+    return indexKconfig(dir);
+  };
+
+  it('passes when every need is on', () => {
+    expect(() => assertKernelNeeds(needs, parseDotConfig('CONFIG_MTRR=y\nCONFIG_X86_PAT=y\nCONFIG_MODULES=y\n'), [], tree())).not.toThrow();
+  });
+
+  it('names the fragment line that turned a need off, and the unmet dependency of another', () => {
+    const requested = parseFragment('CONFIG_MTRR=y\n# CONFIG_X86_PAT is not set\n', '/x/no-pat.conf');
+    expect(() => assertKernelNeeds(needs, parseDotConfig('CONFIG_MTRR=y\n# CONFIG_X86_PAT is not set\nCONFIG_MODULES=y\n'), requested, tree()))
+      .toThrow(expect.objectContaining({ code: 'E_DRIVER_KERNEL', message: 'the kernel lacks an option the driver needs: CONFIG_X86_PAT is not set, but the driver does not compile without it: no-pat.conf:2 turns it off' }));
+    const err = (() => { try { assertKernelNeeds(needs, parseDotConfig('# CONFIG_MTRR is not set\n'), [], tree()); } catch (e) { return e as GuestError; } })();
+    expect(err?.message).toMatch(/CONFIG_X86_PAT is not set, but the driver does not compile without it: depends on MTRR \(not set: MTRR\) \[Kconfig:4\]$/);
+    expect(err?.details).toEqual(['CONFIG_MODULES is not set, but the driver is modules: no fragment asks for it (add CONFIG_MODULES=y to one)']);
   });
 });

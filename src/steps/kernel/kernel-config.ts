@@ -8,15 +8,16 @@ import { kbuildEnv, makeArgs } from '../../sys/kbuild.js';
 import { expandFragments, kataAllowList, mergeableFragment, readFragment } from '../../sys/kconfig/fragments.js';
 import { formatRequested, parseDotConfig, type RequestedOption } from '../../sys/kconfig/options.js';
 import { indexKconfig } from '../../sys/kconfig/tree.js';
-import { assertConfigVerdict, verifyConfig } from '../../sys/kconfig/verify.js';
+import { assertConfigVerdict, assertKernelNeeds, verifyConfig, type KernelNeed } from '../../sys/kconfig/verify.js';
 import { signingFragment } from '../../sys/module-signing.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
 
 /**
  * kernel-config: merges the base config and the fragments with the kernel's merge_config.sh, runs
- * `make olddefconfig`, then checks every requested option against the final .config itself.
+ * `make olddefconfig`, then checks every requested option against the final .config itself, and
+ * that the final .config has what the pipeline's driver needs (before anything is compiled).
  */
-type ConfigParams = { localVersion: string; startFrom: string; allowDropped: string[]; moduleSigning?: { hash: string; enforce: boolean; keyType: 'rsa' | 'ecdsa' } };
+type ConfigParams = { localVersion: string; startFrom: string; allowDropped: string[]; moduleSigning?: { hash: string; enforce: boolean; keyType: 'rsa' | 'ecdsa' }; driverNeeds?: KernelNeed[] };
 
 export const kernelConfig: StepDefinition<ConfigParams, { source: KernelSourceResult }, KernelConfigResult> = {
   kind: 'kernel-config',
@@ -68,12 +69,15 @@ async function mergeAndVerify(ctx: StepContext<ConfigParams, { source: KernelSou
 
   const finalText = readFileSync(join(objtree, '.config'), 'utf8');
   const kataAllowed = kataAllowList(ctx.files.fragments as string[]);
-  const verdict = verifyConfig(requested, parseDotConfig(finalText), indexKconfig(tree), [...allowDropped, ...kataAllowed]);
+  const index = indexKconfig(tree);
+  const verdict = verifyConfig(requested, parseDotConfig(finalText), index, [...allowDropped, ...kataAllowed]);
   for (const line of verdict.allowed) ctx.log.info(`allowed to drop (kernel.allowDropped${kataAllowed.length ? ' or the Kata tree\'s whitelist.conf' : ''}): ${line}`);
   assertConfigVerdict(verdict);
+  const final = parseDotConfig(finalText);
+  assertKernelNeeds(ctx.params.driverNeeds ?? [], final, requested, index);
   writeFileSync(join(ctx.outDir, 'config'), finalText);
   writeFileSync(join(ctx.outDir, 'requested.conf'), formatRequested(requested));
-  const enabled = [...parseDotConfig(finalText).values()].filter((v) => v !== null).length;
+  const enabled = [...final.values()].filter((v) => v !== null).length;
   ctx.log.info(`verified ${requested.length} requested options; ${enabled} options set in the final .config`);
   return { fragments: fragments.map((f) => basename(f)), requested: requested.length, enabled, allowedDrops: verdict.allowed };
 }

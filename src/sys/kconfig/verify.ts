@@ -81,6 +81,24 @@ export function isOn(v: OptionValue | undefined): boolean {
   return v !== undefined && v !== null && v !== 'n';
 }
 
+/** A kernel option the pipeline's driver cannot do without, and what goes wrong without it. */
+export type KernelNeed = { symbol: string; reason: string };
+
+/**
+ * Fails E_DRIVER_KERNEL when the final .config lacks an option the pipeline's driver needs, naming the
+ * fragment line that turned it off, or the dependency that keeps it off.
+ */
+export function assertKernelNeeds(needs: KernelNeed[], final: Map<string, OptionValue>, requested: RequestedOption[], index: KconfigIndex): void {
+  const lacking = needs.filter((n) => !isOn(final.get(n.symbol))).map((n) => {
+    const asked = requested.filter((r) => r.symbol === n.symbol).pop();
+    const why = asked && asked.value === null
+      ? `${basename(asked.file)}:${asked.line} turns it off`
+      : (unmetDependencies(n.symbol, 2, final, index).join('; ') || `no fragment asks for it (add CONFIG_${n.symbol}=y to one)`);
+    return `CONFIG_${n.symbol} is not set, but ${n.reason}: ${why}`;
+  });
+  if (lacking.length) throw new GuestError('E_DRIVER_KERNEL', `the kernel lacks an option the driver needs: ${lacking[0]}`, { details: lacking.slice(1) });
+}
+
 /** Throws E_UNKNOWN_SYMBOL or E_OPTION_DROPPED listing every offender, one per line. */
 export function assertConfigVerdict(verdict: ConfigVerdict): void {
   if (verdict.unknown.length) {
