@@ -68,6 +68,7 @@ export const ERROR_CODES = {
   E_TOOLKIT_VERSION: { kind: 'build', fix: 'give toolkit packages of one version, equal to `toolkit.version`' },
   E_TOOLKIT_INSTALL: { kind: 'build', fix: 'check the toolkit packages: their postinst did not create the hook binary' },
   E_IMAGE_PATH: { kind: 'build', fix: 'remove the file the message names from the rootfs (the recipe\'s cleanup.list)' },
+  E_SBOM: { kind: 'build', fix: 'build the guest from a dpkg-based rootfs (the SBOM reads /var/lib/dpkg/status)' },
   E_IMAGE_TOO_SMALL: { kind: 'build', fix: 'raise `image.sizeMiB` or `image.marginMiB`, or remove `image.sizeMiB`' },
   E_BASE_IMAGE: { kind: 'build', fix: 'point `vgpu.baseImage` at an OCI image layout or oci-archive' },
   E_PUSH_AUTH: { kind: 'build', fix: 'check the registry credentials (`--registry-auth`, REGISTRY_USERNAME/REGISTRY_PASSWORD)' },

@@ -127,6 +127,16 @@ export type ImageResult = {
   kernelRelease: string | null;
 };
 
+/** The guest's SPDX document and what it counted. */
+export type SbomResult = {
+  /** The document's name in the entry (sbom.spdx.json). */
+  sbom: string;
+  /** Packages dpkg installed in the guest, and how many of them have a licence their copyright file declares. */
+  packages: number;
+  licensed: number;
+  distro: string;
+};
+
 export type VgpuImageResult = {
   /** registry/vgpu-manager:tag */
   reference: string;
@@ -172,6 +182,7 @@ export type StepResults = {
   'driver-packages': DriverResult;
   toolkit: ToolkitResult;
   image: ImageResult;
+  sbom: SbomResult;
   'vgpu-image': VgpuImageResult;
   'vgpu-host-modules': VgpuHostModulesResult;
 };

@@ -120,6 +120,14 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
     params: { format: p.image.format, marginMiB: p.image.marginMiB, sizeMiB: p.image.sizeMiB ?? null, ...(p.image.verity ? { verity: true } : {}), flavour: suffix.slice(1), vendor: p.vendor, sourceDate },
     files: { recipe: resolve(projectRoot, 'rootfs', p.rootfs.distro) },
   });
+  tasks.push({
+    id: 'sbom',
+    kind: 'sbom',
+    upstream: { image: 'image', rootfs: lastRootfsTask, kernel: 'kernel-debs', source: 'kernel-source', ...(tasks.some((t) => t.id === 'driver') ? { driver: 'driver' } : {}) },
+    title: 'write the SPDX bill of materials of the guest',
+    params: { pipeline: p.name, distro: p.rootfs.distro, suite: p.rootfs.suite },
+    files: {},
+  });
   return { pipeline: p.name, tasks };
 }
 

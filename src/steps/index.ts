@@ -1,4 +1,5 @@
 import { image } from './image/image.js';
+import { sbom } from './image/sbom.js';
 import { kernelBuild } from './kernel/kernel-build.js';
 import { kernelConfig } from './kernel/kernel-config.js';
 import { kernelDebs } from './kernel/kernel-debs.js';
@@ -14,5 +15,5 @@ import { vgpuImage } from './vgpu/vgpu-image.js';
 
 /** Every step kind a pipeline can use. */
 export function builtinSteps(): StepRegistry {
-  return createStepRegistry([kernelSource, kernelConfig, kernelBuild, kernelDebs, rootfs, driverModules, driver, driverPackages, toolkit, image, vgpuHostModules, vgpuImage]);
+  return createStepRegistry([kernelSource, kernelConfig, kernelBuild, kernelDebs, rootfs, driverModules, driver, driverPackages, toolkit, image, sbom, vgpuHostModules, vgpuImage]);
 }

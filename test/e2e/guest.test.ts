@@ -6,7 +6,8 @@ import { buildNvidiaRun, moduleImports, NVIDIA_VERSION, openKernelResizePatch } 
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { testSigningKey, TEST_SIGNER } from '../fixtures/signing.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
-import { cliBin, run, sharedCacheDir, suiteDir, writePipeline, leakedMounts } from '../helpers.js';
+import { cliBin, run, sharedCacheDir, suiteDir, testDir, writePipeline, leakedMounts } from '../helpers.js';
+import { spdxValidator } from '../fixtures/spdx.js';
 import { guestChecks, hotplugChecks, parseChecks, verifyInit } from '../../src/cli/verify-init.js';
 import { buildVerifyInitrd } from '../../src/cli/verify.js';
 import { bootGuest, ROOT_PORT_PREF64_GIB } from '../../src/sys/qemu.js';
@@ -50,6 +51,25 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
   it('builds every task and leaves nothing mounted', () => {
     expect(build.code, `${build.stdout}\n${build.stderr}`).toBe(0);
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
+  });
+
+  it('writes an SPDX 2.3 SBOM of exactly the packages installed in the guest, with the kernel and the driver, in SHA256SUMS', () => {
+    const doc = JSON.parse(readFileSync(join(out, 'nvidia-test/sbom.spdx.json'), 'utf8'));
+    expect(spdxValidator()(doc)).toEqual([]);
+    // what dpkg itself says is installed in the rootfs the image was made from
+    const dir = testDir();
+    execFileSync('tar', ['-xf', join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar'), '-C', dir, './var/lib/dpkg']);
+    const listed = execFileSync('dpkg-query', [`--admindir=${join(dir, 'var/lib/dpkg')}`, '-W', '-f', '${db:Status-Abbrev}${Package} ${Version}\\n'], { encoding: 'utf8' });
+    const installed = listed.split('\n').filter((l) => l.startsWith('ii ')).map((l) => l.slice(3).trim()).sort();
+    const debs = doc.packages.filter((p: { externalRefs?: unknown[] }) => p.externalRefs).map((p: { name: string; versionInfo: string }) => `${p.name} ${p.versionInfo}`).sort();
+    expect(debs).toEqual(installed);
+    expect(installed.length).toBeGreaterThan(100);
+    expect(debs).toContain('nvidia-container-toolkit 1.17.3-1');
+    expect(doc.packages.find((p: { name: string }) => p.name === 'nvidia-driver')).toMatchObject({ versionInfo: NVIDIA_VERSION, licenseDeclared: '(MIT OR GPL-2.0-only) AND LicenseRef-NVIDIA-Software-License' });
+    expect(doc.packages.find((p: { name: string }) => p.name === 'linux')).toMatchObject({ versionInfo: release });
+    // Debian's machine-readable copyright files give most packages their licence
+    expect(doc.packages.find((p: { name: string }) => p.name === 'bash').licenseDeclared).toBe('GPL-3.0-or-later');
+    expect(readFileSync(join(out, 'nvidia-test/SHA256SUMS'), 'utf8')).toMatch(/^[0-9a-f]{64} {2}sbom\.spdx\.json$/m);
   });
 
   it("builds NVIDIA's patched open modules against the headers deb, nvidia-uvm with MMU notifiers", () => {

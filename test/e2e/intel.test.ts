@@ -21,11 +21,11 @@ beforeAll(async () => {
 }, 2_400_000);
 
 describe('intel guest end to end (apt kernel source → rootfs → image → boot)', () => {
-  it('builds the six intel tasks', () => {
+  it('builds the seven intel tasks', () => {
     expect(build.code, `${build.stdout}\n${build.stderr}`).toBe(0);
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
     const manifest = JSON.parse(readFileSync(join(out, 'intel-test/manifest.json'), 'utf8'));
-    expect(manifest.tasks.map((t: { id: string }) => t.id)).toEqual(['kernel-source', 'kernel-config', 'kernel-build', 'kernel-debs', 'rootfs', 'image']);
+    expect(manifest.tasks.map((t: { id: string }) => t.id)).toEqual(['kernel-source', 'kernel-config', 'kernel-build', 'kernel-debs', 'rootfs', 'image', 'sbom']);
     expect(manifest.tasks[0].result.origin).toMatch(/^apt linux-source-6\.1=/);
     const kata = readFileSync(join(out, 'intel-test/kata/configuration-intel-gpu.toml'), 'utf8');
     expect(kata).toContain('machine_type = "pc"');

@@ -17,9 +17,9 @@ const intel = () => compileTaskGraph(loadPipeline({ vendor: 'intel' }).pipeline)
 const deps = (g: ReturnType<typeof nvidia>) => Object.fromEntries(g.tasks.map((t) => [t.id, taskDeps(t)]));
 
 describe('compileTaskGraph', () => {
-  it('gives the nvidia pipeline exactly its eight tasks and their dependencies', () => {
+  it('gives the nvidia pipeline exactly its nine tasks and their dependencies', () => {
     const g = nvidia();
-    expect(g.tasks.map((t) => t.id)).toEqual(['kernel-source', 'kernel-config', 'kernel-build', 'kernel-debs', 'rootfs', 'driver', 'toolkit', 'image']);
+    expect(g.tasks.map((t) => t.id)).toEqual(['kernel-source', 'kernel-config', 'kernel-build', 'kernel-debs', 'rootfs', 'driver', 'toolkit', 'image', 'sbom']);
     expect(deps(g)).toEqual({
       'kernel-source': [],
       'kernel-config': ['kernel-source'],
@@ -30,7 +30,11 @@ describe('compileTaskGraph', () => {
       driver: ['kernel-debs', 'rootfs'],
       toolkit: ['driver'],
       image: ['toolkit'],
+      // the SBOM reads the image, the rootfs it was made from, the kernel and the driver's results
+      sbom: ['image', 'toolkit', 'kernel-debs', 'kernel-source', 'driver'],
     });
+    // what NVIDIA's modules need of the kernel is checked once the .config is final
+    expect(g.tasks.find((t) => t.id === 'kernel-config')!.params.driverNeeds).toEqual(expect.arrayContaining([expect.objectContaining({ symbol: 'X86_PAT' }), expect.objectContaining({ symbol: 'MMU_NOTIFIER' })]));
   });
 
   it('with driver.source: source, builds the modules on the kernel tree alone, beside the rootfs', () => {
@@ -64,10 +68,13 @@ describe('compileTaskGraph', () => {
     expect(named.files.repositoryKey).toBe(key);
   });
 
-  it('gives the intel pipeline six tasks, the image right after the rootfs', () => {
+  it('gives the intel pipeline seven tasks, the image right after the rootfs', () => {
     const g = intel();
-    expect(g.tasks.map((t) => t.id)).toEqual(['kernel-source', 'kernel-config', 'kernel-build', 'kernel-debs', 'rootfs', 'image']);
+    expect(g.tasks.map((t) => t.id)).toEqual(['kernel-source', 'kernel-config', 'kernel-build', 'kernel-debs', 'rootfs', 'image', 'sbom']);
     expect(deps(g).image).toEqual(['rootfs']);
+    expect(deps(g).sbom).toEqual(['image', 'rootfs', 'kernel-debs', 'kernel-source']);
+    // no NVIDIA driver, nothing it needs of the kernel
+    expect(g.tasks.find((t) => t.id === 'kernel-config')!.params.driverNeeds).toBeUndefined();
     expect(ancestorsOf(g, 'rootfs')).toEqual(new Set(['rootfs']));
   });
 
