@@ -1,4 +1,5 @@
-import { join } from 'node:path';
+import { appendFileSync, existsSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { GuestError } from '../model/errors.js';
 import { EventBus } from '../engine/events.js';
 import { planRun, type Selection } from '../engine/plan.js';
@@ -10,6 +11,8 @@ import { createPlainReporter } from '../engine/report/plain.js';
 import { chooseProgressMode, type Reporter } from '../engine/report/reporter.js';
 import { createTraceReporter } from '../engine/report/trace.js';
 import { createTtyReporter } from '../engine/report/tty.js';
+import { createGithubReporter } from '../engine/report/github.js';
+import { runSummary, summaryMarkdown, type RunSummary } from '../engine/report/run-summary.js';
 import { runPlan } from '../engine/run.js';
 import { readResult } from '../engine/results.js';
 import { exitStatusFor } from '../model/errors.js';
@@ -25,11 +28,14 @@ export interface BuildOptions extends PipelineOptions, Selection, PushOptions {
   keepGoing?: boolean;
   progress?: string;
   json?: boolean;
+  /** Write a JSON summary of the run (tasks, keys, cached or run, durations, artifacts) here. */
+  summary?: string;
 }
 
 /** gpu-guest build: plan, run what is not cached, lay the outputs out. Returns the exit status. */
 export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<number> {
   const jobs = parseJobs(opts.jobs);
+  checkSummaryPath(opts.summary);
   const loaded = env.loadGraph(opts);
   assertOutUsable(loaded.pipelineOut);
   const { store, memo } = openCache(opts, env.env, env.stderr);
@@ -42,6 +48,7 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
     const bus = new EventBus();
     const reporters = createReporters(opts, env, logsDir);
     for (const r of reporters) bus.subscribe(r.listen);
+    const started = Date.now();
     const outcome = await runPlan(plan, loaded.graph, env.steps, store, bus, {
       jobs: jobs ?? Math.max(1, loaded.graph.tasks.length),
       keepGoing: opts.keepGoing ?? false,
@@ -51,7 +58,8 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
     });
     for (const r of reporters) await r.close?.();
     // out/ shows the last successful build: a failed or interrupted one leaves its logs, never a partial set of artifacts
-    if (outcome.status === 'succeeded') publishOutputs(plan, outcome, env.steps, loaded.pipelineOut, gpuGuestVersion());
+    const artifacts = outcome.status === 'succeeded' ? publishOutputs(plan, outcome, env.steps, loaded.pipelineOut, gpuGuestVersion()) : [];
+    writeSummaries(opts, env, runSummary({ pipeline: plan.pipeline, gpuGuest: gpuGuestVersion(), status: outcome.status, durationMs: Date.now() - started, planned: plan.tasks, results: outcome.results, artifacts, failure: outcome.failure }));
     if (outcome.status === 'interrupted') {
       env.stderr('interrupted: running tasks were stopped and left no cache entry; run the same command again to continue\n');
       return 130;
@@ -87,7 +95,38 @@ function createReporters(opts: BuildOptions, env: CliEnv, logsDir: string): Repo
   const line = (l: string) => env.stdout(`${l}\n`);
   const view: Reporter =
     mode === 'tty' ? createTtyReporter(env.stdout) : { listen: mode === 'json' ? createJsonReporter(line) : createPlainReporter(line) };
-  return [view, { listen: createTraceReporter(join(logsDir, 'trace.json')) }, { listen: createEventsFileReporter(join(logsDir, 'events.jsonl')) }];
+  // on a GitHub Actions runner (and not printing JSON events): log groups and error annotations too
+  const github: Reporter[] = onGithubActions(env.env) && mode === 'plain' ? [{ listen: createGithubReporter(line) }] : [];
+  return [view, ...github, { listen: createTraceReporter(join(logsDir, 'trace.json')) }, { listen: createEventsFileReporter(join(logsDir, 'events.jsonl')) }];
+}
+
+function onGithubActions(env: NodeJS.ProcessEnv): boolean {
+  return env.GITHUB_ACTIONS === 'true';
+}
+
+/** --summary must name a file in a folder that exists: said before anything is built. */
+function checkSummaryPath(file: string | undefined): void {
+  if (file === undefined) return;
+  const dir = dirname(resolve(file));
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new GuestError('E_USAGE', `--summary ${file}: folder ${dir} does not exist (create it, or name a file in an existing folder)`);
+  if (existsSync(file) && statSync(file).isDirectory()) throw new GuestError('E_USAGE', `--summary ${file}: is a folder (name a file)`);
+}
+
+/** The run summary to --summary FILE (JSON, written whole) and, on GitHub Actions, to GITHUB_STEP_SUMMARY (Markdown, appended). */
+function writeSummaries(opts: BuildOptions, env: CliEnv, summary: RunSummary): void {
+  if (opts.summary) {
+    const tmp = `${opts.summary}.${process.pid}.tmp`;
+    writeFileSync(tmp, `${JSON.stringify(summary, null, 2)}\n`);
+    renameSync(tmp, opts.summary);
+  }
+  const step = env.env.GITHUB_STEP_SUMMARY;
+  if (onGithubActions(env.env) && step) {
+    try {
+      appendFileSync(step, summaryMarkdown(summary));
+    } catch (err) {
+      env.stderr(`warning: could not append the run summary to GITHUB_STEP_SUMMARY (${step}): ${(err as Error).message}\n`);
+    }
+  }
 }
 
 export function parseJobs(value: string | undefined): number | undefined {

@@ -7,13 +7,15 @@ import type { RunOutcome } from './run.js';
 import { listEntries } from './tree.js';
 import type { Json } from '../model/json.js';
 import { redactJson } from '../model/redact.js';
+import type { PublishedArtifact } from './report/run-summary.js';
 
 /**
  * Lays the outputs of finished tasks out under out/<pipeline>/<folder>/ (hard links into the cache
  * where the file system allows, copies elsewhere) and writes manifest.json describing them.
+ * Returns the published files as the manifest lists them.
  */
-export function publishOutputs(plan: Plan, outcome: RunOutcome, steps: StepRegistry, pipelineOut: string, gpuGuestVersion: string): void {
-  const manifest: { pipeline: string; gpuGuest: string; tasks: object[]; artifacts: object[] } = { pipeline: plan.pipeline, gpuGuest: gpuGuestVersion, tasks: [], artifacts: [] };
+export function publishOutputs(plan: Plan, outcome: RunOutcome, steps: StepRegistry, pipelineOut: string, gpuGuestVersion: string): PublishedArtifact[] {
+  const manifest: { pipeline: string; gpuGuest: string; tasks: object[]; artifacts: PublishedArtifact[] } = { pipeline: plan.pipeline, gpuGuest: gpuGuestVersion, tasks: [], artifacts: [] };
   const sums = new Map<string, string>();
   // Several tasks may publish into one folder: clear each folder once, before placing anything.
   for (const t of plan.tasks) {
@@ -50,6 +52,7 @@ export function publishOutputs(plan: Plan, outcome: RunOutcome, steps: StepRegis
   // the format sha256sum -c reads, from out/<pipeline>/
   const lines = [...sums].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([path, digest]) => `${digest}  ${path}\n`);
   writeFileSync(join(pipelineOut, SHA256SUMS), lines.join(''));
+  return manifest.artifacts;
 }
 
 export const SHA256SUMS = 'SHA256SUMS';

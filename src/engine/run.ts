@@ -190,7 +190,7 @@ async function executeStep(t: PlannedTask, spec: TaskSpec, step: AnyStep, env: T
     const outputs = await digestOutputs(scratch.outDir, step.undigested ?? []);
     const entry = await store.commit(scratch, { key: t.key, task: t.id, kind: t.kind, pipeline: env.plan.pipeline, material: env.plan.materials.get(t.id)!, result, outputs, durationMs });
     store.rememberMaterial(env.plan.pipeline, t.id, env.plan.materials.get(t.id)!);
-    bus.emit({ type: 'task:end', time: Date.now(), id: t.id, status: 'succeeded', durationMs });
+    bus.emit({ type: 'task:end', time: Date.now(), id: t.id, status: 'succeeded', durationMs, logFile });
     return { status: 'succeeded', durationMs, entry };
   } catch (err) {
     const durationMs = Date.now() - begin;
