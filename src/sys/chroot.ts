@@ -6,6 +6,7 @@ import { processAlive } from './process.js';
 import { runLogged, type RunOptions } from './exec.js';
 import { mountsUnder } from './mounts.js';
 import type { StepLog } from '../model/step.js';
+import { proxyEnvironment } from './proxy.js';
 
 /** The seed procedure's mounts, in mount order; unmounted in reverse. */
 const SEED_MOUNTS: { target: string; commands: string[][] }[] = [
@@ -16,7 +17,7 @@ const SEED_MOUNTS: { target: string; commands: string[][] }[] = [
   { target: 'dev/pts', commands: [['-t', 'devpts', '-o', 'newinstance,ptmxmode=0666,mode=620,gid=5', 'devpts']] },
 ];
 
-/** The only environment commands inside the chroot see. */
+/** The only environment commands inside the chroot see (with the host's proxy variables, for apt). */
 export const CHROOT_ENV: NodeJS.ProcessEnv = {
   PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
   DEBIAN_FRONTEND: 'noninteractive',
@@ -159,7 +160,7 @@ export async function openChroot(rootDir: string, ctx: { log: StepLog; cacheDir:
   return {
     root,
     // a working folder inside the chroot through env --chdir: no shell, the values stay argv
-    run: (cmd, args, { cwd, ...opts } = {}) => runLogged(ctx.log, 'chroot', [root, ...(cwd ? ['env', `--chdir=${cwd}`] : []), cmd, ...args], { ...opts, env: CHROOT_ENV, signal: ctx.signal }),
+    run: (cmd, args, { cwd, ...opts } = {}) => runLogged(ctx.log, 'chroot', [root, ...(cwd ? ['env', `--chdir=${cwd}`] : []), cmd, ...args], { ...opts, env: { ...CHROOT_ENV, ...proxyEnvironment() }, signal: ctx.signal }),
     close,
   };
 }

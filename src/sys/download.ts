@@ -2,6 +2,7 @@ import { createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync 
 import { pipeline } from 'node:stream/promises';
 import { basename, dirname } from 'node:path';
 import got, { HTTPError, RequestError } from 'got';
+import { proxyAgent, proxyFor } from './proxy.js';
 import { GuestError } from '../model/errors.js';
 import { redact } from '../model/redact.js';
 import { sha256File } from './hash.js';
@@ -26,7 +27,7 @@ export interface DownloadOptions {
 
 const NO_NETWORK = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH']);
 
-/** Downloads with got: retries, resume of a partial file, mirror failover, progress, sha256. */
+/** Downloads with got: retries, resume of a partial file, mirror failover, progress, sha256; through HTTP(S)_PROXY unless NO_PROXY names the host. */
 export async function downloadVerified(opts: DownloadOptions): Promise<string> {
   mkdirSync(dirname(opts.dest), { recursive: true });
   if (existsSync(opts.dest) && opts.sha256) {
@@ -44,7 +45,7 @@ export async function downloadVerified(opts: DownloadOptions): Promise<string> {
     } catch (err) {
       if (opts.signal?.aborted) throw new GuestError('E_INTERRUPTED', `download of ${opts.what} interrupted`, { cause: err });
       if (err instanceof GuestError && err.code === 'E_CHECKSUM_MISMATCH') throw err;
-      failures.push(`${redact(url)}: ${describeFailure(err)}`);
+      failures.push(`${redact(url)}${through(url)}: ${describeFailure(err)}`);
       opts.log?.(`download from ${redact(url)} failed: ${describeFailure(err)}`);
       // a partial file from another mirror must not be glued to this one's bytes
       rmSync(part, { force: true });
@@ -69,6 +70,7 @@ async function fetchWithResume(url: string, part: string, opts: DownloadOptions)
         timeout: { connect: 10_000, socket: opts.idleTimeoutMs ?? 30_000 },
         signal: opts.signal,
         decompress: false,
+        agent: proxyAgent(url),
       });
       const response = await new Promise<{ statusCode: number }>((resolve, reject) => {
         stream.once('response', resolve);
@@ -116,6 +118,12 @@ export async function checkPinnedFile(file: string, expected: string, what: stri
   }
 }
 
+/** ` (through proxy P)` when the environment sends this URL through a proxy: a failure may be the proxy's. */
+function through(url: string): string {
+  const proxy = proxyFor(url);
+  return proxy ? ` (through proxy ${redact(proxy)})` : '';
+}
+
 function describeFailure(err: unknown): string {
   if (err instanceof HTTPError) return `HTTP ${err.response.statusCode}`;
   if (err instanceof RequestError) return `${err.code}: ${err.message.split('\n')[0]}`;
@@ -127,11 +135,11 @@ export async function fetchText(urls: string[], what: string, signal?: AbortSign
   const failures: string[] = [];
   for (const url of urls) {
     try {
-      const text = await got(url, { retry: { limit: 1 }, timeout: { request: 20_000 }, signal }).text();
+      const text = await got(url, { retry: { limit: 1 }, timeout: { request: 20_000 }, signal, agent: proxyAgent(url) }).text();
       return { text, url };
     } catch (err) {
       if (signal?.aborted) throw new GuestError('E_INTERRUPTED', `fetching ${what} interrupted`, { cause: err });
-      failures.push(`${redact(url)}: ${describeFailure(err)}`);
+      failures.push(`${redact(url)}${through(url)}: ${describeFailure(err)}`);
     }
   }
   const offline = failures.every((f) => [...NO_NETWORK].some((c) => f.includes(c)));

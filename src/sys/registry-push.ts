@@ -1,6 +1,7 @@
 import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import got, { type Method, type Response } from 'got';
+import { proxyAgent } from './proxy.js';
 import { GuestError } from '../model/errors.js';
 import { runLogged } from './exec.js';
 import { redactSecret, writeAuthFile, type RegistryCredentials } from './registry-auth.js';
@@ -72,6 +73,7 @@ export async function pushWithApi(log: StepLog, layoutDir: string, target: PushT
   const request = (method: Method, url: string, options: { body?: Buffer | NodeJS.ReadableStream; headers?: Record<string, string> } = {}): Promise<Response<string>> =>
     got(url.startsWith('http') ? url : `${base}${url}`, {
       method,
+      agent: proxyAgent(url.startsWith('http') ? url : `${base}${url}`),
       body: options.body as Buffer | undefined,
       headers: { ...(options.headers ?? {}), ...(authorization ? { authorization } : {}) },
       throwHttpErrors: false,
@@ -135,7 +137,7 @@ async function authenticate(challenge: string, target: PushTarget): Promise<stri
   const url = new URL(params.realm);
   if (params.service) url.searchParams.set('service', params.service);
   url.searchParams.set('scope', `repository:${target.repository}:pull,push`);
-  const res = await got(url, { headers: { authorization: basic }, throwHttpErrors: false, retry: { limit: 1 } });
+  const res = await got(url, { headers: { authorization: basic }, throwHttpErrors: false, retry: { limit: 1 }, agent: proxyAgent(url.href) });
   if (res.statusCode !== 200) throw new GuestError('E_PUSH_AUTH', `${target.host}'s token service refused the credentials from ${target.creds.source} (HTTP ${res.statusCode})`);
   const token = (JSON.parse(res.body) as { token?: string; access_token?: string });
   return `Bearer ${token.token ?? token.access_token}`;
