@@ -28,6 +28,8 @@ export type KernelBuildResult = {
   modules: boolean;
   /** The kernel image file in the entry (vmlinuz-<release>). */
   image: string;
+  /** The compiler command the tree was built with (`ccache gcc` or `gcc`): later makes on it must use the same. */
+  compiler?: string;
 };
 
 export type PackageFile = { file: string; package: string; version: string; architecture: string; sha256: string };

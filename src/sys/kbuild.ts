@@ -3,6 +3,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { which } from 'zx';
 import { runLogged, type RunOptions } from './exec.js';
+import { GuestError } from '../model/errors.js';
 import type { StepLog } from '../model/step.js';
 
 /**
@@ -33,17 +34,27 @@ export function jobs(): number {
   return Math.max(1, cpus().length);
 }
 
+/** The compiler command kernel builds use when the host has ccache. */
+const CCACHE_CC = 'ccache gcc';
+
 /**
- * ccache for kernel and module builds when the host has it: `CC=ccache gcc`, its store in the
- * gpu-guest cache (<cache>/ccache), shared by every key. Every kernel make sees its trees at the same
- * paths (kernelTreePaths), so a rebuild after a fragment change, or another guest's kernel, reuses
- * every object whose preprocessed source is the same. A hit gives the same object: outputs are
- * unchanged.
+ * The compiler for kernel and module builds: `CC=ccache gcc` when the host has ccache, its store in
+ * the gpu-guest cache (<cache>/ccache), shared by every key. Every kernel make sees its trees at the
+ * same paths (kernelTreePaths), so a rebuild after a fragment change, or another guest's kernel,
+ * reuses every object whose preprocessed source is the same; a hit gives the same object.
+ * `builtWith` is what kernel-build recorded: every later make on that tree (packaging, NVIDIA's
+ * modules) must use the same compiler command, because kbuild compares each object's recorded
+ * command line and would otherwise compile the whole kernel again.
  */
-export async function ccache(cacheDir: string): Promise<{ args: string[]; env: NodeJS.ProcessEnv }> {
-  if (!(await which('ccache', { nothrow: true }))) return { args: [], env: {} };
+export async function ccache(cacheDir: string, builtWith?: string): Promise<{ args: string[]; env: NodeJS.ProcessEnv; compiler: string }> {
+  const have = Boolean(await which('ccache', { nothrow: true }));
+  if (builtWith !== undefined && builtWith !== CCACHE_CC) return { args: [], env: {}, compiler: builtWith };
+  if (!have) {
+    if (builtWith === CCACHE_CC) throw new GuestError('E_MISSING_TOOL', `this kernel was built with CC="${CCACHE_CC}", and kbuild recompiles everything for another compiler: install ccache (apt-get install ccache) to package it or build modules against it`);
+    return { args: [], env: {}, compiler: 'gcc' };
+  }
   // NOHASHDIR: the working folder is not part of what is hashed (it is the same path anyway)
-  return { args: ['CC=ccache gcc', 'HOSTCC=ccache gcc'], env: { CCACHE_DIR: process.env.CCACHE_DIR ?? join(cacheDir, 'ccache'), CCACHE_NOHASHDIR: '1' } };
+  return { args: [`CC=${CCACHE_CC}`, `HOSTCC=${CCACHE_CC}`], env: { CCACHE_DIR: process.env.CCACHE_DIR ?? join(cacheDir, 'ccache'), CCACHE_NOHASHDIR: '1' }, compiler: CCACHE_CC };
 }
 
 /** Lines worth showing when a kernel build fails: compiler and make errors, not the whole log. */

@@ -59,7 +59,7 @@ async function buildKernel(ctx: StepContext<BuildParams, BuildInputs>): Promise<
   symlinkSync(`vmlinux-${release}`, join(ctx.outDir, `vmlinux-${flavour}.container`));
   const sourceResult = ctx.upstream.source.result;
   ctx.log.info(`kernel release ${release}`);
-  return { kernelRelease: release, buildKey: ctx.key, version: sourceResult.version ?? null, flavour, modules, image: `vmlinuz-${release}` };
+  return { kernelRelease: release, buildKey: ctx.key, version: sourceResult.version ?? null, flavour, modules, image: `vmlinuz-${release}`, compiler: cc.compiler };
 }
 
 /**

@@ -7,7 +7,7 @@ import type { KernelBuildResult, KernelPackagesResult, KernelSourceResult, Packa
 import { readDebFields } from '../../sys/deb.js';
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
-import { jobs, kbuildEnv, kernelTreePaths, makeArgs, makeAtStablePath } from '../../sys/kbuild.js';
+import { ccache, jobs, kbuildEnv, kernelTreePaths, makeArgs, makeAtStablePath } from '../../sys/kbuild.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
 
 /**
@@ -38,7 +38,9 @@ async function packageKernel(ctx: StepContext<PackagesParams, PackagesInputs>): 
   const at = kernelTreePaths();
   const trees = { folder: pkgDir, source: sourceTree };
   const version = packageVersion ?? `${build.result.version}-1`;
-  const env = kbuildEnv(ctx.sourceDate, { KDEB_PKGVERSION: version, PATH: `${dateShim(ctx.workDir)}:${process.env.PATH}` });
+  // the compiler the tree was built with: another command line would make kbuild compile it all again
+  const cc = await ccache(ctx.cacheDir, build.result.compiler);
+  const env = kbuildEnv(ctx.sourceDate, { ...cc.env, KDEB_PKGVERSION: version, PATH: `${dateShim(ctx.workDir)}:${process.env.PATH}` });
   const make = (args: string[]) => makeAtStablePath(ctx.log, trees, args, { env, signal: ctx.signal });
   if (format === 'rpm') {
     if (!(await which('rpmbuild', { nothrow: true }))) throw new GuestError('E_MISSING_TOOL', 'kernel.packages is rpm, but rpmbuild is not installed (run as root: apt-get install -y rpm; or use packages: deb)');
@@ -48,10 +50,10 @@ async function packageKernel(ctx: StepContext<PackagesParams, PackagesInputs>): 
     mkdirSync(home);
     writeFileSync(join(home, '.rpmmacros'), `%_topdir ${top}\n`);
     const rpmMake = (args: string[]) => makeAtStablePath(ctx.log, trees, args, { env: { ...env, HOME: home }, signal: ctx.signal });
-    await rpmMake(makeArgs(at.source, at.objtree, `-j${jobs()}`, 'binrpm-pkg'));
+    await rpmMake([...makeArgs(at.source, at.objtree, `-j${jobs()}`, 'binrpm-pkg'), ...cc.args]);
     return collectRpms(ctx, join(top, 'RPMS'), build.result.kernelRelease);
   }
-  await make(makeArgs(at.source, at.objtree, `-j${jobs()}`, 'bindeb-pkg'));
+  await make([...makeArgs(at.source, at.objtree, `-j${jobs()}`, 'bindeb-pkg'), ...cc.args]);
   // bindeb-pkg writes the packages next to the object tree
   return collectDebs(ctx, pkgDir, build.result.kernelRelease);
 }

@@ -68,7 +68,7 @@ async function buildModules(ctx: StepContext<ModulesParams, ModulesInputs>): Pro
   // the kernel tree read-only at its stable path: NVIDIA's conftest and kbuild read it, never write it
   const at = kernelTreePaths();
   const kernelVars = [`SYSSRC=${at.source}`, `SYSOUT=${at.objtree}`];
-  const cc = await ccache(ctx.cacheDir);
+  const cc = await ccache(ctx.cacheDir, build.result.compiler);
   const env = kbuildEnv(ctx.sourceDate, cc.env);
   const trees = { folder: build.dir, source: join(ctx.upstream.source.dir, 'tree') };
   const makeIn = (dir: string, args: string[]) => makeAtStablePath(ctx.log, trees, ['-C', dir, ...kernelVars, ...args], { env, signal: ctx.signal, readOnly: true, quiet: true });
