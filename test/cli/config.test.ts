@@ -88,7 +88,7 @@ describe('gpu-guest config diff and explain on built pipelines', () => {
     expect(gaps.stdout).not.toMatch(/CONFIG_VIRTIO_BLK\s/);
     const none = await run(cliBin, ['config', 'diff', '--exit-code', kata, join(repoRoot, 'kernel-configs/base/kata/x86_64'), '--cache-dir', sharedCacheDir()]);
     expect([none.code, none.stdout.trim().split('\n').at(-1)]).toEqual([0, 'no option differs']);
-  });
+  }, 600_000);
 
   it('explains an option: the fragment line that asked, the options that select it, the unmet dependency', async () => {
     const { minimal, kata } = await builtPipelines();
