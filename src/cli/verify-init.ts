@@ -89,7 +89,8 @@ export function guestChecks(o: { release: string; options: string[]; modules: st
     const nvidia = mainModule ? `/lib/modules/${o.release}/${mainModule}` : 'nvidia';
     checks.push({ name: 'driver-version', script: `m=$(chroot /mnt /sbin/modinfo -F version ${quote(nvidia)}); echo "nvidia $m"; [ "$m" = ${quote(v)} ]` });
     if (Number(v.split('.')[0]) >= 510) {
-      checks.push({ name: 'gsp-firmware', script: `ls ${quote(`/mnt/lib/firmware/nvidia/${v}`)} | grep -E '^gsp_.*\.bin$' | tr '\\n' ' ' | grep .` });
+      const fw = `/lib/firmware/nvidia/${v}`;
+      checks.push({ name: 'gsp-firmware', script: `f=$(ls ${quote(`/mnt${fw}`)} 2>/dev/null | grep -E '^gsp_.*\\.bin$' | tr '\\n' ' '); if [ -n "$f" ]; then echo "$f"; else echo ${quote(`no gsp_*.bin in ${fw}: the driver cannot boot a GSP GPU (Turing and newer)`)}; false; fi` });
     }
     // absolute paths inside the chroot: busybox's chroot would run its own applet for a bare "grep"
     const ml = `libnvidia-ml.so.${v}`;

@@ -160,7 +160,7 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
     expect(enforced.stdout).toContain(`pass  module-signature-trusted  the kernel trusts ${TEST_SIGNER}'s signatures`);
   }, 600_000);
 
-  it("fails a module the kernel refuses, with the kernel's and modprobe's own words: unsigned under enforcement, a dependency gone, a corrupt file", async () => {
+  it("fails a module the kernel refuses, with the kernel's and modprobe's own words: unsigned under enforcement, a dependency gone, a corrupt file, the firmware gone", async () => {
     const manifest = JSON.parse(readFileSync(join(out, 'nvidia-test/manifest.json'), 'utf8'));
     const driver = manifest.tasks.find((t: { id: string }) => t.id === 'driver').result;
     const inGuest = (name: string) => `/lib/modules/${release}/${driver.modules.find((m: string) => m.endsWith(`/${name}`))}`;
@@ -202,11 +202,18 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
     expect(unsigned.get('module-loads:nvidia')).toMatchObject({ pass: false, detail: expect.stringMatching(/Key was rejected by service/) });
     expect(unsigned.get('module-signer:nvidia')).toMatchObject({ pass: false });
 
-    // nvidia.ko gone (nvidia-uvm and nvidia-modeset need it), nvidia-modeset.ko no ELF file at all
+    // nvidia.ko gone (nvidia-uvm and nvidia-modeset need it), nvidia-modeset.ko no ELF file at all,
+    // the GSP firmware gone
+    const firmware = `/lib/firmware/nvidia/${NVIDIA_VERSION}`;
     const broken = await boot((image, work) => {
       execFileSync('debugfs', ['-w', '-R', `rm ${inGuest('nvidia.ko')}`, image], { stdio: 'ignore' });
       replace(image, work, inGuest('nvidia-modeset.ko'), Buffer.from('not a kernel module\n'.repeat(64)));
+      const listing = execFileSync('debugfs', ['-R', `ls -p ${firmware}`, image], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+      const files = listing.split('\n').map((l) => l.split('/')[5]).filter((n): n is string => !!n && n.startsWith('gsp_'));
+      expect(files.length).toBeGreaterThan(0);
+      for (const f of files) execFileSync('debugfs', ['-w', '-R', `rm ${firmware}/${f}`, image], { stdio: 'ignore' });
     }, '');
+    expect(broken.get('gsp-firmware')).toMatchObject({ pass: false, detail: `no gsp_*.bin in ${firmware}: the driver cannot boot a GSP GPU (Turing and newer)` });
     expect(broken.get('module-present:nvidia')).toMatchObject({ pass: false });
     expect(broken.get('module-loads:nvidia')).toMatchObject({ pass: false, detail: expect.stringMatching(/could not insert 'nvidia'|not found/) });
     expect(broken.get('module-deps:nvidia-uvm')).toMatchObject({ pass: false, detail: expect.stringMatching(/missing: \S+\/nvidia\.ko/) });
