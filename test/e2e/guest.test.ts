@@ -160,7 +160,7 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
     expect(enforced.stdout).toContain(`pass  module-signature-trusted  the kernel trusts ${TEST_SIGNER}'s signatures`);
   }, 600_000);
 
-  it("fails a module the kernel refuses, with the kernel's and modprobe's own words: unsigned under enforcement, a dependency gone, a corrupt file, the firmware gone", async () => {
+  it("fails a module the kernel refuses, with the kernel's and modprobe's own words: unsigned under enforcement, a dependency gone, a corrupt file, the firmware gone, an unknown symbol", async () => {
     const manifest = JSON.parse(readFileSync(join(out, 'nvidia-test/manifest.json'), 'utf8'));
     const driver = manifest.tasks.find((t: { id: string }) => t.id === 'driver').result;
     const inGuest = (name: string) => `/lib/modules/${release}/${driver.modules.find((m: string) => m.endsWith(`/${name}`))}`;
@@ -220,6 +220,25 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
     expect(broken.get('module-vermagic:nvidia-modeset')).toMatchObject({ pass: false, detail: expect.stringMatching(/Exec format error/) });
     // the module left as it was still passes its own checks
     expect(broken.get('module-vermagic:nvidia-uvm')).toMatchObject({ pass: true });
+
+    // nvidia.ko asking for a kernel symbol this kernel does not export (one import renamed in its
+    // string table, as a module built for another kernel configuration would): Unknown symbol
+    let renamed = '';
+    const unknown = await boot((image, work) => {
+      const ko = stripSignature(dump(image, work, inGuest('nvidia.ko')));
+      writeFileSync(join(work, 'nvidia.ko'), ko);
+      const imports = execFileSync('nm', ['-u', join(work, 'nvidia.ko')], { encoding: 'utf8' }).split('\n').map((l) => l.trim().split(/\s+/).pop()!).filter((n) => /^[a-z_][a-z0-9_]{5,}$/.test(n));
+      for (const name of imports) {
+        const needle = Buffer.from(`\0${name}\0`);
+        if (ko.indexOf(needle) < 0 || ko.indexOf(needle, ko.indexOf(needle) + 1) >= 0) continue;
+        renamed = `${name.slice(0, -1)}${name.endsWith('q') ? 'x' : 'q'}`;
+        Buffer.from(`\0${renamed}\0`).copy(ko, ko.indexOf(needle));
+        break;
+      }
+      expect(renamed).not.toBe('');
+      replace(image, work, inGuest('nvidia.ko'), ko);
+    }, '');
+    expect(unknown.get('module-loads:nvidia')).toMatchObject({ pass: false, detail: expect.stringContaining(`Unknown symbol ${renamed}`) });
   }, 1_200_000);
 
   it('keeps the module signing key out of every package, the rootfs and the image', () => {
