@@ -13,6 +13,8 @@ import { createTraceReporter } from '../engine/report/trace.js';
 import { createTtyReporter } from '../engine/report/tty.js';
 import { createGithubReporter } from '../engine/report/github.js';
 import { runSummary, summaryMarkdown, type RunSummary } from '../engine/report/run-summary.js';
+import { RemoteCacheStore, type RemoteCacheOptions } from '../engine/remote-cache.js';
+import { redact } from '../model/redact.js';
 import { runPlan } from '../engine/run.js';
 import { readResult } from '../engine/results.js';
 import { exitStatusFor } from '../model/errors.js';
@@ -30,6 +32,8 @@ export interface BuildOptions extends PipelineOptions, Selection, PushOptions {
   json?: boolean;
   /** Write a JSON summary of the run (tasks, keys, cached or run, durations, artifacts) here. */
   summary?: string;
+  remoteCache?: string;
+  remoteCacheMode?: string;
 }
 
 /** gpu-guest build: plan, run what is not cached, lay the outputs out. Returns the exit status. */
@@ -38,7 +42,9 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
   checkSummaryPath(opts.summary);
   const loaded = env.loadGraph(opts);
   assertOutUsable(loaded.pipelineOut);
-  const { store, memo } = openCache(opts, env.env, env.stderr);
+  const remote = remoteCacheOptions(opts, env);
+  const { store: local, memo } = openCache(opts, env.env, env.stderr);
+  const store = remote ? new RemoteCacheStore(local, remote) : local;
   const signals = abortOnSignals(() => env.stderr('still cleaning up after the interrupt (mounts, scratch folders); please wait\n'));
   try {
     // the plan checks every input it can (preflight) before the out folder is even created
@@ -57,6 +63,10 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
       sourceDate: loaded.sourceDate,
     });
     for (const r of reporters) await r.close?.();
+    if (store instanceof RemoteCacheStore && outcome.status !== 'interrupted') {
+      const uploaded = await store.flush();
+      if (uploaded) env.stderr(`uploaded ${uploaded} cache entr${uploaded === 1 ? 'y' : 'ies'} to the remote cache\n`);
+    }
     // out/ shows the last successful build: a failed or interrupted one leaves its logs, never a partial set of artifacts
     const artifacts = outcome.status === 'succeeded' ? publishOutputs(plan, outcome, env.steps, loaded.pipelineOut, gpuGuestVersion()) : [];
     writeSummaries(opts, env, runSummary({ pipeline: plan.pipeline, gpuGuest: gpuGuestVersion(), status: outcome.status, durationMs: Date.now() - started, planned: plan.tasks, results: outcome.results, artifacts, failure: outcome.failure }));
@@ -98,6 +108,20 @@ function createReporters(opts: BuildOptions, env: CliEnv, logsDir: string): Repo
   // on a GitHub Actions runner (and not printing JSON events): log groups and error annotations too
   const github: Reporter[] = onGithubActions(env.env) && mode === 'plain' ? [{ listen: createGithubReporter(line) }] : [];
   return [view, ...github, { listen: createTraceReporter(join(logsDir, 'trace.json')) }, { listen: createEventsFileReporter(join(logsDir, 'events.jsonl')) }];
+}
+
+/** --remote-cache (or GPU_GUEST_REMOTE_CACHE) and its mode, checked before anything runs. */
+function remoteCacheOptions(opts: BuildOptions, env: CliEnv): RemoteCacheOptions | undefined {
+  const url = opts.remoteCache ?? (env.env.GPU_GUEST_REMOTE_CACHE || undefined);
+  if (!url) return undefined;
+  if (!/^https?:\/\/[^/]+/.test(url)) throw new GuestError('E_USAGE', `--remote-cache ${redact(url)}: expected an http:// or https:// URL`);
+  const mode = opts.remoteCacheMode ?? 'readwrite';
+  if (mode !== 'read' && mode !== 'readwrite') throw new GuestError('E_USAGE', `--remote-cache-mode ${mode}: expected read or readwrite`);
+  const token = env.env.GPU_GUEST_REMOTE_CACHE_TOKEN || undefined;
+  const timeout = env.env.GPU_GUEST_REMOTE_CACHE_TIMEOUT;
+  const seconds = timeout === undefined || timeout === '' ? 30 : Number(timeout);
+  if (!Number.isFinite(seconds) || seconds <= 0) throw new GuestError('E_USAGE', `GPU_GUEST_REMOTE_CACHE_TIMEOUT=${timeout}: expected a number of seconds above 0`);
+  return { url, mode, token, warn: (line) => env.stderr(`${line}\n`), connectTimeoutMs: Math.min(10, seconds) * 1000, idleTimeoutMs: seconds * 1000 };
 }
 
 function onGithubActions(env: NodeJS.ProcessEnv): boolean {

@@ -55,6 +55,8 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .addOption(new Option('--progress <mode>', 'how to show progress (default: tty on a terminal, plain in CI or a pipe)').choices(['tty', 'plain', 'json']))
     .option('--json', 'same as --progress json: one JSON event per line', false)
     .option('--summary <file>', 'write a JSON summary of the run to this file: tasks, keys, cached or run, durations, artifacts with sha256')
+    .option('--remote-cache <url>', 'a shared cache behind the local one: plain HTTP GET/HEAD/PUT under this URL (default: GPU_GUEST_REMOTE_CACHE; token: GPU_GUEST_REMOTE_CACHE_TOKEN)')
+    .option('--remote-cache-mode <mode>', 'read (only download) or readwrite (also upload what this build made)', 'readwrite')
     .option('--push', 'nvidia-vgpu: push the image after a successful build (same flags as push)', false)
     .option('--registry-auth <file>', 'with --push: a Docker config.json with the registry credentials')
     .option('--insecure-registry', 'with --push: the registry speaks plain HTTP', false)
