@@ -30,6 +30,12 @@ describe('intel guest end to end (apt kernel source → rootfs → image → boo
     const kata = readFileSync(join(out, 'intel-test/kata/configuration-intel-gpu.toml'), 'utf8');
     expect(kata).toContain('machine_type = "pc"');
     expect(kata).toContain('hotplug_vfio_on_root_bus = true');
+    // the image names no apt source of the build (the host's mirror): the recipe's cleanup list
+    const image = join(out, 'intel-test/rootfs/kata-containers-intel-gpu.img');
+    const listing = execFileSync('debugfs', ['-R', 'ls -p /etc/apt/sources.list.d', image], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    expect(listing.split('\n').map((l) => l.split('/')[5]).filter((n) => n && n !== '.' && n !== '..')).toEqual([]);
+    const stat = execFileSync('debugfs', ['-R', 'stat /etc/apt/sources.list', image], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    expect(stat).not.toMatch(/Inode:/);
   });
 
   it('boots with i915 built in', () => {
