@@ -99,6 +99,8 @@ export interface ExecTask {
   kind?: string;
   /** Keyed by what its upstreams made, not by their keys (early cutoff). */
   cutoff?: boolean;
+  /** Instead of a script: `make <target>` in the folder `tree` (its Makefile) the way kernel builds run make. */
+  make?: { tree: string; target: string };
 }
 
 /** Writes a harness graph file and returns the common CLI arguments for it. */

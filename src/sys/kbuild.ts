@@ -85,6 +85,7 @@ export function kernelTreePaths(): { source: string; folder: string; objtree: st
  * Runs `make …` with `trees.folder` (which holds `build/`) and `trees.source` at their stable paths
  * (kernelTreePaths); compiler errors explain a failure. `readOnly` keeps the object tree as it is
  * too (an out-of-tree module build reads a cached kernel tree); the source is always read-only.
+ * make runs in its own mount and PID namespaces: nothing of it outlives gpu-guest.
  */
 export function makeAtStablePath(log: StepLog, trees: { folder: string; source: string }, makeArgv: string[], opts: RunOptions & { readOnly?: boolean } = {}): Promise<string> {
   const at = kernelTreePaths();
@@ -92,6 +93,9 @@ export function makeAtStablePath(log: StepLog, trees: { folder: string; source: 
   mkdirSync(at.source, { recursive: true });
   const folderRo = opts.readOnly ? ' && mount -o remount,bind,ro "$4"' : '';
   const script = `mount --bind "$1" "$4"${folderRo} && mount --bind "$2" "$3" && mount -o remount,bind,ro "$3" && shift 4 && exec make "$@"`;
-  const argv = ['--mount', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', trees.folder, trees.source, at.source, at.folder, ...makeArgv];
-  return runLogged(log, 'unshare', argv, { explain: compilerErrors, ...opts });
+  // a PID namespace of its own, whose first process dies with gpu-guest (setpriv's parent-death
+  // signal on unshare, --kill-child on its child): even when gpu-guest is killed outright (SIGKILL,
+  // a CI runner cancelling the job), the kernel kills make and every compiler it started
+  const argv = ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child=SIGKILL', '--', 'sh', '-c', script, 'sh', trees.folder, trees.source, at.source, at.folder, ...makeArgv];
+  return runLogged(log, 'setpriv', argv, { explain: compilerErrors, ...opts });
 }
