@@ -174,7 +174,7 @@ export class RemoteCacheStore implements CacheStore {
     try {
       const tar = join(tmp, 'entry.tar');
       // the entry as it is (owners, modes, times: kbuild reads the times of a kernel tree), names sorted
-      await runTar(['-cf', tar, '-C', dir, '--sort=name', '--numeric-owner', '--xattrs', 'meta.json', 'out']);
+      await runTar(['-cf', tar, '-C', dir, '--sort=name', '--numeric-owner', '--xattrs', 'meta.json', 'out', ...(existsSync(join(dir, 'log.txt')) ? ['log.txt'] : [])]);
       const sha256 = await fileSha256(tar);
       const size = statSync(tar).size;
       const casUrl = this.url(`cas/${sha256}.tar`);

@@ -39,6 +39,9 @@ describe('remote cache (nginx WebDAV on 127.0.0.1)', () => {
     expect(second.stdout).toMatch(/0 to run/);
     expect(r.ran()).toEqual(['kernel', 'image']);
     expect(readFileSync(join(r.dir, 'b-out/demo/exec/image.txt'), 'utf8')).toBe(readFileSync(join(r.dir, 'a-out/demo/exec/image.txt'), 'utf8'));
+    // with the log of the run that made it
+    const manifest = JSON.parse(readFileSync(join(r.dir, 'b-out/demo/manifest.json'), 'utf8'));
+    expect(readFileSync(join(r.dir, 'b-cache/entries', manifest.tasks[0].key, 'log.txt'), 'utf8')).toContain('echo kernel >>');
     // the downloaded entries are local now: a third build needs no server
     const third = await run(harness, ['build', ...r.argsFor('b')]);
     expect(third.stdout).toMatch(/0 to run/);
