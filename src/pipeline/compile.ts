@@ -123,7 +123,8 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
   tasks.push({
     id: 'sbom',
     kind: 'sbom',
-    upstream: { image: 'image', rootfs: lastRootfsTask, kernel: 'kernel-debs', source: 'kernel-source', ...(tasks.some((t) => t.id === 'driver') ? { driver: 'driver' } : {}) },
+    // the base rootfs too, when later tasks changed it: the toolkit step's cleanup drops /usr/share/doc, the licences' source
+    upstream: { image: 'image', rootfs: lastRootfsTask, ...(lastRootfsTask !== 'rootfs' ? { base: 'rootfs' } : {}), kernel: 'kernel-debs', source: 'kernel-source', ...(tasks.some((t) => t.id === 'driver') ? { driver: 'driver' } : {}) },
     title: 'write the SPDX bill of materials of the guest',
     params: { pipeline: p.name, distro: p.rootfs.distro, suite: p.rootfs.suite },
     files: {},

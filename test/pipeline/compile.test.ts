@@ -31,7 +31,7 @@ describe('compileTaskGraph', () => {
       toolkit: ['driver'],
       image: ['toolkit'],
       // the SBOM reads the image, the rootfs it was made from, the kernel and the driver's results
-      sbom: ['image', 'toolkit', 'kernel-debs', 'kernel-source', 'driver'],
+      sbom: ['image', 'toolkit', 'rootfs', 'kernel-debs', 'kernel-source', 'driver'],
     });
     // what NVIDIA's modules need of the kernel is checked once the .config is final
     expect(g.tasks.find((t) => t.id === 'kernel-config')!.params.driverNeeds).toEqual(expect.arrayContaining([expect.objectContaining({ symbol: 'X86_PAT' }), expect.objectContaining({ symbol: 'MMU_NOTIFIER' })]));

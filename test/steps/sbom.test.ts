@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { sbom } from '../../src/steps/image/sbom.js';
 import { debianCopyrightLicense, parseDpkgStatus } from '../../src/sys/spdx.js';
@@ -14,27 +14,28 @@ const status = (name: string, version: string, state = 'install ok installed', s
   `Package: ${name}\nStatus: ${state}\nPriority: optional\n${source ? `Source: ${source}\n` : ''}Version: ${version}\nArchitecture: amd64\nDescription: ${name}\n multi-line\n`;
 
 /** A rootfs tarball as the rootfs tasks pack it (./ names), with a dpkg status and copyright files. */
-function guestRootfs(dir: string, withStatus = true): string {
-  const root = join(dir, 'root');
+function guestRootfs(dir: string, withStatus = true, withDocs = true, name = 'rootfs'): string {
+  const root = join(dir, `${name}-root`);
   mkdirSync(join(root, 'var/lib/dpkg'), { recursive: true });
   if (withStatus) {
     writeFileSync(join(root, 'var/lib/dpkg/status'), [status('bash', '5.2.15-2+b7'), status('libc6', '2.36-9+deb12u9', 'install ok installed', 'glibc'), status('removed-one', '1.0', 'deinstall ok config-files'), status('perl-base', '5.36.0-7+deb12u1', 'install ok installed', 'perl'), status('odd', '1:2.0~rc1')].join('\n'));
   }
-  for (const [pkg, text] of Object.entries({
+  for (const [pkg, text] of Object.entries(withDocs ? {
     bash: `${DEP5}Files: *\nCopyright: 1987-2022 Free Software Foundation\nLicense: GPL-3+\n\nFiles: doc/*\nLicense: GFDL-NIV-1.3\n`,
     glibc: `${DEP5}Files: *\nCopyright: 1991 FSF\nLicense: LGPL-2.1+\n`,
     perl: `${DEP5}Files: *\nCopyright: Larry Wall\nLicense: GPL-1+ or Artistic\n`,
     odd: 'This is free software; see /usr/share/common-licenses/GPL-2.\n',
-  })) {
+  } : {})) {
     mkdirSync(join(root, 'usr/share/doc', pkg), { recursive: true });
     writeFileSync(join(root, 'usr/share/doc', pkg, 'copyright'), text);
   }
-  const tarball = join(dir, 'rootfs.tar');
+  mkdirSync(join(root, 'usr/share/doc'), { recursive: true });
+  const tarball = join(dir, `${name}.tar`);
   execFileSync('tar', ['-cf', tarball, '-C', root, '.']);
   return tarball;
 }
 
-function context(dir: string, tarball: string, driver?: object): StepContext<never, never> {
+function context(dir: string, tarball: string, driver?: object, base?: string): StepContext<never, never> {
   mkdirSync(join(dir, 'image/rootfs'), { recursive: true });
   writeFileSync(join(dir, 'image/rootfs/kata-containers-nvidia-gpu.img'), 'an image\n');
   const out = join(dir, 'out');
@@ -49,7 +50,8 @@ function context(dir: string, tarball: string, driver?: object): StepContext<nev
     workDir: join(dir, 'work'),
     upstream: {
       image: { dir: join(dir, 'image'), result: { image: 'rootfs/kata-containers-nvidia-gpu.img', format: 'ext4' } },
-      rootfs: { dir, result: { tarball: 'rootfs.tar' } },
+      rootfs: { dir, result: { tarball: basename(tarball) } },
+      ...(base ? { base: { dir, result: { tarball: basename(base) } } } : {}),
       kernel: { dir, result: { kernelRelease: '6.1.192-nvidia-gpu', format: 'deb', packages: [] } },
       source: { dir, result: { version: '6.1.192', sha256: 'a'.repeat(64), origin: 'https://cdn.example/pub/linux/kernel/v6.x/linux-6.1.192.tar.xz', topDir: 'linux-6.1.192' } },
       ...(driver ? { driver: { dir, result: driver } } : {}),
@@ -106,6 +108,19 @@ describe('the guest SBOM (SPDX 2.3)', () => {
     const again = testDir();
     await sbom.run(context(again, guestRootfs(again), driver));
     expect(readFileSync(join(again, 'out/sbom.spdx.json'), 'utf8')).toBe(text);
+  });
+
+  it("takes the licences from the base rootfs when a later task's cleanup removed the copyright files", async () => {
+    const dir = testDir();
+    const guest = guestRootfs(dir, true, false, 'toolkit');
+    const base = guestRootfs(dir, true, true, 'base');
+    const result = await sbom.run(context(dir, guest, undefined, base));
+    expect(result).toMatchObject({ packages: 4, licensed: 3 });
+    const doc = JSON.parse(readFileSync(join(dir, 'out/sbom.spdx.json'), 'utf8'));
+    expect(doc.packages.find((p: { name: string }) => p.name === 'bash').licenseDeclared).toBe('GPL-3.0-or-later');
+    // without the base, nothing to read: NOASSERTION, never a guess
+    const bare = testDir();
+    expect(await sbom.run(context(bare, guestRootfs(bare, true, false)))).toMatchObject({ packages: 4, licensed: 0 });
   });
 
   it('refuses a rootfs without a dpkg database, naming it (E_SBOM)', async () => {

@@ -9,7 +9,7 @@ import { debianCopyrightLicense, debPurl, parseDpkgStatus, spdxId, type DpkgPack
 import { gpuGuestVersion } from '../../paths.js';
 
 type SbomParams = { pipeline: string; distro: string; suite: string };
-type SbomInputs = { image: ImageResult; rootfs: RootfsTarballResult; kernel: KernelPackagesResult; source: KernelSourceResult; driver?: DriverResult };
+type SbomInputs = { image: ImageResult; rootfs: RootfsTarballResult; base?: RootfsTarballResult; kernel: KernelPackagesResult; source: KernelSourceResult; driver?: DriverResult };
 
 /** NVIDIA's licence for its driver's user-mode parts and firmware (and its proprietary modules). */
 const NVIDIA_LICENSE = 'LicenseRef-NVIDIA-Software-License';
@@ -36,13 +36,21 @@ async function writeSbom(ctx: StepContext<SbomParams, SbomInputs>): Promise<Sbom
   await runLogged(ctx.log, 'tar', ['-xf', tarball, '-C', work, './var/lib/dpkg/status'], { signal: ctx.signal }).catch(() => {
     throw new GuestError('E_SBOM', `the guest rootfs ${basename(tarball)} has no /var/lib/dpkg/status: the SBOM lists what dpkg installed, and this rootfs has no dpkg database`);
   });
-  // copyright files are optional (a package may have none); tar exits 2 when a pattern matched nothing
-  await runLogged(ctx.log, 'tar', ['-xf', tarball, '-C', work, '--wildcards', './usr/share/doc/*/copyright'], { signal: ctx.signal, okStatus: [0, 2] });
+  // copyright files are optional (a package may have none; tar exits 2 when a pattern matched
+  // nothing), from the guest's rootfs and, where a later task's cleanup removed them, the base's
+  const docs = [work, ...(ctx.upstream.base ? [join(ctx.workDir, 'base')] : [])];
+  const tarballs = [tarball, ...(ctx.upstream.base ? [join(ctx.upstream.base.dir, ctx.upstream.base.result.tarball)] : [])];
+  for (const [i, t] of tarballs.entries()) {
+    mkdirSync(docs[i]!, { recursive: true });
+    await runLogged(ctx.log, 'tar', ['-xf', t, '-C', docs[i]!, '--wildcards', './usr/share/doc/*/copyright'], { signal: ctx.signal, okStatus: [0, 2] });
+  }
   const installed = parseDpkgStatus(readFileSync(join(work, 'var/lib/dpkg/status'), 'utf8'));
   const licenseOf = (p: DpkgPackage): string | undefined => {
-    for (const dir of [p.name, p.source]) {
-      const file = dir && join(work, 'usr/share/doc', dir, 'copyright');
-      if (file && existsSync(file)) return debianCopyrightLicense(readFileSync(file, 'utf8'));
+    for (const root of docs) {
+      for (const dir of [p.name, p.source]) {
+        const file = dir && join(root, 'usr/share/doc', dir, 'copyright');
+        if (file && existsSync(file)) return debianCopyrightLicense(readFileSync(file, 'utf8'));
+      }
     }
     return undefined;
   };
