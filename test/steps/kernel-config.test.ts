@@ -20,7 +20,8 @@ async function configure(vendor: 'nvidia' | 'intel', fragment?: string, options:
   return { ...r, dir };
 }
 
-describe('kernel-config on the real kernel tree', () => {
+// each kernel-config runs make olddefconfig on the real tree (25–40 s here); some tests run two or three
+describe('kernel-config on the real kernel tree', { timeout: 600_000 }, () => {
   it('merges base and the intel fragment; every requested option survives', async () => {
     const r = await configure('intel');
     expect(r.code, r.stderr).toBe(0);
