@@ -98,7 +98,7 @@ try {
     console.log('# kernel rebuild after a one-line fragment change: with an empty ccache, then with the one that build filled');
     gpuGuest(['build', '--until', 'kernel-config']);
     const ccacheDir = join(work, 'ccache');
-    const env = { ...process.env, CI: 'true', CCACHE_DIR: ccacheDir };
+    const env = { ...process.env, CI: 'true', CCACHE_DIR: ccacheDir, GPU_GUEST_CCACHE: '1' };
     const timed = (args) => {
       const t0 = process.hrtime.bigint();
       const r = spawnSync(process.execPath, [cli, ...args, ...common], { encoding: 'utf8', env });

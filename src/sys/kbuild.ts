@@ -38,20 +38,21 @@ export function jobs(): number {
 const CCACHE_CC = 'ccache gcc';
 
 /**
- * The compiler for kernel and module builds: `CC=ccache gcc` when the host has ccache, its store in
- * the gpu-guest cache (<cache>/ccache), shared by every key. Every kernel make sees its trees at the
- * same paths (kernelTreePaths), so a rebuild after a fragment change, or another guest's kernel,
- * reuses every object whose preprocessed source is the same; a hit gives the same object.
+ * The compiler for kernel and module builds. Plain gcc unless GPU_GUEST_CCACHE=1 asks for ccache
+ * (`CC=ccache gcc`, its store in <cache>/ccache, shared by every key): a new kernel key builds in a
+ * fresh object tree, and ccache's preprocessor mode then reuses every object whose preprocessed
+ * source is unchanged after a fragment edit; but on a miss ccache preprocesses each file twice, so a
+ * cold build is slower — opt in where kernels are rebuilt with changed configurations often.
  * `builtWith` is what kernel-build recorded: every later make on that tree (packaging, NVIDIA's
  * modules) must use the same compiler command, because kbuild compares each object's recorded
  * command line and would otherwise compile the whole kernel again.
  */
 export async function ccache(cacheDir: string, builtWith?: string): Promise<{ args: string[]; env: NodeJS.ProcessEnv; compiler: string }> {
-  const have = Boolean(await which('ccache', { nothrow: true }));
-  if (builtWith !== undefined && builtWith !== CCACHE_CC) return { args: [], env: {}, compiler: builtWith };
-  if (!have) {
+  const wanted = builtWith === undefined ? process.env.GPU_GUEST_CCACHE === '1' : builtWith === CCACHE_CC;
+  if (!wanted) return { args: [], env: {}, compiler: builtWith ?? 'gcc' };
+  if (!(await which('ccache', { nothrow: true }))) {
     if (builtWith === CCACHE_CC) throw new GuestError('E_MISSING_TOOL', `this kernel was built with CC="${CCACHE_CC}", and kbuild recompiles everything for another compiler: install ccache (apt-get install ccache) to package it or build modules against it`);
-    return { args: [], env: {}, compiler: 'gcc' };
+    throw new GuestError('E_MISSING_TOOL', 'GPU_GUEST_CCACHE=1 asks for ccache, which is not installed: apt-get install ccache, or unset GPU_GUEST_CCACHE');
   }
   // NOHASHDIR: the working folder is not part of what is hashed (it is the same path anyway)
   return { args: [`CC=${CCACHE_CC}`, `HOSTCC=${CCACHE_CC}`], env: { CCACHE_DIR: process.env.CCACHE_DIR ?? join(cacheDir, 'ccache'), CCACHE_NOHASHDIR: '1' }, compiler: CCACHE_CC };

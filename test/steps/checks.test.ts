@@ -1,5 +1,5 @@
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { guestChecks, quote, verifyInit } from '../../src/cli/verify-init.js';
@@ -82,13 +82,34 @@ describe('renamed NVIDIA modules (Debian: nvidia-current*.ko behind modprobe ins
     expect(parseLoadNames(showconfig)).toEqual({ 'nvidia-current': 'nvidia', 'nvidia-current-modeset': 'nvidia-modeset', 'nvidia-current-uvm': 'nvidia-uvm' });
   });
 
+  it("checks a module's dependencies in modules.dep itself, every file it names present (kmod's --show-depends drops a missing one)", () => {
+    const modules = ['kernel/drivers/video/nvidia.ko', 'kernel/drivers/video/nvidia-uvm.ko', 'kernel/drivers/video/nvidia-drm.ko'];
+    const checks = guestChecks({ release: 'r1', options: [], modules, driverVersion: '535.261.03' }).filter((c) => c.name.startsWith('module-deps:'));
+    const root = testDir();
+    const dir = join(root, 'lib/modules/r1/kernel/drivers/video');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(root, 'lib/modules/r1/modules.dep'), 'kernel/drivers/video/nvidia.ko:\nkernel/drivers/video/nvidia-uvm.ko: kernel/drivers/video/nvidia.ko\n');
+    for (const m of modules) writeFileSync(join(root, 'lib/modules/r1', m), '');
+    // the checks read the guest's image at /mnt: here a folder stands for it
+    const outcome = () => checks.map((c) => {
+      const r = spawnSync('sh', ['-c', c.script.replaceAll('/mnt', root)], { encoding: 'utf8' });
+      return `${c.name} ${r.status === 0 ? 'pass' : 'fail'} ${r.stdout.trim()}`;
+    });
+    expect(outcome()).toEqual([
+      'module-deps:nvidia-uvm pass needs: kernel/drivers/video/nvidia.ko',
+      'module-deps:nvidia-drm fail kernel/drivers/video/nvidia-drm.ko is not in modules.dep (run depmod r1)',
+    ]);
+    rmSync(join(dir, 'nvidia.ko'));
+    expect(outcome()[0]).toBe('module-deps:nvidia-uvm fail missing: /lib/modules/r1/kernel/drivers/video/nvidia.ko');
+  });
+
   it('verify loads the main module by the name modprobe knows and checks the others by their files', () => {
     const modules = ['updates/dkms/nvidia-current.ko', 'updates/dkms/nvidia-current-uvm.ko'];
     const checks = guestChecks({ release: '6.1.1-x', options: [], modules, loadNames: parseLoadNames(showconfig), driverVersion: '535.261.03' });
     const by = (name: string) => checks.find((c) => c.name === name)?.script ?? '';
     expect(by('module-loads:nvidia')).toContain("m='nvidia'");
     expect(by('module-loads:nvidia')).toContain("'^nvidia |^nvidia_current '");
-    expect(by('module-deps:nvidia-uvm')).toContain("--show-depends 'nvidia-current-uvm'");
+    expect(by('module-deps:nvidia-uvm')).toContain("m='updates/dkms/nvidia-current-uvm.ko'");
     expect(by('driver-version')).toContain("modinfo -F version '/lib/modules/6.1.1-x/updates/dkms/nvidia-current.ko'");
     // enforcement is checked only when it was asked for, and only with signed modules
     expect(checks.some((c) => c.name === 'module-sig-enforced')).toBe(false);
