@@ -10,6 +10,8 @@ import { redact } from '../model/redact.js';
 import type { KeyMaterial } from '../model/task.js';
 import type { JsonObject } from '../model/json.js';
 import { proxyAgent } from '../sys/proxy.js';
+import { NO_NETWORK } from '../sys/download.js';
+import { sha256File } from '../sys/hash.js';
 import type { CacheEntry, CacheStore, EntryMeta, LocalCacheStore, Scratch } from './cache.js';
 
 export type RemoteCacheMode = 'read' | 'readwrite';
@@ -175,7 +177,7 @@ export class RemoteCacheStore implements CacheStore {
       const tar = join(tmp, 'entry.tar');
       // the entry as it is (owners, modes, times: kbuild reads the times of a kernel tree), names sorted
       await runTar(['-cf', tar, '-C', dir, '--sort=name', '--numeric-owner', '--xattrs', 'meta.json', 'out', ...(existsSync(join(dir, 'log.txt')) ? ['log.txt'] : [])]);
-      const sha256 = await fileSha256(tar);
+      const sha256 = await sha256File(tar);
       const size = statSync(tar).size;
       const casUrl = this.url(`cas/${sha256}.tar`);
       const head = await got.head(casUrl, this.request(casUrl));
@@ -196,7 +198,8 @@ export class RemoteCacheStore implements CacheStore {
   private problem(what: string, err: unknown): void {
     if (this.unreachable) return;
     const code = err instanceof RequestError ? err.code : undefined;
-    const cannotReach = code !== undefined && ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'ETIMEDOUT', 'ECONNRESET'].includes(code);
+    // no network, as downloads see it, or a server that stopped answering
+    const cannotReach = code !== undefined && (NO_NETWORK.has(code) || code === 'ETIMEDOUT' || code === 'ECONNRESET');
     if (cannotReach) {
       this.unreachable = true;
       this.o.warn(`warning: the remote cache ${redact(this.o.url)} cannot be reached (${code}): this build uses the local cache only`);
@@ -215,12 +218,6 @@ function parseRecord(body: string, key: string): ActionRecord {
   }
   if (r.key !== key || typeof r.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(r.sha256) || typeof r.size !== 'number') throw new Error(`ac/${key}.json is not a record of this key`);
   return r as ActionRecord;
-}
-
-async function fileSha256(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  await pipeline(createReadStream(file), hash);
-  return hash.digest('hex');
 }
 
 function untar(tar: string, dir: string): Promise<void> {

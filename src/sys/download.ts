@@ -25,7 +25,8 @@ export interface DownloadOptions {
   idleTimeoutMs?: number;
 }
 
-const NO_NETWORK = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH']);
+/** Connection errors that mean the host cannot be reached at all. */
+export const NO_NETWORK = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH']);
 
 /** Downloads with got: retries, resume of a partial file, mirror failover, progress, sha256; through HTTP(S)_PROXY unless NO_PROXY names the host. */
 export async function downloadVerified(opts: DownloadOptions): Promise<string> {

@@ -70,10 +70,10 @@ async function mergeAndVerify(ctx: StepContext<ConfigParams, { source: KernelSou
   const finalText = readFileSync(join(objtree, '.config'), 'utf8');
   const kataAllowed = kataAllowList(ctx.files.fragments as string[]);
   const index = indexKconfig(tree);
-  const verdict = verifyConfig(requested, parseDotConfig(finalText), index, [...allowDropped, ...kataAllowed]);
+  const final = parseDotConfig(finalText);
+  const verdict = verifyConfig(requested, final, index, [...allowDropped, ...kataAllowed]);
   for (const line of verdict.allowed) ctx.log.info(`allowed to drop (kernel.allowDropped${kataAllowed.length ? ' or the Kata tree\'s whitelist.conf' : ''}): ${line}`);
   assertConfigVerdict(verdict);
-  const final = parseDotConfig(finalText);
   assertKernelNeeds(ctx.params.driverNeeds ?? [], final, requested, index);
   writeFileSync(join(ctx.outDir, 'config'), finalText);
   writeFileSync(join(ctx.outDir, 'requested.conf'), formatRequested(requested));
