@@ -34,6 +34,8 @@ export interface BuildOptions extends PipelineOptions, Selection, PushOptions {
   summary?: string;
   remoteCache?: string;
   remoteCacheMode?: string;
+  /** Build with no network at all: what is not cached or local is E_OFFLINE, never fetched. */
+  offline?: boolean;
 }
 
 /** gpu-guest build: plan, run what is not cached, lay the outputs out. Returns the exit status. */
@@ -43,12 +45,14 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
   const loaded = env.loadGraph(opts);
   assertOutUsable(loaded.pipelineOut);
   const remote = remoteCacheOptions(opts, env);
+  const offline = opts.offline ?? false;
+  if (offline) refuseNetworkOptions(opts, remote);
   const { store: local, memo } = openCache(opts, env.env, env.stderr);
   const store = remote ? new RemoteCacheStore(local, remote) : local;
   const signals = abortOnSignals(() => env.stderr('still cleaning up after the interrupt (mounts, scratch folders); please wait\n'));
   try {
     // the plan checks every input it can (preflight) before the out folder is even created
-    const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal, network: true });
+    const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal, network: !offline, offline });
     memo.save();
     const logsDir = prepareOut(loaded.pipelineOut);
     const bus = new EventBus();
@@ -61,6 +65,7 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
       logsDir,
       signal: signals.signal,
       sourceDate: loaded.sourceDate,
+      network: !offline,
     });
     for (const r of reporters) await r.close?.();
     if (store instanceof RemoteCacheStore && outcome.status !== 'interrupted') {
@@ -122,6 +127,12 @@ function remoteCacheOptions(opts: BuildOptions, env: CliEnv): RemoteCacheOptions
   const seconds = timeout === undefined || timeout === '' ? 30 : Number(timeout);
   if (!Number.isFinite(seconds) || seconds <= 0) throw new GuestError('E_USAGE', `GPU_GUEST_REMOTE_CACHE_TIMEOUT=${timeout}: expected a number of seconds above 0`);
   return { url, mode, token, warn: (line) => env.stderr(`${line}\n`), connectTimeoutMs: Math.min(10, seconds) * 1000, idleTimeoutMs: seconds * 1000 };
+}
+
+/** --offline with an option whose whole point is the network is a contradiction, said at once. */
+function refuseNetworkOptions(opts: BuildOptions, remote: RemoteCacheOptions | undefined): void {
+  if (opts.push) throw new GuestError('E_USAGE', '--offline and --push: a push needs the registry; build with --offline, then run `gpu-guest push` where the registry is reachable');
+  if (remote) throw new GuestError('E_USAGE', `--offline and a remote cache (${opts.remoteCache ? '--remote-cache' : 'GPU_GUEST_REMOTE_CACHE'} ${redact(remote.url)}): a remote cache is the network; drop one`);
 }
 
 function onGithubActions(env: NodeJS.ProcessEnv): boolean {

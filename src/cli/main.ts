@@ -57,6 +57,7 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .option('--summary <file>', 'write a JSON summary of the run to this file: tasks, keys, cached or run, durations, artifacts with sha256')
     .option('--remote-cache <url>', 'a shared cache behind the local one: plain HTTP GET/HEAD/PUT under this URL (default: GPU_GUEST_REMOTE_CACHE; token: GPU_GUEST_REMOTE_CACHE_TOKEN)')
     .option('--remote-cache-mode <mode>', 'read (only download) or readwrite (also upload what this build made)', 'readwrite')
+    .option('--offline', 'use no network at all: a task whose input is neither cached nor a local file fails with E_OFFLINE instead of fetching it', false)
     .option('--push', 'nvidia-vgpu: push the image after a successful build (same flags as push)', false)
     .option('--registry-auth <file>', 'with --push: a Docker config.json with the registry credentials')
     .option('--insecure-registry', 'with --push: the registry speaks plain HTTP', false)

@@ -36,6 +36,8 @@ export interface PlanContext {
    * build time.
    */
   network: boolean;
+  /** `build --offline`: a resolution that needs the network and was never recorded is E_OFFLINE. */
+  offline?: boolean;
 }
 
 /** Decides, without running anything, which tasks are cached, which must run and why. */
@@ -54,7 +56,9 @@ export async function planRun(graph: TaskGraph, selection: Selection, ctx: PlanC
   for (const task of order) {
     const step = ctx.steps.get(task.kind);
     if (!step) throw new GuestError('E_UNKNOWN_STEP', `task ${task.id} uses step kind ${task.kind}, which this gpu-guest does not have (update gpu-guest, or fix the pipeline)`);
-    const { params, note } = await resolveParams(step, task, ctx);
+    // a task outside --until/--only is shown, never run: it resolves as plan does, without the network
+    const selected = !wanted || wanted.has(task.id);
+    const { params, note } = await resolveParams(step, task, selected ? ctx : { ...ctx, network: false, offline: false });
     const { upstream, keyAfter } = await upstreamIdentities(task, step, byId, forced, ctx.store);
     const material: KeyMaterial = {
       kind: task.kind,
@@ -178,7 +182,8 @@ async function resolveParams(step: AnyStep, task: TaskSpec, ctx: PlanContext): P
   } catch (err) {
     if (ctx.network || !isGuestError(err) || err.code !== 'E_NEEDS_NETWORK') throw err;
     const recorded = ctx.store.lastResolution(id);
-    if (recorded) return { params: recorded, note: 'resolved as the last build did (plan does not contact mirrors)' };
+    if (recorded) return { params: recorded, note: `resolved as the last build did (${ctx.offline ? '--offline' : 'plan does not contact mirrors'})` };
+    if (ctx.offline) throw new GuestError('E_OFFLINE', `--offline: ${task.id}: ${err.message}, and no build recorded it in this cache (build once with the network, or pin the input)`, { cause: err });
     return { params: task.params, note: `${err.message}: resolved when the build runs (plan does not contact mirrors)` };
   }
 }

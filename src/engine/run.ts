@@ -23,6 +23,8 @@ export interface RunOptions {
   signal: AbortSignal;
   /** Seconds since the epoch stamped into artifacts. */
   sourceDate: number;
+  /** False under --offline: steps refuse to reach the network (E_OFFLINE). Default true. */
+  network?: boolean;
 }
 
 export interface RunOutcome {
@@ -179,6 +181,7 @@ async function executeStep(t: PlannedTask, spec: TaskSpec, step: AnyStep, env: T
     progress: (label, done, total) => bus.emit({ type: 'task:progress', time: Date.now(), id: t.id, label, done, total }),
     cacheDir: store.root,
     sourceDate: opts.sourceDate,
+    network: opts.network ?? true,
   };
   try {
     const result: JsonObject = (await step.run(ctx)) ?? {};

@@ -47,6 +47,11 @@ export interface StepContext<P extends object = JsonObject, U extends UpstreamRe
   cacheDir: string;
   /** Seconds since the epoch: the one date stamped into artifacts. */
   sourceDate: number;
+  /**
+   * False under `build --offline`: a step that would reach the network throws E_OFFLINE before
+   * trying (sys/offline's requireNetwork). Cached downloads and local files stay usable.
+   */
+  network: boolean;
 }
 
 /** Context for resolve(): reads allowed, nothing written outside the cache. */

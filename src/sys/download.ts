@@ -6,6 +6,7 @@ import { proxyAgent, proxyFor } from './proxy.js';
 import { GuestError } from '../model/errors.js';
 import { redact } from '../model/redact.js';
 import { sha256File } from './hash.js';
+import { requireNetwork } from './offline.js';
 
 export interface DownloadOptions {
   /** Tried in order: a mirror that fails moves on to the next. */
@@ -23,6 +24,10 @@ export interface DownloadOptions {
   attempts?: number;
   /** Default 30 s without a byte. */
   idleTimeoutMs?: number;
+  /** False under --offline: a file not already at `dest` with its sha256 is E_OFFLINE, with no request. Default true. */
+  network?: boolean;
+  /** With network false: how to do without the download, for the E_OFFLINE message. */
+  offlineFix?: string;
 }
 
 /** Connection errors that mean the host cannot be reached at all. */
@@ -35,6 +40,7 @@ export async function downloadVerified(opts: DownloadOptions): Promise<string> {
     if ((await sha256File(opts.dest)) === opts.sha256) return opts.dest;
     rmSync(opts.dest, { force: true });
   }
+  requireNetwork(opts.network ?? true, `the download of ${opts.what}`, opts.urls, opts.offlineFix ?? 'fetch it once with the network into this cache, or give a local file');
   const part = `${opts.dest}.part`;
   const failures: string[] = [];
   for (const url of opts.urls) {

@@ -222,6 +222,7 @@ describe('image: a mkfs.ext4 failure keeps its own cause', () => {
         progress: () => undefined,
         cacheDir: join(dir, 'cache'),
         sourceDate: 1704067200,
+        network: true,
       };
       const err = await image.run(ctx).catch((e) => e);
       expect(err.code).toBe('E_COMMAND_FAILED');

@@ -32,6 +32,7 @@ function stepContext(dir: string, over: Partial<StepContext<any, any>>): StepCon
     progress: () => undefined,
     cacheDir: join(dir, 'cache'),
     sourceDate: 1704067200,
+    network: true,
     ...over,
   };
 }

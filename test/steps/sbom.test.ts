@@ -61,6 +61,7 @@ function context(dir: string, tarball: string, driver?: object, base?: string): 
     progress: () => undefined,
     cacheDir: join(dir, 'cache'),
     sourceDate: 1704067200,
+    network: true,
   } as unknown as StepContext<never, never>;
 }
 

@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { downloadVerified } from '../../src/sys/download.js';
+import { requireNetwork } from '../../src/sys/offline.js';
 import { startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { testDir } from '../helpers.js';
 
@@ -79,5 +80,29 @@ describe('downloadVerified', () => {
     expect(err.code).toBe('E_DOWNLOAD');
     expect(err.message).toContain('no mirror could be reached: check the network or proxy');
     expect(err.details).toHaveLength(2);
+  });
+});
+
+describe('--offline (network: false)', () => {
+  it('uses a file already downloaded with its sha256, and refuses a missing one with no request', async () => {
+    const dir = testDir();
+    const { file, sha256 } = payload(dir);
+    server = await startKernelOrg([{ path: 'v6.x/linux-6.1.5.tar.xz', file }]);
+    const url = `${server.mirror}/v6.x/linux-6.1.5.tar.xz`;
+    const dest = join(dir, 'dl', 'k.tar.xz');
+    const offline = { urls: [url], dest, sha256, what: 'kernel tarball linux-6.1.5.tar.xz', network: false, offlineFix: 'give a local file' };
+    await expect(downloadVerified(offline)).rejects.toMatchObject({ code: 'E_OFFLINE', message: `--offline: the download of kernel tarball linux-6.1.5.tar.xz needs the network from ${url} (give a local file)` });
+    expect(server.requests).toEqual([]);
+    await downloadVerified({ ...offline, network: true });
+    const asked = server.requests.length;
+    await expect(downloadVerified(offline)).resolves.toBe(dest);
+    expect(server.requests.length).toBe(asked);
+  });
+
+  it('lets local sources through (file:, copy:), and names only the remote ones, without their credentials', () => {
+    expect(() => requireNetwork(false, 'the rootfs', ['file:///srv/debian', 'copy:///srv/debian'], 'fix')).not.toThrow();
+    expect(() => requireNetwork(true, 'the rootfs', ['http://mirror.example/debian'], 'fix')).not.toThrow();
+    expect(() => requireNetwork(false, 'the rootfs', ['file:///srv/debian', 'http://u:secret@mirror.example/debian'], 'fix')).toThrow(/^--offline: the rootfs needs the network from http:\/\/\*\*\*@mirror\.example\/debian \(fix\)$/);
+    expect(() => requireNetwork(false, 'apt-get download x', [], 'fix')).toThrow(/^--offline: apt-get download x needs the network \(fix\)$/);
   });
 });

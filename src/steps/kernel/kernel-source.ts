@@ -7,6 +7,8 @@ import { sha256File } from '../../sys/hash.js';
 import type { JsonObject } from '../../model/json.js';
 import type { KernelSourceResult } from '../../model/results.js';
 import { aptShow } from '../../sys/apt.js';
+import { readAptSources } from '../../sys/apt-sources.js';
+import { requireNetwork } from '../../sys/offline.js';
 import { checkPinnedFile, checkSha256, downloadVerified, fetchText } from '../../sys/download.js';
 import { redact } from '../../model/redact.js';
 import { runLogged } from '../../sys/exec.js';
@@ -137,13 +139,14 @@ async function obtainTarball(ctx: StepContext<SourceParams>, p: SourceParams): P
   const name = p.tarballName ?? basename(new URL(p.tarball!).pathname);
   const dest = join(downloads, `${p.sha256}-${name}`);
   const what = `kernel tarball ${name}`;
-  await downloadVerified({ urls, dest, sha256: p.sha256!, what, signal: ctx.signal, onProgress: (d, t) => ctx.progress('download', d, t), log: (l) => ctx.log.info(l) });
+  await downloadVerified({ urls, dest, sha256: p.sha256!, what, signal: ctx.signal, onProgress: (d, t) => ctx.progress('download', d, t), log: (l) => ctx.log.info(l), network: ctx.network, offlineFix: 'build once with the network into this cache, or set kernel.source.tarball to a local file' });
   return { tarball: dest, name, origin: urls.length === 1 ? redact(urls[0]!) : `mirrors (${urls.map(redact).join(', ')})` };
 }
 
 async function fromAptPackage(ctx: StepContext<SourceParams>, pkg: string, version: string): Promise<{ tarball: string; origin: string; name: string }> {
   const dir = join(ctx.workDir, 'apt');
   mkdirSync(dir, { recursive: true });
+  requireNetwork(ctx.network, `apt-get download ${pkg}=${version}`, readAptSources().map((s) => s.uri), `set kernel.source.tarball to the tarball ${pkg} installs under /usr/src`);
   await runLogged(ctx.log, 'apt-get', ['download', `${pkg}=${version}`], { cwd: dir, signal: ctx.signal });
   const deb = readdirSync(dir).find((f) => f.endsWith('.deb'));
   if (!deb) throw new GuestError('E_NOT_FOUND', `apt-get download ${pkg}=${version} produced no .deb`);

@@ -109,7 +109,7 @@ async function obtainModuleSource(ctx: StepContext<ModulesParams, ModulesInputs>
     await checkPinnedFile(file, p.tarball.sha256, 'driver.moduleSource', 'driver.moduleSource.sha256 says');
   } else {
     ctx.log.info(`kernel module source from ${p.tarball.urls.map((u) => redact(u)).join(', ')}`);
-    file = await downloadVerified({ urls: p.tarball.urls, dest: join(ctx.cacheDir, 'downloads', `${p.tarball.sha256}-${name}`), sha256: p.tarball.sha256, what: `driver.moduleSource ${name}`, signal: ctx.signal, onProgress: (d, t) => ctx.progress('download', d, t), log: (l) => ctx.log.info(l) });
+    file = await downloadVerified({ urls: p.tarball.urls, dest: join(ctx.cacheDir, 'downloads', `${p.tarball.sha256}-${name}`), sha256: p.tarball.sha256, what: `driver.moduleSource ${name}`, signal: ctx.signal, onProgress: (d, t) => ctx.progress('download', d, t), log: (l) => ctx.log.info(l), network: ctx.network, offlineFix: 'build once with the network into this cache, or set driver.moduleSource.path to a local file' });
   }
   assertTarArchive(file, 'driver.moduleSource');
   mkdirSync(dir);

@@ -1,5 +1,6 @@
 import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { requireNetwork } from '../../sys/offline.js';
 import { GuestError } from '../../model/errors.js';
 import type { DriverResult, KernelBuildResult, KernelPackagesResult, RootfsResult } from '../../model/results.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
@@ -54,6 +55,7 @@ export const driverPackages: StepDefinition<PackagesParams, PackagesInputs, Driv
 
 async function installDriverPackages(ctx: StepContext<PackagesParams, PackagesInputs>): Promise<DriverResult> {
   const p = ctx.params;
+  requireNetwork(ctx.network, `driver.source: apt (apt-get install ${p.packages.join(' ')} in the chroot)`, [p.repository?.url ?? ctx.upstream.rootfs.result.mirror], 'build the driver once with the network into this cache, or use driver.source: run with a local driver.path');
   const debs = ctx.upstream.packages;
   const release = debs.result.kernelRelease;
   const image = debs.result.packages.find((d) => d.package === `linux-image-${release}`);

@@ -1,5 +1,6 @@
 import { chmodSync, copyFileSync, mkdirSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { requireNetwork } from '../../sys/offline.js';
 import { GuestError } from '../../model/errors.js';
 import type { DriverResult, ToolkitResult } from '../../model/results.js';
 import { withChroot, type ChrootSession } from '../../sys/chroot.js';
@@ -75,6 +76,7 @@ export function checkToolkitSet(debs: LocalDeb[], version: string): LocalDeb[] {
 async function installToolkit(ctx: StepContext<ToolkitParams, { driver: DriverResult }>): Promise<ToolkitResult> {
   const p = ctx.params;
   const debs = await chooseToolkitDebs(ctx.log, ctx.files, p);
+  if (!debs.length) requireNetwork(ctx.network, `the toolkit from toolkit.repository`, [String(p.repository?.url)], 'set toolkit.debs to a folder of the toolkit .debs');
   const recipe = readRecipe(ctx.files.recipe as string);
   const root = join(ctx.workDir, 'root');
   const driver = ctx.upstream.driver;

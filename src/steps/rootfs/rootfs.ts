@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { which } from 'zx';
 import type { RootfsResult } from '../../model/results.js';
 import { hostMirror } from '../../sys/apt-sources.js';
+import { requireNetwork } from '../../sys/offline.js';
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
 import { packRootfs } from '../../sys/rootfs-tar.js';
@@ -35,6 +36,7 @@ export const rootfs: StepDefinition<RootfsParams, Record<string, never>, RootfsR
 async function createRootfs(ctx: StepContext<RootfsParams>): Promise<RootfsResult> {
   await requireHostTools('rootfs');
   const p = ctx.params;
+  requireNetwork(ctx.network, `the ${p.distro} ${p.suite} rootfs (mmdebstrap)`, [p.mirror], 'build the rootfs once with the network into this cache, or set rootfs.mirror to a file:// mirror');
   const recipe = readRecipe(ctx.files.recipe as string);
   const packages = [...new Set([...recipe.basePackages, ...p.packages, ...p.extraPackages])].sort();
   const out = join(ctx.outDir, 'rootfs.tar');

@@ -1,5 +1,6 @@
 import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { requireNetwork } from '../../sys/offline.js';
 import { GuestError } from '../../model/errors.js';
 import type { RootfsResult, VgpuHostModulesResult } from '../../model/results.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
@@ -43,6 +44,7 @@ export const vgpuHostModules: StepDefinition<HostModulesParams, HostModulesInput
 
 async function buildHostModules(ctx: HostModulesContext): Promise<VgpuHostModulesResult> {
   const p = ctx.params;
+  requireNetwork(ctx.network, `vgpu.hostKernels (the node kernels' headers from apt)`, [ctx.upstream.rootfs.result.mirror], 'build the image once with the network into this cache, or leave vgpu.hostKernels empty');
   const root = join(ctx.workDir, 'root');
   await unpackRootfs(ctx.log, join(ctx.upstream.rootfs.dir, ctx.upstream.rootfs.result.tarball), root, ctx.signal);
   const work = join(root, WORK);
