@@ -8,7 +8,7 @@ import { TaskLog } from '../../src/sys/task-log.js';
 import { driver } from '../../src/steps/nvidia/driver.js';
 import { toolkit } from '../../src/steps/nvidia/toolkit.js';
 import type { StepContext } from '../../src/model/step.js';
-import { buildDriverRun, buildNvidiaRun, moduleImports, NVIDIA_VERSION, nvidiaModuleSourceRelease, openKernelResizePatch, type DriverRun } from '../fixtures/driver.js';
+import { buildDriverRun, buildNvidiaRun, NVIDIA_VERSION, nvidiaModuleSourceRelease, openKernelResizePatch, type DriverRun } from '../fixtures/driver.js';
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
 import { startAptRepo } from '../fixtures/apt-repo.js';
@@ -139,21 +139,6 @@ describe('guest bad inputs through the CLI', () => {
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
   }, 1_800_000);
 
-  it("builds NVIDIA's proprietary modules against the kernel, nvidia-uvm with device-memory migration", async () => {
-    const dir = testDir();
-    const r = await run(cliBin, ['build', '--until', 'driver', '--pipeline', nvidia(dir), ...common(dir), ...goodDriver(), '--set', 'driver.moduleType=proprietary']);
-    expect(r.code, r.stderr).toBe(0);
-    const manifest = JSON.parse(readFileSync(join(dir, 'out/nvidia-test/manifest.json'), 'utf8'));
-    const result = manifest.tasks.find((t: { id: string }) => t.id === 'driver').result;
-    expect(result).toMatchObject({ driverVersion: NVIDIA_VERSION, moduleType: 'proprietary' });
-    expect(result.modules.map((m: string) => m.split('/').pop()).sort()).toEqual(['nvidia-drm.ko', 'nvidia-modeset.ko', 'nvidia-peermem.ko', 'nvidia-uvm.ko', 'nvidia.ko']);
-    const entry = manifest.tasks.find((t: { id: string }) => t.id === 'driver');
-    // HMM (UVM's notifier paths) is open-modules-only: NVIDIA's proprietary uvm_linux.h pins
-    // UVM_IS_CONFIG_HMM() to 0. Its device-memory migration still needs the fragment's DEVICE_PRIVATE.
-    expect(moduleImports(join(sharedCacheDir(), 'entries', entry.key, 'out/rootfs.tar'), result.kernelRelease, 'kernel/drivers/video/nvidia-uvm.ko', dir)).toMatch(/ U migrate_vma_setup$/m);
-    expect(leakedMounts(sharedCacheDir())).toEqual([]);
-  }, 1_800_000);
-
   // driver.source: source — the failures of the host-side module build, each before or at the compile
   const fromSource = (dir: string, extra: string[]) => ['build', '--until', 'driver-modules', '--pipeline', nvidia(dir), ...common(dir), '--set', `driver.path=${good.file}`, '--set', `driver.sha256=${good.sha256}`, '--set', `driver.version=${NVIDIA_VERSION}`, '--set', 'driver.source=source', ...extra];
 
@@ -222,23 +207,6 @@ describe('guest bad inputs through the CLI', () => {
     expect(r.code, r.stderr).toBe(1);
     expect(r.stderr).toMatch(/^error: E_DRIVER_INSTALL: DKMS could not build nvidia-current-open 535\.261\.03 for kernel 6\.1\.\d+-nvidia-gpu: \S*nvidia\/nv-pci\.c:\d+:\d+: error: too few arguments to function .pci_resize_resource./m);
     expect(r.stderr).toMatch(/--- \/var\/lib\/dkms\/nvidia-current-open\/535\.261\.03\/build\/make\.log \(from line \d+\) ---/);
-    expect(leakedMounts(sharedCacheDir())).toEqual([]);
-  }, 1_800_000);
-
-  it("driver.source: apt: the same fix as a patch in DKMS's layout applies to /usr/src and DKMS builds the open modules, nvidia-uvm with HMM", async () => {
-    const dir = testDir();
-    // the .run patch's fix, its paths as DKMS lays the source out (nvidia/… instead of kernel-open/nvidia/…)
-    const dkmsPatch = join(dir, 'nv-pci-resize-dkms.patch');
-    writeFileSync(dkmsPatch, readFileSync(patch, 'utf8').replace(/^(---|\+\+\+) ([ab])\/kernel-open\//gm, '$1 $2/'));
-    const pins = ['nvidia-open-kernel-dkms', 'nvidia-smi', 'libnvidia-ml1', 'libcuda1', 'firmware-nvidia-gsp'].map((p) => `${p}=${NVIDIA_VERSION}-1`);
-    const file = aptPipeline(dir, `  version: "${NVIDIA_VERSION}"\n  source: apt\n  moduleType: open\n  packages: [${pins.join(', ')}]\n  patches: [${dkmsPatch}]\n`);
-    const r = await run(cliBin, ['build', '--until', 'driver', '--pipeline', file, ...common(dir), '--set', `toolkit.debs=${buildToolkitDebs(dir, '1.17.3-1')}`]);
-    expect(r.code, r.stderr).toBe(0);
-    const manifest = JSON.parse(readFileSync(join(dir, 'out/nvidia-test/manifest.json'), 'utf8'));
-    const entry = manifest.tasks.find((t: { id: string }) => t.id === 'driver');
-    expect(entry.result).toMatchObject({ source: 'apt', moduleType: 'open', loadNames: expect.objectContaining({ 'nvidia-current-open': 'nvidia' }) });
-    const uvm = entry.result.modules.find((m: string) => m.endsWith('-uvm.ko'));
-    expect(moduleImports(join(sharedCacheDir(), 'entries', entry.key, 'out/rootfs.tar'), entry.result.kernelRelease, uvm, dir)).toMatch(/ U mmu_interval_notifier_insert$/m);
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
   }, 1_800_000);
 
