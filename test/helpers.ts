@@ -120,16 +120,20 @@ export function sharedCacheDir(): string {
 
 export const FAKE_SHA = 'c'.repeat(64);
 
-/** A pipeline file for tests: the shipped base and GPU fragment, with sections replaced as given. */
-export function writePipeline(dir: string, vendor: 'nvidia' | 'intel', kernel: string, extra = ''): string {
+/**
+ * A pipeline file for tests: the shipped base and GPU fragment, with sections replaced as given.
+ * `kernelOf` gives the pipeline another vendor's kernel section (fragment, local version, signing):
+ * with the same kernel source, the same kernel build as that vendor's test pipeline.
+ */
+export function writePipeline(dir: string, vendor: 'nvidia' | 'intel', kernel: string, extra = '', kernelOf: 'nvidia' | 'intel' = vendor): string {
   const file = join(dir, `${vendor}-test.yaml`);
   const nvidia = vendor === 'nvidia' ? `driver:\n  version: "550.127.05"\n  sha256: ${FAKE_SHA}\ntoolkit:\n  version: "1.17.3-1"\n` : '';
   // the nvidia guest signs its modules: every nvidia build and verify exercises kernel.moduleSigning
-  const signing = vendor === 'nvidia' ? testSigningKey(sharedCacheDir()) : undefined;
+  const signing = kernelOf === 'nvidia' ? testSigningKey(sharedCacheDir()) : undefined;
   const signingLines = signing ? `  moduleSigning:\n    key: ${signing.key}\n    certificate: ${signing.certificate}\n` : '';
   writeFileSync(
     file,
-    `name: ${vendor}-test\nvendor: ${vendor}\nkernel:\n  profile: minimal\n  fragments: [kernel-configs/fragments/gpu/${vendor}.conf]\n  localVersion: -${vendor}-gpu\n${kernel}${signingLines}rootfs:\n  distro: debian\n  suite: bookworm\n${vendor === 'nvidia' ? '  extraPackages: [gcc, make, libelf1]\n' : ''}${nvidia}${extra}`,
+    `name: ${vendor}-test\nvendor: ${vendor}\nkernel:\n  profile: minimal\n  fragments: [kernel-configs/fragments/gpu/${kernelOf}.conf]\n  localVersion: -${kernelOf}-gpu\n${kernel}${signingLines}rootfs:\n  distro: debian\n  suite: bookworm\n${vendor === 'nvidia' ? '  extraPackages: [gcc, make, libelf1]\n' : ''}${nvidia}${extra}`,
   );
   return file;
 }
