@@ -18,25 +18,32 @@ let plan: Awaited<ReturnType<typeof run>>;
 let build: Awaited<ReturnType<typeof run>>;
 let verify: Awaited<ReturnType<typeof run>>;
 
-// driver.source: source, as Kata's guest builder does it: NVIDIA's kernel module source release
-// (the real 535.261.03 tarball, NVIDIA's whole core in source) fetched from a server laid out like
-// NVIDIA's download folder, patched for 6.1.192, compiled on the host against the shared kernel
-// build's tree; the .run adds firmware and the user-mode driver only. No compiler and no headers
-// in the guest.
+/**
+ * NVIDIA's full kernel module source release (its whole core compiled from source, 325 s of the
+ * suite's 2 cores) only on request: by default the .run's own open tree, with NVIDIA's prebuilt
+ * core, as the issue that asked for the release allows when CI cannot afford it.
+ */
+const FULL_SOURCE = process.env.GPU_GUEST_TEST_FULL_SOURCE === '1';
+
+// driver.source: source, as Kata's guest builder does it: the open modules compiled on the host
+// against the shared kernel build's tree, patched for 6.1.192 — from the .run's kernel-open tree,
+// or (GPU_GUEST_TEST_FULL_SOURCE=1) from NVIDIA's kernel module source release (the real 535.261.03
+// tarball) fetched from a server laid out like NVIDIA's download folder; the .run adds firmware and
+// the user-mode driver only. No compiler and no headers in the guest.
 beforeAll(async () => {
   const dir = suiteDir('gpu-guest-source-');
-  const releaseFile = nvidiaModuleSourceRelease(sharedCacheDir());
+  const releaseFile = FULL_SOURCE ? nvidiaModuleSourceRelease(sharedCacheDir()) : undefined;
   server = await startKernelOrg([{ path: `v6.x/linux-${version}.tar.xz`, file: DEBIAN_TARBALL }], {
-    other: [{ urlPath: `/XFree86/NVIDIA-kernel-module-source/${RELEASE_NAME}`, file: releaseFile }],
+    other: releaseFile ? [{ urlPath: `/XFree86/NVIDIA-kernel-module-source/${RELEASE_NAME}`, file: releaseFile }] : [],
   });
   out = join(dir, 'out');
   const driver = buildNvidiaRun(sharedCacheDir(), dir);
   const patch = openKernelResizePatch(sharedCacheDir(), dir);
   const debs = buildToolkitDebs(dir, '1.17.3-1');
-  const extra = `  source: source\n  moduleSource:\n    mirrors: [${server.origin}/XFree86/NVIDIA-kernel-module-source]\n    sha256: ${await sha256File(releaseFile)}\n`;
+  const release = releaseFile ? `  moduleSource:\n    mirrors: [${server.origin}/XFree86/NVIDIA-kernel-module-source]\n    sha256: ${await sha256File(releaseFile)}\n` : '';
   const file = writePipeline(dir, 'nvidia', `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`);
   // the driver section of writePipeline, extended; the rootfs needs no compiler
-  const text = readFileSync(file, 'utf8').replace(/^driver:\n/m, `driver:\n${extra}`).replace('  extraPackages: [gcc, make, libelf1]\n', '  extraPackages: []\n');
+  const text = readFileSync(file, 'utf8').replace(/^driver:\n/m, `driver:\n  source: source\n${release}`).replace('  extraPackages: [gcc, make, libelf1]\n', '  extraPackages: []\n');
   writeFileSync(file, text);
   args = ['--pipeline', file, '--cache-dir', sharedCacheDir(), '--out-dir', out, '--set', `driver.path=${driver.file}`, '--set', `driver.sha256=${driver.sha256}`, '--set', `driver.version=${NVIDIA_VERSION}`, '--set', `driver.patches=[${patch}]`, '--set', `toolkit.debs=${debs}`];
   plan = await run(cliBin, ['plan', '--json', ...args]);
@@ -56,12 +63,12 @@ describe('driver.source: source (modules built on the host against the kernel tr
     expect(JSON.stringify(tasks.find((t) => t.id === 'driver'))).toContain('driver-modules');
   });
 
-  it("downloads NVIDIA's release, compiles its core and open modules, nvidia-uvm with HMM, and leaves nothing mounted", () => {
+  it(`compiles the open modules${FULL_SOURCE ? " and NVIDIA's core from its downloaded release" : " from the .run's tree"}, nvidia-uvm with HMM, and leaves nothing mounted`, () => {
     expect(build.code, `${build.stdout}\n${build.stderr}`).toBe(0);
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
     const manifest = JSON.parse(readFileSync(join(out, 'nvidia-test/manifest.json'), 'utf8'));
     const modules = manifest.tasks.find((t: { id: string }) => t.id === 'driver-modules').result;
-    expect(modules).toMatchObject({ driverVersion: NVIDIA_VERSION, kernelRelease: release, moduleType: 'open', from: 'release', sourceFile: RELEASE_NAME });
+    expect(modules).toMatchObject({ driverVersion: NVIDIA_VERSION, kernelRelease: release, moduleType: 'open', ...(FULL_SOURCE ? { from: 'release', sourceFile: RELEASE_NAME } : { from: 'run', sourceFile: `NVIDIA-Linux-x86_64-${NVIDIA_VERSION}.run` }) });
     const driver = manifest.tasks.find((t: { id: string }) => t.id === 'driver').result;
     expect(driver).toMatchObject({ driverVersion: NVIDIA_VERSION, kernelRelease: release, source: 'source' });
     expect(driver.modules.map((m: string) => m.split('/').pop()).sort()).toEqual(['nvidia-drm.ko', 'nvidia-modeset.ko', 'nvidia-peermem.ko', 'nvidia-uvm.ko', 'nvidia.ko']);

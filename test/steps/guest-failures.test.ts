@@ -8,7 +8,7 @@ import { TaskLog } from '../../src/sys/task-log.js';
 import { driver } from '../../src/steps/nvidia/driver.js';
 import { toolkit } from '../../src/steps/nvidia/toolkit.js';
 import type { StepContext } from '../../src/model/step.js';
-import { buildDriverRun, buildNvidiaRun, NVIDIA_VERSION, nvidiaModuleSourceRelease, openKernelResizePatch, type DriverRun } from '../fixtures/driver.js';
+import { buildDriverRun, buildNvidiaRun, moduleImports, NVIDIA_VERSION, nvidiaModuleSourceRelease, openKernelResizePatch, type DriverRun } from '../fixtures/driver.js';
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
 import { startAptRepo } from '../fixtures/apt-repo.js';
@@ -136,6 +136,21 @@ describe('guest bad inputs through the CLI', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^error: E_DRIVER_INSTALL: nvidia-installer failed to build the open modules of driver 535\.261\.03 for kernel 6\.1\.\d+-nvidia-gpu: \S*nvidia\/nv-pci\.c:\d+:\d+: error: too few arguments to function .pci_resize_resource./m);
     expect(r.stderr).toContain('--- tail of /var/log/nvidia-installer.log ---');
+    expect(leakedMounts(sharedCacheDir())).toEqual([]);
+  }, 1_800_000);
+
+  it("builds NVIDIA's proprietary modules against the kernel, nvidia-uvm with device-memory migration", async () => {
+    const dir = testDir();
+    const r = await run(cliBin, ['build', '--until', 'driver', '--pipeline', nvidia(dir), ...common(dir), ...goodDriver(), '--set', 'driver.moduleType=proprietary']);
+    expect(r.code, r.stderr).toBe(0);
+    const manifest = JSON.parse(readFileSync(join(dir, 'out/nvidia-test/manifest.json'), 'utf8'));
+    const result = manifest.tasks.find((t: { id: string }) => t.id === 'driver').result;
+    expect(result).toMatchObject({ driverVersion: NVIDIA_VERSION, moduleType: 'proprietary' });
+    expect(result.modules.map((m: string) => m.split('/').pop()).sort()).toEqual(['nvidia-drm.ko', 'nvidia-modeset.ko', 'nvidia-peermem.ko', 'nvidia-uvm.ko', 'nvidia.ko']);
+    const entry = manifest.tasks.find((t: { id: string }) => t.id === 'driver');
+    // HMM (UVM's notifier paths) is open-modules-only: NVIDIA's proprietary uvm_linux.h pins
+    // UVM_IS_CONFIG_HMM() to 0. Its device-memory migration still needs the fragment's DEVICE_PRIVATE.
+    expect(moduleImports(join(sharedCacheDir(), 'entries', entry.key, 'out/rootfs.tar'), result.kernelRelease, 'kernel/drivers/video/nvidia-uvm.ko', dir)).toMatch(/ U migrate_vma_setup$/m);
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
   }, 1_800_000);
 
