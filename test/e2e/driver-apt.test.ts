@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEBIAN_REVISION, moduleImports, NVIDIA_VERSION } from '../fixtures/driver.js';
+import { DEBIAN_REVISION, dkmsMarkerPatch, moduleImports, NVIDIA_VERSION } from '../fixtures/driver.js';
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { TEST_SIGNER } from '../fixtures/signing.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
@@ -21,13 +21,15 @@ let listing: string;
 
 // driver.source: apt, the distribution's way: Debian's real NVIDIA packages (contrib/non-free of the
 // host's mirror, signed by Debian's archive key), DKMS compiling NVIDIA's proprietary modules for
-// the shared kernel build inside the chroot, then DKMS, the compiler and the headers purged.
+// the shared kernel build inside the chroot, then DKMS, the compiler and the headers purged. A patch
+// in DKMS's layout (a modinfo field added to nvidia.ko) is applied to /usr/src before DKMS builds.
 beforeAll(async () => {
   const dir = suiteDir('gpu-guest-apt-');
   server = await startKernelOrg([{ path: `v6.x/linux-${version}.tar.xz`, file: DEBIAN_TARBALL }]);
   out = join(dir, 'out');
   const debs = buildToolkitDebs(dir, '1.17.3-1');
-  const file = writeAptPipeline(dir, `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`, `  version: "${NVIDIA_VERSION}"\n  source: apt\n  moduleType: proprietary\n  packages: [${PACKAGES.join(', ')}]\n`);
+  const patch = dkmsMarkerPatch(sharedCacheDir(), dir);
+  const file = writeAptPipeline(dir, `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`, `  version: "${NVIDIA_VERSION}"\n  source: apt\n  moduleType: proprietary\n  packages: [${PACKAGES.join(', ')}]\n  patches: [${patch}]\n`);
   const args = ['--pipeline', file, '--cache-dir', sharedCacheDir(), '--out-dir', out, '--set', `toolkit.debs=${debs}`];
   build = await run(cliBin, ['build', ...args]);
   verify = await run(cliBin, ['verify', ...args]);
@@ -36,7 +38,7 @@ beforeAll(async () => {
 afterAll(async () => server?.close());
 
 describe('driver.source: apt (DKMS builds Debian’s NVIDIA packages in the chroot)', () => {
-  it('installs the pinned packages, builds the modules for the guest kernel, and leaves nothing mounted', () => {
+  it('installs the pinned packages, applies the patch to the DKMS source, builds the modules for the guest kernel, and leaves nothing mounted', () => {
     expect(build.code, `${build.stdout}\n${build.stderr}`).toBe(0);
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
     const manifest = JSON.parse(readFileSync(join(out, 'nvidia-test/manifest.json'), 'utf8'));
@@ -50,6 +52,10 @@ describe('driver.source: apt (DKMS builds Debian’s NVIDIA packages in the chro
     expect(driver.result.purged.some((p: string) => /^gcc(-\d+)?$/.test(p))).toBe(true);
     // the proprietary UVM with device-memory migration compiled in
     expect(moduleImports(join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar'), release, 'updates/dkms/nvidia-current-uvm.ko', join(out, '..'))).toMatch(/ U migrate_vma_setup$/m);
+    // built from the patched /usr/src tree
+    const ko = join(out, '..', 'nvidia-current.ko');
+    writeFileSync(ko, execFileSync('tar', ['-xOf', join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar'), `./usr/lib/modules/${release}/updates/dkms/nvidia-current.ko`], { maxBuffer: 1 << 28 }));
+    expect(execFileSync('modinfo', ['-F', 'gpu_guest_patch', ko], { encoding: 'utf8' }).trim()).toBe('applied');
   });
 
   it('keeps the modules, their modprobe configuration, firmware and the user-mode driver, but no DKMS, compiler, headers or driver source', () => {
