@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, closeSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
@@ -101,7 +102,8 @@ describe('nvidia kernel path end to end (kernel.org-style mirror → debs)', () 
 
   it('compiles nothing when a fragment edit leaves the .config as it was (early cutoff)', async () => {
     const same = join(suiteDir('gpu-guest-cutoff-'), 'same.conf');
-    writeFileSync(same, '# asks for what the guest already has: the final .config stays the same\nCONFIG_PCI_MMCONFIG=y\n');
+    // a comment of this run's own, so that kernel-config runs even on a test cache that saw this test before
+    writeFileSync(same, `# asks for what the guest already has: the final .config stays the same (${randomUUID()})\nCONFIG_PCI_MMCONFIG=y\n`);
     const r = await run(cliBin, ['build', '--until', 'kernel-debs', '--pipeline', pipelineFile, '--cache-dir', sharedCacheDir(), '--out-dir', join(out, '..', 'cutoff-out'), '--fragment', same]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/succeeded kernel-config/);
