@@ -7,6 +7,7 @@ import { GuestError } from '../model/errors.js';
 import { redact } from '../model/redact.js';
 import { sha256File } from './hash.js';
 import { requireNetwork } from './offline.js';
+import type { StepContext } from '../model/step.js';
 
 export interface DownloadOptions {
   /** Tried in order: a mirror that fails moves on to the next. */
@@ -28,6 +29,11 @@ export interface DownloadOptions {
   network?: boolean;
   /** With network false: how to do without the download, for the E_OFFLINE message. */
   offlineFix?: string;
+}
+
+/** What a step's download takes from its context: interruption, progress, log lines, and --offline. */
+export function stepDownloadOptions(ctx: Pick<StepContext, 'signal' | 'progress' | 'log' | 'network'>): Pick<DownloadOptions, 'signal' | 'onProgress' | 'log' | 'network'> {
+  return { signal: ctx.signal, onProgress: (d, t) => ctx.progress('download', d, t), log: (l) => ctx.log.info(l), network: ctx.network };
 }
 
 /** Connection errors that mean the host cannot be reached at all. */

@@ -2,7 +2,7 @@ import { GuestError } from '../model/errors.js';
 import { redact } from '../model/redact.js';
 
 /** Where --offline may still read from: a file on this host (an apt `file:` or `copy:` mirror). */
-export function isLocalSource(url: string): boolean {
+function isLocalSource(url: string): boolean {
   return /^(file|copy):/.test(url);
 }
 

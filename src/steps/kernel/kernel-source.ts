@@ -9,7 +9,7 @@ import type { KernelSourceResult } from '../../model/results.js';
 import { aptShow } from '../../sys/apt.js';
 import { readAptSources } from '../../sys/apt-sources.js';
 import { requireNetwork } from '../../sys/offline.js';
-import { checkPinnedFile, checkSha256, downloadVerified, fetchText } from '../../sys/download.js';
+import { checkPinnedFile, checkSha256, downloadVerified, stepDownloadOptions, fetchText } from '../../sys/download.js';
 import { redact } from '../../model/redact.js';
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
@@ -139,7 +139,7 @@ async function obtainTarball(ctx: StepContext<SourceParams>, p: SourceParams): P
   const name = p.tarballName ?? basename(new URL(p.tarball!).pathname);
   const dest = join(downloads, `${p.sha256}-${name}`);
   const what = `kernel tarball ${name}`;
-  await downloadVerified({ urls, dest, sha256: p.sha256!, what, signal: ctx.signal, onProgress: (d, t) => ctx.progress('download', d, t), log: (l) => ctx.log.info(l), network: ctx.network, offlineFix: 'build once with the network into this cache, or set kernel.source.tarball to a local file' });
+  await downloadVerified({ urls, dest, sha256: p.sha256!, what, ...stepDownloadOptions(ctx), offlineFix: 'build once with the network into this cache, or set kernel.source.tarball to a local file' });
   return { tarball: dest, name, origin: urls.length === 1 ? redact(urls[0]!) : `mirrors (${urls.map(redact).join(', ')})` };
 }
 

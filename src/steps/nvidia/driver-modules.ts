@@ -5,7 +5,7 @@ import type { JsonObject } from '../../model/json.js';
 import type { DriverModulesResult, KernelBuildResult, KernelSourceResult } from '../../model/results.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
 import { assertTarArchive } from '../../sys/archive.js';
-import { checkPinnedFile, downloadVerified } from '../../sys/download.js';
+import { checkPinnedFile, downloadVerified, stepDownloadOptions } from '../../sys/download.js';
 import { runLogged } from '../../sys/exec.js';
 import { ccache, jobs, kbuildEnv, kernelTreePaths, makeAtStablePath } from '../../sys/kbuild.js';
 import { redact } from '../../model/redact.js';
@@ -109,7 +109,7 @@ async function obtainModuleSource(ctx: StepContext<ModulesParams, ModulesInputs>
     await checkPinnedFile(file, p.tarball.sha256, 'driver.moduleSource', 'driver.moduleSource.sha256 says');
   } else {
     ctx.log.info(`kernel module source from ${p.tarball.urls.map((u) => redact(u)).join(', ')}`);
-    file = await downloadVerified({ urls: p.tarball.urls, dest: join(ctx.cacheDir, 'downloads', `${p.tarball.sha256}-${name}`), sha256: p.tarball.sha256, what: `driver.moduleSource ${name}`, signal: ctx.signal, onProgress: (d, t) => ctx.progress('download', d, t), log: (l) => ctx.log.info(l), network: ctx.network, offlineFix: 'build once with the network into this cache, or set driver.moduleSource.path to a local file' });
+    file = await downloadVerified({ urls: p.tarball.urls, dest: join(ctx.cacheDir, 'downloads', `${p.tarball.sha256}-${name}`), sha256: p.tarball.sha256, what: `driver.moduleSource ${name}`, ...stepDownloadOptions(ctx), offlineFix: 'build once with the network into this cache, or set driver.moduleSource.path to a local file' });
   }
   assertTarArchive(file, 'driver.moduleSource');
   mkdirSync(dir);

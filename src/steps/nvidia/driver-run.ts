@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { GuestError } from '../../model/errors.js';
-import { checkPinnedFile, downloadVerified } from '../../sys/download.js';
+import { checkPinnedFile, downloadVerified, stepDownloadOptions } from '../../sys/download.js';
 import { redact } from '../../model/redact.js';
 import type { PreflightContext, StepContext } from '../../model/step.js';
 import { assertMakeselfArchive } from '../../sys/makeself.js';
@@ -25,7 +25,7 @@ export async function obtainDriverRun(ctx: StepContext, opts: { path?: string; u
   const name = new URL(url).pathname.split('/').pop()!;
   const dest = join(ctx.cacheDir, 'downloads', `${opts.sha256}-${name}`);
   ctx.log.info(`driver from ${redact(url)}`);
-  return downloadVerified({ urls: [url], dest, sha256: opts.sha256, what: `${opts.what} ${name}`, signal: ctx.signal, onProgress: (d, t) => ctx.progress('download', d, t), log: (l) => ctx.log.info(l), network: ctx.network, offlineFix: 'build once with the network into this cache, or set the .run\'s path to a local file' });
+  return downloadVerified({ urls: [url], dest, sha256: opts.sha256, what: `${opts.what} ${name}`, ...stepDownloadOptions(ctx), offlineFix: 'build once with the network into this cache, or set the .run\'s path to a local file' });
 }
 
 /**
