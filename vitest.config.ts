@@ -9,5 +9,8 @@ export default defineConfig({
     // time so that two kernel builds never compete for the two cores.
     fileParallelism: false,
     reporters: ['default'],
+    // GitHub's workflow parser imports its schema JSON without an import attribute, which Node's own
+    // loader refuses: vitest transforms it instead
+    server: { deps: { inline: ['@actions/workflow-parser'] } },
   },
 });

@@ -11,6 +11,7 @@ import { loadPipeline } from '../pipeline/load.js';
 import { expandFragments } from '../sys/kconfig/fragments.js';
 import { defaultCacheDir } from '../paths.js';
 import type { StepRegistry } from '../model/step.js';
+import type { MatrixCombination } from '../pipeline/matrix.js';
 
 /** Options every pipeline command shares (build, plan, clean, doctor). */
 export interface PipelineOptions {
@@ -28,6 +29,8 @@ export interface Loaded {
   sourceDate: number;
   /** out/<pipeline>/ */
   pipelineOut: string;
+  /** The pipeline's matrix combinations (none without a matrix:). */
+  combinations?: MatrixCombination[];
 }
 
 /** How the CLI turns options into a task graph; tests substitute their own step kinds and graphs. */
@@ -49,7 +52,7 @@ export const loadFromPipelineFile: GraphLoader = (opts) => {
   // a --fragment is an input named on the command line: checked now, like the pipeline's own paths
   expandFragments(extraFragments);
   const graph = compileTaskGraph(loaded.pipeline, { extraFragments });
-  return { graph, sourceDate: sourceDateEpoch(loaded.pipeline), pipelineOut: resolve(opts.outDir, loaded.pipeline.name) };
+  return { graph, sourceDate: sourceDateEpoch(loaded.pipeline), pipelineOut: resolve(opts.outDir, loaded.pipeline.name), combinations: loaded.combinations };
 };
 
 export function openCache(opts: PipelineOptions, env: NodeJS.ProcessEnv, say?: (line: string) => void): { store: LocalCacheStore; memo: DigestMemo } {

@@ -13,6 +13,7 @@ import { verifyCommand } from './verify.js';
 import { pushCommand } from './push.js';
 import { configDiffCommand, configExplainCommand } from './config.js';
 import { cacheListCommand, cachePruneCommand } from './cache.js';
+import { matrixCommand } from './matrix.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -91,6 +92,21 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
   addPipelineOptions(program.command('clean').description('remove the pipeline\'s out folder (all of the out folder without --vendor/--pipeline)'), env)
     .option('--cache', 'also remove every cache entry', false)
     .action(async (opts) => setStatus(await cleanCommand(opts, env)));
+
+  program
+    .command('matrix')
+    .description('print the CI jobs of the named pipelines (each matrix combination, or the pipeline alone): a GitHub Actions strategy.matrix, or an Argo Workflows Workflow that runs one task per pod')
+    .option('--vendor <name>', 'a shipped pipeline, repeatable', collect, [])
+    .option('--pipeline <file>', 'a pipeline file, repeatable', collect, [])
+    .option('--set <key.path=value>', 'override one value in every job, repeatable', collect, [])
+    .option('--fragment <file>', 'add a kernel config fragment to every job, repeatable', collect, [])
+    .option('--cache-dir <dir>', 'cache folder whose recorded resolutions the input checks read (never written)', defaultCacheDir(env.env))
+    .addOption(new Option('--format <format>', 'github: strategy.matrix JSON; argo: a Workflow (YAML) for kubectl create; json: the jobs with their tasks').choices(['github', 'argo', 'json']).default('github'))
+    .option('--image <image>', 'argo: the container image with gpu-guest that every node runs')
+    .option('--remote-cache <url>', 'argo: the shared cache the nodes exchange results through (default: GPU_GUEST_REMOTE_CACHE)')
+    .option('--remote-cache-secret <name>', 'argo: the Kubernetes Secret whose key token holds the remote cache\'s bearer token', 'gpu-guest-remote-cache')
+    .option('--generate-name <prefix>', 'argo: the Workflow\'s metadata.generateName', 'gpu-guest-')
+    .action(async (opts) => setStatus(await matrixCommand(opts, env)));
 
   const cache = program.command('cache').description('list the cache\'s entries, or remove those unused for long or beyond a size');
   cache

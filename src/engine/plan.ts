@@ -49,6 +49,9 @@ export async function planRun(graph: TaskGraph, selection: Selection, ctx: PlanC
   const forced = new Set<string>();
   for (const id of selection.force ?? []) for (const d of descendantsOf(graph, id)) forced.add(d);
   const wanted = selection.only ? new Set([selection.only]) : selection.until ? ancestorsOf(graph, selection.until) : undefined;
+  // --only T needs the keys of T's inputs, so they resolve as a build would (one pod of a CI DAG
+  // starts with an empty cache and no recorded resolution); tasks that T does not read do not
+  const resolving = selection.only ? ancestorsOf(graph, selection.only) : wanted;
 
   const materials = new Map<string, KeyMaterial>();
   const tasks: PlannedTask[] = [];
@@ -56,8 +59,8 @@ export async function planRun(graph: TaskGraph, selection: Selection, ctx: PlanC
   for (const task of order) {
     const step = ctx.steps.get(task.kind);
     if (!step) throw new GuestError('E_UNKNOWN_STEP', `task ${task.id} uses step kind ${task.kind}, which this gpu-guest does not have (update gpu-guest, or fix the pipeline)`);
-    // a task outside --until/--only is shown, never run: it resolves as plan does, without the network
-    const selected = !wanted || wanted.has(task.id);
+    // a task outside --until (or not read by --only) is shown, never run: it resolves as plan does, without the network
+    const selected = !resolving || resolving.has(task.id);
     const { params, note } = await resolveParams(step, task, selected ? ctx : { ...ctx, network: false, offline: false });
     const { upstream, keyAfter } = await upstreamIdentities(task, step, byId, forced, ctx.store);
     const material: KeyMaterial = {

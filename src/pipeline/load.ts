@@ -10,6 +10,7 @@ import { GuestError } from '../model/errors.js';
 import { kernelProfileFiles, projectRoot } from '../paths.js';
 import { applyOverride, formatKeyPath, parseOverride, type KeyPath, type Override } from './overrides.js';
 import { keysAt, PATTERN_MEANING, pipelineSchema } from './schema.js';
+import { expandMatrix } from './matrix.js';
 import type { LoadedPipeline, Pipeline } from './types.js';
 
 export interface PipelineSelection {
@@ -101,9 +102,10 @@ export function loadPipeline(selection: PipelineSelection): LoadedPipeline {
   const pipeline = data as unknown as Pipeline;
   const where = (path: KeyPath) => locate(doc, lines, shown, path, overrides);
   checkSemantics(pipeline, where);
+  const combinations = pipeline.matrix ? expandMatrix(pipeline.matrix, where) : [];
   const baseDir = dirname(file);
   resolvePaths(pipeline, baseDir, selection.cwd ?? process.cwd(), overrides, where);
-  return { pipeline, file, baseDir };
+  return { pipeline, file, baseDir, combinations };
 }
 
 function displayPath(file: string): string {

@@ -38,6 +38,10 @@ export const DEFAULT_KERNEL_MIRROR = 'https://cdn.kernel.org/pub/linux/kernel';
 /** NVIDIA's download folder of its kernel module source releases (NVIDIA-kernel-module-source-<version>.tar.xz). */
 export const DEFAULT_MODULE_SOURCE_MIRROR = 'https://download.nvidia.com/XFree86/NVIDIA-kernel-module-source';
 
+const matrixScalar = { type: ['string', 'number', 'boolean'] } as const;
+const matrixValue = { anyOf: [matrixScalar, { type: 'array', items: matrixScalar }] } as const;
+const matrixEntries = { type: 'array', minItems: 1, items: { type: 'object', minProperties: 1, additionalProperties: matrixValue } } as const;
+
 export const pipelineSchema = {
   type: 'object',
   additionalProperties: false,
@@ -155,6 +159,13 @@ export const pipelineSchema = {
         dockerfileDir: str,
         hostKernels: { type: 'array', items: { type: 'string', pattern: '^[0-9][A-Za-z0-9.+_-]*(=[A-Za-z0-9.+~:_-]+)?$' }, default: [] },
       },
+    },
+    /** Axes keyed by `--set` key paths (checked by pipeline/matrix.ts), plus GitHub's include and exclude. */
+    matrix: {
+      type: 'object',
+      minProperties: 1,
+      properties: { include: matrixEntries, exclude: matrixEntries },
+      additionalProperties: { type: 'array', minItems: 1, items: matrixValue },
     },
     image: {
       type: 'object',

@@ -1,3 +1,4 @@
+import type { MatrixCombination, MatrixSection } from './matrix.js';
 import type { SigningIdentity } from '../sys/module-signing.js';
 
 /** The pipeline file, as data. README.md documents every field and its default. */
@@ -15,6 +16,8 @@ export interface Pipeline {
   driver?: DriverSection;
   toolkit?: ToolkitSection;
   image: ImageSection;
+  /** Combinations of values `gpu-guest matrix` turns into CI jobs; build reads the pipeline's own values. */
+  matrix?: MatrixSection;
 }
 
 export type KernelProfile = 'kata' | 'minimal';
@@ -175,6 +178,8 @@ export interface ImageSection {
 /** A pipeline as loaded: the data plus where it came from, for messages and relative paths. */
 export interface LoadedPipeline {
   pipeline: Pipeline;
+  /** The matrix's combinations (none without a matrix:), checked at load. */
+  combinations: MatrixCombination[];
   file: string;
   /** Folder that relative `./` and `../` paths resolve against. */
   baseDir: string;

@@ -62,4 +62,22 @@ describe('planRun', () => {
     expect(only.tasks.find((t) => t.id === 'a')!.status).toBe('skip');
     await expect(plan(graph('1'), { until: 'zz' })).rejects.toMatchObject({ code: 'E_UNKNOWN_TASK' });
   });
+
+  it('--only resolves the tasks it reads with the network, as a build would; tasks it does not read resolve without', async () => {
+    // a CI node runs `build --only T` on an empty local cache: T's inputs need their resolved keys
+    const networkSeen: Record<string, boolean> = {};
+    const resolving = createStepRegistry([
+      { kind: 'x', version: 1, resources: { cpu: 1 }, run: async () => ({}), resolve: async (p, _f, ctx) => ((networkSeen[String(p.id)] = ctx.network), p) },
+    ]);
+    const store = LocalCacheStore.open(join(testDir(), 'cache'));
+    const graph: TaskGraph = {
+      pipeline: 'p',
+      tasks: ['a', 'b', 'c'].map((id) => ({ id, kind: 'x', upstream: (id === 'b' ? { input: 'a' } : {}) as Record<string, string>, params: { id }, files: {}, title: id })),
+    };
+    const ctx = { steps: resolving, store, memo: new DigestMemo(), signal: new AbortController().signal, network: true };
+    await expect(planRun(graph, { only: 'b' }, ctx)).rejects.toMatchObject({ code: 'E_NOT_CACHED' });
+    expect(networkSeen).toEqual({ a: true, b: true, c: false });
+    await planRun(graph, { until: 'a' }, ctx);
+    expect(networkSeen).toEqual({ a: true, b: false, c: false });
+  });
 });
