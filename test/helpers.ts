@@ -101,12 +101,14 @@ export interface ExecTask {
   cutoff?: boolean;
   /** Instead of a script: `make <target>` in the folder `tree` (its Makefile) the way kernel builds run make. */
   make?: { tree: string; target: string };
+  /** `--set` keys whose values the script reads as $VAR_<key> (and its key covers). */
+  uses?: string[];
 }
 
 /** Writes a harness graph file and returns the common CLI arguments for it. */
-export function execGraph(dir: string, tasks: ExecTask[], name = 'demo'): string[] {
+export function execGraph(dir: string, tasks: ExecTask[], name = 'demo', matrix?: Record<string, string>[]): string[] {
   const file = join(dir, `${name}.json`);
-  writeFileSync(file, JSON.stringify({ name, tasks }));
+  writeFileSync(file, JSON.stringify({ name, tasks, ...(matrix ? { matrix } : {}) }));
   return ['--pipeline', file, '--cache-dir', join(dir, 'cache'), '--out-dir', join(dir, 'out')];
 }
 

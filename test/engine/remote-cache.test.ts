@@ -1,5 +1,7 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
+import { spawn } from 'node:child_process';
+import { parse as parseYaml } from 'yaml';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execGraph, harness, run, sharedCacheDir, suiteDir, testDir } from '../helpers.js';
@@ -45,6 +47,65 @@ describe('remote cache (nginx WebDAV on 127.0.0.1)', () => {
     // the downloaded entries are local now: a third build needs no server
     const third = await run(harness, ['build', ...r.argsFor('b')]);
     expect(third.stdout).toMatch(/0 to run/);
+  });
+
+  it('runs the Argo DAG of a matrix as Argo would, each node in an empty cache of its own: every shared task once, the jobs complete', async () => {
+    const dir = testDir();
+    const counter = join(dir, 'ran');
+    const [, file] = execGraph(
+      dir,
+      [
+        { id: 'source', script: `echo source >> ${counter}; echo src > src.txt` },
+        { id: 'build', deps: ['source'], uses: ['flavour'], script: `echo build-$VAR_flavour >> ${counter}; cat "$UP_source/src.txt" > b.txt; echo $VAR_flavour >> b.txt` },
+        { id: 'image', deps: ['build'], script: `echo image >> ${counter}; cat "$UP_build/b.txt" > image.txt` },
+      ],
+      'demo',
+      [{ flavour: 'a' }, { flavour: 'b' }],
+    );
+    const url = `${dav.origin}/dag/`;
+    const printed = await run(harness, ['matrix', '--pipeline', file!, '--format', 'argo', '--image', 'gpu-guest:test', '--remote-cache', url]);
+    expect(printed.code, printed.stderr).toBe(0);
+    type Param = { name: string; value: string };
+    const workflow = parseYaml(printed.stdout) as { spec: { templates: { name: string; dag?: { tasks: { name: string; dependencies?: string[]; arguments: { parameters: Param[] } }[] }; container?: { args: string[]; env: { name: string; value?: string }[] } }[] } };
+    const nodes = workflow.spec.templates.find((t) => t.dag)!.dag!.tasks;
+    const container = workflow.spec.templates.find((t) => t.container)!.container!;
+    // a pod: the template's own command line with the node's parameters, gpu-guest being the harness
+    const runPod = (node: (typeof nodes)[number]) => {
+      const param = (name: string) => node.arguments.parameters.find((p) => p.name === name)!.value;
+      const line = container.args[0]!
+        .replace('exec gpu-guest ', `exec ${process.execPath} ${harness} `)
+        .replace('/var/cache/gpu-guest', join(dir, `pod-${node.name}`))
+        .replace('{{inputs.parameters.task}}', param('task'))
+        .replace('{{inputs.parameters.args}}', param('args'));
+      const env = Object.fromEntries(container.env.filter((e) => e.value !== undefined).map((e) => [e.name, e.value!]));
+      return new Promise<{ code: number | null; output: string }>((resolveRun) => {
+        const child = spawn('sh', ['-c', line], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+        let output = '';
+        child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+        child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+        child.on('close', (code) => resolveRun({ code, output }));
+      });
+    };
+    // Argo's DAG: a node starts once its dependencies succeeded; ready nodes run side by side
+    const done = new Set<string>();
+    while (done.size < nodes.length) {
+      const ready = nodes.filter((n) => !done.has(n.name) && (n.dependencies ?? []).every((d) => done.has(d)));
+      expect(ready.length, `no node is ready; done: ${[...done].join(', ')}`).toBeGreaterThan(0);
+      const results = await Promise.all(ready.map(runPod));
+      results.forEach((r, i) => expect(r.code, `${ready[i]!.name}:\n${r.output}`).toBe(0));
+      for (const n of ready) done.add(n.name);
+    }
+    expect(nodes).toHaveLength(5);
+    expect(readFileSync(counter, 'utf8').split('\n').filter(Boolean).sort()).toEqual(['build-a', 'build-b', 'image', 'image', 'source']);
+    // each job's own build, anywhere that reaches the cache, runs nothing and lays its outputs out
+    const jobs = JSON.parse((await run(harness, ['matrix', '--pipeline', file!, '--format', 'json'])).stdout) as { jobs: { id: string; args: string[] }[] };
+    for (const job of jobs.jobs) {
+      const out = join(dir, `out-${job.id}`);
+      const fetched = await run(harness, ['build', ...job.args, '--cache-dir', join(dir, `fetch-${job.id}`), '--out-dir', out, '--remote-cache', url]);
+      expect(fetched.code, fetched.stderr).toBe(0);
+      expect(fetched.stdout).toMatch(/0 to run/);
+      expect(readFileSync(join(out, 'demo/exec/image.txt'), 'utf8')).toBe(`src\n${job.id.endsWith('-a') ? 'a' : 'b'}\n`);
+    }
   });
 
   it('read mode downloads but never uploads', async () => {
