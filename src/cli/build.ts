@@ -74,7 +74,7 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
     }
     // out/ shows the last successful build: a failed or interrupted one leaves its logs, never a partial set of artifacts
     const artifacts = outcome.status === 'succeeded' ? publishOutputs(plan, outcome, env.steps, loaded.pipelineOut, gpuGuestVersion()) : [];
-    writeSummaries(opts, env, runSummary({ pipeline: plan.pipeline, gpuGuest: gpuGuestVersion(), status: outcome.status, durationMs: Date.now() - started, planned: plan.tasks, results: outcome.results, artifacts, failure: outcome.failure }));
+    writeSummaries(opts, env, runSummary({ pipeline: plan.pipeline, gpuGuest: gpuGuestVersion(), status: outcome.status, durationMs: Date.now() - started, planned: plan.tasks, results: outcome.results, artifacts, failure: outcome.failure, criticalPath: outcome.criticalPath, peakRssBytes: process.resourceUsage().maxRSS * 1024 }));
     if (outcome.status === 'interrupted') {
       env.stderr('interrupted: running tasks were stopped and left no cache entry; run the same command again to continue\n');
       return 130;

@@ -1,4 +1,5 @@
 import type { PlannedTask, TaskEndStatus, TaskResult } from '../model/task.js';
+import type { CriticalPath } from './report/critical-path.js';
 
 export type { PlannedTask, TaskEndStatus, TaskResult };
 
@@ -10,7 +11,7 @@ export type EngineEvent =
   | { type: 'task:log'; time: number; id: string; line: string }
   | { type: 'task:progress'; time: number; id: string; label: string; done: number; total?: number }
   | { type: 'task:end'; time: number; id: string; status: TaskEndStatus; durationMs: number; error?: { code: string; message: string; details: string[] }; logFile?: string; note?: string }
-  | { type: 'run:end'; time: number; status: 'succeeded' | 'failed' | 'interrupted'; durationMs: number; results: TaskResult[] };
+  | { type: 'run:end'; time: number; status: 'succeeded' | 'failed' | 'interrupted'; durationMs: number; results: TaskResult[]; criticalPath: CriticalPath };
 
 
 export type EngineListener = (event: EngineEvent) => void;

@@ -11,6 +11,7 @@ import type { EventBus } from './events.js';
 import { cutoffRole } from './key.js';
 import { settleKey, type Plan } from './plan.js';
 import { Schedule } from './schedule.js';
+import { criticalPath, type CriticalPath } from './report/critical-path.js';
 
 export interface RunOptions {
   /** Most tasks running at once. Default: the number of tasks. */
@@ -34,6 +35,8 @@ export interface RunOutcome {
   entries: Map<string, CacheEntry>;
   /** The first failure, with its log. */
   failure?: { id: string; error: GuestError; logFile: string; tail: string[] };
+  /** The chain of tasks that decided the wall time. */
+  criticalPath: CriticalPath;
 }
 
 /** Runs the tasks a plan marks `run`, concurrently within the steps' resource limits. */
@@ -92,8 +95,10 @@ export async function runPlan(plan: Plan, graph: TaskGraph, steps: StepRegistry,
   for (const id of schedule.cancelPending()) end(byId.get(id)!, 'cancelled', 0);
   const ordered = plan.tasks.filter((t) => results.has(t.id)).map((t) => results.get(t.id)!);
   const status = opts.signal.aborted ? 'interrupted' : schedule.allSucceeded ? 'succeeded' : 'failed';
-  bus.emit({ type: 'run:end', time: Date.now(), status, durationMs: Date.now() - started, results: ordered });
-  return { status, results: ordered, entries, failure };
+  const ranMs = (id: string) => (results.get(id)?.status === 'succeeded' || results.get(id)?.status === 'failed' ? results.get(id)!.durationMs : 0);
+  const critical = criticalPath(plan.tasks.map((t) => ({ id: t.id, deps: t.deps, ranMs: ranMs(t.id) })));
+  bus.emit({ type: 'run:end', time: Date.now(), status, durationMs: Date.now() - started, results: ordered, criticalPath: critical });
+  return { status, results: ordered, entries, failure, criticalPath: critical };
 }
 
 interface TaskRunEnv {

@@ -1,5 +1,6 @@
 import type { EngineEvent, EngineListener } from '../events.js';
 import { formatDuration, formatProgress, summaryLines } from './format.js';
+import { criticalPathLine } from './critical-path.js';
 
 /** Timestamped lines for CI logs and pipes. Progress is throttled to one line per task every 5 s. */
 export function createPlainReporter(write: (line: string) => void, now: () => Date = () => new Date()): EngineListener {
@@ -36,6 +37,7 @@ export function createPlainReporter(write: (line: string) => void, now: () => Da
       }
       case 'run:end':
         for (const line of summaryLines(e.results, e.status, e.durationMs)) write(line);
+        write(`  ${criticalPathLine(e.criticalPath, e.durationMs, formatDuration)}`);
         break;
       default:
         break;

@@ -1,5 +1,6 @@
 import type { TaskResult } from '../../model/task.js';
 import { formatBytes, formatDuration } from './format.js';
+import { criticalPathLine, type CriticalPath } from './critical-path.js';
 
 /** One published file, as manifest.json lists it. */
 export type PublishedArtifact = { path: string; task: string; size: number; sha256: string };
@@ -13,10 +14,14 @@ export type RunSummary = {
   tasks: { id: string; kind: string; key: string; status: string; durationMs: number }[];
   artifacts: PublishedArtifact[];
   error?: { task: string; code: string; message: string };
+  /** The chain of tasks that decided the wall time, and how long they ran. */
+  criticalPath: CriticalPath;
+  /** The most memory gpu-guest's own process held (its tools, such as make, not counted). */
+  peakRssBytes: number;
 };
 
 /** The summary of a finished run: each task in plan order with its key and status, the artifacts published. */
-export function runSummary(o: { pipeline: string; gpuGuest: string; status: RunSummary['status']; durationMs: number; planned: { id: string; kind: string; key: string }[]; results: TaskResult[]; artifacts: PublishedArtifact[]; failure?: { id: string; error: { code: string; message: string } } }): RunSummary {
+export function runSummary(o: { pipeline: string; gpuGuest: string; status: RunSummary['status']; durationMs: number; planned: { id: string; kind: string; key: string }[]; results: TaskResult[]; artifacts: PublishedArtifact[]; failure?: { id: string; error: { code: string; message: string } }; criticalPath: CriticalPath; peakRssBytes: number }): RunSummary {
   const byId = new Map(o.results.map((r) => [r.id, r]));
   return {
     pipeline: o.pipeline,
@@ -29,6 +34,8 @@ export function runSummary(o: { pipeline: string; gpuGuest: string; status: RunS
     }),
     artifacts: o.artifacts,
     ...(o.failure ? { error: { task: o.failure.id, code: o.failure.error.code, message: o.failure.error.message } } : {}),
+    criticalPath: o.criticalPath,
+    peakRssBytes: o.peakRssBytes,
   };
 }
 
@@ -39,6 +46,8 @@ export function summaryMarkdown(s: RunSummary): string {
     `### gpu-guest: ${cell(s.pipeline)} ${s.status} in ${formatDuration(s.durationMs)}`,
     '',
     ...(s.error ? [`**${s.error.code}** in task \`${s.error.task}\`: ${cell(s.error.message)}`, ''] : []),
+    cell(criticalPathLine(s.criticalPath, s.durationMs, formatDuration)),
+    '',
     '| task | status | duration | key |',
     '|---|---|---|---|',
     ...s.tasks.map((t) => `| ${t.id} | ${t.status} | ${t.status === 'succeeded' || t.status === 'failed' ? formatDuration(t.durationMs) : ''} | \`${t.key.slice(0, 12)}\` |`),

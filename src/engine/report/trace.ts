@@ -41,7 +41,9 @@ export function createTraceReporter(file: string): EngineListener {
         events.push({ name: `${e.id} (${e.status})`, cat: e.status, ph: 'i', s: 't', ts: (e.time - origin) * 1000, pid: 1, tid: 0 });
       }
     } else if (e.type === 'run:end') {
-      events.push({ name: 'run', cat: e.status, ph: 'X', ts: 0, dur: e.durationMs * 1000, pid: 1, tid: 0 });
+      // the tasks on the critical path carry critical: true, and the run says how long the path was
+      for (const ev of events) if (ev.ph === 'X' && e.criticalPath.tasks.includes(ev.name)) ev.args = { ...ev.args, critical: true };
+      events.push({ name: 'run', cat: e.status, ph: 'X', ts: 0, dur: e.durationMs * 1000, pid: 1, tid: 0, args: { criticalPath: e.criticalPath.tasks, criticalPathMs: e.criticalPath.durationMs } });
       writeFileSync(file, `${redact(JSON.stringify({ traceEvents: events, displayTimeUnit: 'ms' }))}\n`);
     }
   };

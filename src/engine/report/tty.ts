@@ -1,6 +1,7 @@
 import { Listr, type ListrTaskWrapper } from 'listr2';
 import type { EngineEvent, TaskEndStatus } from '../events.js';
 import { formatDuration, formatProgress, summaryLines } from './format.js';
+import { criticalPathLine } from './critical-path.js';
 import type { Reporter } from './reporter.js';
 
 interface Pending {
@@ -79,7 +80,7 @@ export function createTtyReporter(write: (text: string) => void = (t) => process
         withTask(e.id, (p) => settle(p, e));
         break;
       case 'run:end':
-        summary = summaryLines(e.results, e.status, e.durationMs);
+        summary = [...summaryLines(e.results, e.status, e.durationMs), `  ${criticalPathLine(e.criticalPath, e.durationMs, formatDuration)}`];
         break;
     }
   };
