@@ -87,6 +87,7 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .option('--memory <MiB>', 'guest memory', '1024')
     .option('--json', 'print the check results as JSON', false)
     .option('--kernel-arg <param>', 'an extra kernel parameter for the boot, e.g. module.sig_enforce=1, repeatable', collect, [])
+    .addOption(new Option('--hotplug <slots>', 'q35 guests: prove hot-plug into a PCIe root port (large BAR, native pciehp), a PCI bridge (small BAR, ACPI hotplug; a second boot), both, or none').choices(['both', 'root-port', 'bridge', 'none']).default('both'))
     .action(async (opts) => setStatus(await verifyCommand(opts, env)));
 
   addPipelineOptions(program.command('clean').description('remove the pipeline\'s out folder (all of the out folder without --vendor/--pipeline)'), env)

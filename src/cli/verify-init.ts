@@ -1,3 +1,4 @@
+import type { HotplugSlots } from '../sys/qemu.js';
 /** One check the guest runs; its result comes back on the serial console. */
 export interface GuestCheck {
   name: string;
@@ -116,30 +117,45 @@ export function guestChecks(o: { release: string; options: string[]; modules: st
 }
 
 /**
- * Kata's GPU path, proven from inside the guest: the host hot-plugs a device with a 64-bit
- * prefetchable BAR of `barGiB` into the PCIe root port once the guest says GG-HOTPLUG-READY; pciehp
- * must bring the slot up and the BAR must be assigned above 4 GiB. Then the host unplugs it at
- * GG-UNPLUG-READY and the device must go away cleanly. Markers go to /dev/console, which the host
- * reads; each wait is bounded.
+ * Kata's GPU paths, proven from inside the guest: the host hot-plugs a device with a 64-bit
+ * prefetchable BAR of `barBytes` once the guest says GG-HOTPLUG-READY. `root-port`: pciehp must
+ * bring the root port's slot up and the (large) BAR be assigned above 4 GiB; `bridge`: ACPI hotplug
+ * (acpiphp) must put the (small-BAR) device behind the PCI bridge with its BAR assigned. Then the
+ * host unplugs it at GG-UNPLUG-READY and the device must go away cleanly. Markers go to
+ * /dev/console, which the host reads; each wait is bounded.
  */
-export function hotplugChecks(barGiB: number): GuestCheck[] {
+export function hotplugChecks(slots: HotplugSlots, barBytes: number): GuestCheck[] {
   const find = 'd=; for p in /sys/bus/pci/devices/*; do [ "$(cat $p/vendor)" = 0x1af4 ] && [ "$(cat $p/device)" = 0x1110 ] && d=$p; done';
+  const mib = Math.round(barBytes / 2 ** 20);
+  const name = slots === 'bridge' ? 'bridge' : 'pcie';
+  const where = slots === 'bridge' ? 'the PCI bridge' : 'the root port';
+  const enumerated =
+    slots === 'bridge'
+      ? [
+          // the device's parent must be the bridge (class 0x0604), and the bridge's slots acpiphp's
+          'b=$(readlink -f $d); b=${b%/*}; [ "$(cat $b/class 2>/dev/null)" = 0x060400 ] || { echo "${d##*/} is not behind a PCI bridge (parent ${b##*/})"; exit 1; }',
+          `dmesg | grep -qE 'acpiphp: Slot \\[' || { echo "\${d##*/} appeared, but acpiphp registered no slot"; exit 1; }`,
+        ]
+      : [`dmesg | grep -qE 'pciehp.*Slot\\(1\\).*(Card present|Link Up)' || { echo "\${d##*/} appeared, but pciehp did not report the slot up"; exit 1; }`];
+  // above 4 GiB for the large BAR a root port's 64-bit window holds; the small one anywhere assigned
+  const placed = slots === 'bridge' ? '' : ' && [ $s -ge $((0x100000000)) ]';
   return [
     {
-      name: 'pcie-hotplug',
+      name: `${name}-hotplug`,
       script: [
         'printf "\\nGG-HOTPLUG-READY\\n" > /dev/console',
         `i=0; while [ $i -lt 240 ]; do ${find}; [ -n "$d" ] && break; sleep 0.5; i=$((i+1)); done`,
-        '[ -n "$d" ] || { echo "no device appeared behind the root port within 120 s:"; dmesg | grep -i pciehp | tail -n 3; exit 1; }',
-        `dmesg | grep -qE 'pciehp.*Slot\\(1\\).*(Card present|Link Up)' || { echo "\${d##*/} appeared, but pciehp did not report the slot up"; exit 1; }`,
+        `[ -n "$d" ] || { echo "no device appeared behind ${where} within 120 s:"; dmesg | grep -iE 'pciehp|acpiphp|1af4:1110' | tail -n 3; exit 1; }`,
+        ...enumerated,
         'set -- $(sed -n 3p $d/resource); s=$(($1)); e=$(($2)); f=$(($3))',
         `[ $s -ne 0 ] || { echo "\${d##*/}: BAR2 was not assigned"; dmesg | grep -iE 'BAR 2|no space' | tail -n 3; exit 1; }`,
-        `echo "\${d##*/} BAR2 $1-$2 ($(( (e - s + 1) >> 30 )) GiB, prefetchable $(( (f >> 13) & 1 )))"`,
-        `[ $(( (e - s + 1) >> 30 )) -eq ${barGiB} ] && [ $s -ge $((0x100000000)) ] && [ $(( (f >> 13) & 1 )) -eq 1 ]`,
+        'm=$(( (e - s + 1) >> 20 )); [ $m -ge 1024 ] && size="$((m >> 10)) GiB" || size="$m MiB"',
+        `echo "\${d##*/} BAR2 $1-$2 ($size, prefetchable $(( (f >> 13) & 1 )))"`,
+        `[ $m -eq ${mib} ]${placed} && [ $(( (f >> 13) & 1 )) -eq 1 ]`,
       ].join('; '),
     },
     {
-      name: 'pcie-hot-unplug',
+      name: `${name}-hot-unplug`,
       script: [
         `${find}; [ -n "$d" ] || { echo "nothing to unplug"; exit 1; }`,
         'printf "\\nGG-UNPLUG-READY\\n" > /dev/console',

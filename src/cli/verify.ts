@@ -7,16 +7,21 @@ import { builtEntryOfKind } from '../engine/results.js';
 import { checkPublishedSums, SHA256SUMS } from '../engine/publish.js';
 import { packInitramfs } from '../sys/rootfs-tar.js';
 import { requireHostTools } from '../sys/host-tools.js';
-import { bootGuest } from '../sys/qemu.js';
+import { bootGuest, type HotplugSlots } from '../sys/qemu.js';
 import { HOOK_PATH } from '../steps/nvidia/toolkit.js';
 import { TaskLog } from '../sys/task-log.js';
 import { formatValue, parseRequested } from '../sys/kconfig/options.js';
 import { openCache, prepareOut, type CliEnv, type PipelineOptions } from './context.js';
 import { abortOnSignals } from './signals.js';
-import { guestChecks, hotplugChecks, parseChecks, verifyInit, type CheckResult } from './verify-init.js';
+import { guestChecks, hotplugChecks, parseChecks, verifyInit, type CheckResult, type GuestCheck } from './verify-init.js';
 
-/** The BAR of the device verify hot-plugs: several GiB, as a datacenter GPU's (the root port reserves 32). */
-const HOTPLUG_BAR_GIB = 16;
+/** The BAR of the device verify hot-plugs into the root port: several GiB, as a datacenter GPU's (the port reserves 32). */
+const ROOT_PORT_BAR = 16 * 2 ** 30;
+/** The BAR of the device verify hot-plugs onto the bridge: a small one, as an older GPU's BAR1 (the bridge reserves 512 MiB). */
+const BRIDGE_BAR = 256 * 2 ** 20;
+
+/** Which of Kata's hotplug topologies verify proves on q35: both (two boots), one, or none. */
+export type HotplugMode = 'both' | 'root-port' | 'bridge' | 'none';
 
 export interface VerifyOptions extends PipelineOptions {
   accel: string;
@@ -25,6 +30,8 @@ export interface VerifyOptions extends PipelineOptions {
   json?: boolean;
   /** Extra kernel parameters, e.g. the ones Kata passes (module.sig_enforce=1, …). */
   kernelArg?: string[];
+  /** q35 guests: which hotplug topologies to prove. Default both. */
+  hotplug?: HotplugMode;
 }
 
 /** One kernel parameter each: no blank, no quote (QEMU's -append takes them space-separated). */
@@ -41,6 +48,8 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
   const timeoutS = Number(opts.timeout);
   if (!Number.isFinite(timeoutS) || timeoutS <= 0) throw new GuestError('E_USAGE', `--timeout ${opts.timeout}: expected seconds > 0`);
   const kernelArgs = checkKernelArgs(opts.kernelArg ?? []);
+  const hotplug = opts.hotplug ?? 'both';
+  if (!['both', 'root-port', 'bridge', 'none'].includes(hotplug)) throw new GuestError('E_USAGE', `--hotplug ${hotplug}: expected both, root-port, bridge or none`);
   const loaded = env.loadGraph(opts);
   if (!loaded.graph.tasks.some((t) => t.kind === 'kernel-build')) {
     throw new GuestError('E_USAGE', `verify boots a guest, and pipeline ${loaded.graph.pipeline} builds none (for the vGPU manager image use push, or skopeo inspect)`);
@@ -74,32 +83,36 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
     const sigEnforced = options.includes('CONFIG_MODULE_SIG_FORCE=y') || kernelArgs.some((a) => /^module\.sig_enforce=(1|y|Y)$/.test(a));
     const checks = guestChecks({ release, options: [...new Set(options)], modules, loadNames: driver?.result.loadNames, signer: driver?.result.signer, hook, driverVersion: driver?.result.driverVersion, sigEnforced });
     const machine = loaded.graph.tasks.some((t) => t.id === 'driver') ? 'q35' : 'pc';
-    // the NVIDIA topology Kata uses (q35, a PCIe root port, native hotplug): hot-plug a large-BAR device into it
-    if (machine === 'q35') checks.push(...hotplugChecks(HOTPLUG_BAR_GIB));
-    const initrd = await buildVerifyInitrd(work, verifyInit(checks, format), signals.signal);
+    // the NVIDIA topologies Kata uses on q35: a PCIe root port with native hotplug for a large BAR
+    // (pcie_root_port), a PCI bridge with ACPI hotplug for a small one (hotplug_vfio_on_root_bus = false)
+    const mainSlots: HotplugSlots = hotplug === 'bridge' ? 'bridge' : 'root-port';
+    const plugs = machine === 'q35' && hotplug !== 'none';
+    if (plugs) checks.push(...hotplugChecks(mainSlots, mainSlots === 'bridge' ? BRIDGE_BAR : ROOT_PORT_BAR));
+    const boot = (slots: HotplugSlots, bootChecks: GuestCheck[], log: string) =>
+      bootVerify({ kernel: join(build.outDir, build.result.image), disk: join(image.outDir, image.result.image), format, kernelArgs, opts, machine, slots, plugs, checks: bootChecks, work: join(work, slots), log, signal: signals.signal });
     const consoleLog = join(logs, 'verify.log');
     env.stdout(`booting ${release} with ${image.result.image} in qemu (${opts.accel}, at most ${timeoutS} s)${kernelArgs.length ? ` with ${kernelArgs.join(' ')}` : ''}\n`);
-    const boot = await bootGuest({
-      kernel: join(build.outDir, build.result.image),
-      initrd,
-      disk: join(image.outDir, image.result.image),
-      append: ['console=ttyS0 panic=-1 loglevel=4', ...kernelArgs].join(' '),
-      accel: opts.accel as 'tcg' | 'kvm',
-      machine,
-      hotplug: machine === 'q35' ? { qmpSocket: join(work, 'qmp.sock'), memPath: join(work, 'bar.mem'), barGiB: HOTPLUG_BAR_GIB } : undefined,
-      memoryMiB: Number(opts.memory),
-      timeoutMs: timeoutS * 1000,
-      logFile: consoleLog,
-      signal: signals.signal,
-      doneMarker: /^GG-DONE/m,
-    });
-    const results = [await publishedSumsResult(loaded.pipelineOut), ...parseChecks(boot.console, checks.map((c) => c.name))];
-    if (machine === 'pc') results.push({ name: 'pcie-hotplug', pass: true, skipped: true, detail: "machine pc (Kata's topology for this guest) has no PCIe root port: devices go onto the root bus" });
-    if (opts.json) env.stdout(`${JSON.stringify({ release, results, timedOut: boot.timedOut, console: consoleLog })}\n`);
+    const main = await boot(mainSlots, checks, consoleLog);
+    const results = [await publishedSumsResult(loaded.pipelineOut), ...parseChecks(main.console, checks.map((c) => c.name))];
+    let second: { console: string; timedOut: boolean } | undefined;
+    if (machine === 'q35' && hotplug === 'both') {
+      // ACPI hotplug on q35 would also take the root ports from pciehp: the bridge needs a boot of its own
+      const bridgeChecks = hotplugChecks('bridge', BRIDGE_BAR);
+      const bridgeLog = join(logs, 'verify-bridge.log');
+      env.stdout(`booting it again with a PCI bridge and ACPI hotplug (Kata's topology for small-BAR GPUs)\n`);
+      second = await boot('bridge', bridgeChecks, bridgeLog);
+      results.push(...parseChecks(second.console, bridgeChecks.map((c) => c.name)).filter((r) => r.name !== 'image-mounts' || !r.pass));
+    }
+    const notPlugged = (why: string) => ['pcie-hotplug', 'bridge-hotplug'].filter((n) => !results.some((r) => r.name === n)).map((name) => ({ name, pass: true, skipped: true, detail: why }));
+    if (machine === 'pc') results.push(...notPlugged("machine pc (Kata's topology for this guest) has no PCIe root port or hotplug bridge: devices go onto the root bus"));
+    else if (hotplug !== 'both') results.push(...notPlugged(`not asked for (--hotplug ${hotplug})`));
+    const boots = [main, ...(second ? [second] : [])];
+    const timedOut = boots.find((b) => b.timedOut && !/GG-DONE/.test(b.console));
+    if (opts.json) env.stdout(`${JSON.stringify({ release, results, timedOut: Boolean(timedOut), console: consoleLog })}\n`);
     else for (const r of results) env.stdout(`${r.skipped ? 'skip' : r.pass ? 'pass' : 'FAIL'}  ${r.name}${r.detail ? `  ${r.detail}` : ''}\n`);
     const failed = results.filter((r) => !r.pass);
-    if (boot.timedOut && !/GG-DONE/.test(boot.console)) {
-      throw new GuestError('E_BOOT_TIMEOUT', `the guest did not finish its checks within ${timeoutS} s (serial console: ${consoleLog}; raise --timeout, or check the kernel boots)`, { details: boot.console.trimEnd().split('\n').slice(-15) });
+    if (timedOut) {
+      throw new GuestError('E_BOOT_TIMEOUT', `the guest did not finish its checks within ${timeoutS} s (serial console: ${timedOut === main ? consoleLog : join(logs, 'verify-bridge.log')}; raise --timeout, or check the kernel boots)`, { details: timedOut.console.trimEnd().split('\n').slice(-15) });
     }
     if (failed.length) throw new GuestError('E_VERIFY_FAILED', `${failed.length} of ${results.length} checks failed in the guest (serial console: ${consoleLog})`, { details: failed.map((f) => `${f.name}: ${f.detail}`) });
     const skipped = results.filter((r) => r.skipped).length;
@@ -109,6 +122,27 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
     signals.dispose();
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** One boot of the verify initramfs with the built kernel and image, in one hotplug topology. */
+async function bootVerify(o: { kernel: string; disk: string; format: string; kernelArgs: string[]; opts: VerifyOptions; machine: 'q35' | 'pc'; slots: HotplugSlots; plugs: boolean; checks: GuestCheck[]; work: string; log: string; signal: AbortSignal }) {
+  mkdirSync(o.work, { recursive: true });
+  const bar = o.slots === 'bridge' ? BRIDGE_BAR : ROOT_PORT_BAR;
+  return bootGuest({
+    kernel: o.kernel,
+    initrd: await buildVerifyInitrd(o.work, verifyInit(o.checks, o.format), o.signal),
+    disk: o.disk,
+    append: ['console=ttyS0 panic=-1 loglevel=4', ...o.kernelArgs].join(' '),
+    accel: o.opts.accel as 'tcg' | 'kvm',
+    machine: o.machine,
+    slots: o.slots,
+    hotplug: o.machine === 'q35' && o.plugs ? { qmpSocket: join(o.work, 'qmp.sock'), memPath: join(o.work, 'bar.mem'), barBytes: bar } : undefined,
+    memoryMiB: Number(o.opts.memory),
+    timeoutMs: Number(o.opts.timeout) * 1000,
+    logFile: o.log,
+    signal: o.signal,
+    doneMarker: /^GG-DONE/m,
+  });
 }
 
 /** On the host: out/<pipeline>/ holds what the build published, file by file (SHA256SUMS). */

@@ -12,6 +12,12 @@ export interface BootOptions {
   /** tcg (software, the default) or kvm. */
   accel: 'tcg' | 'kvm';
   machine: 'q35' | 'pc';
+  /**
+   * q35: where devices are hot-plugged, as Kata's configuration places them: `root-port` (the
+   * default), a PCIe root port with native hotplug (pcie_root_port = 1, large BARs); `bridge`, a
+   * PCI bridge with ACPI hotplug (hotplug_vfio_on_root_bus = false, small BARs).
+   */
+  slots?: HotplugSlots;
   memoryMiB: number;
   timeoutMs: number;
   /** The serial console goes here. */
@@ -20,23 +26,38 @@ export interface BootOptions {
   /** Stop early once the console shows this. */
   doneMarker: RegExp;
   /**
-   * Hot-plug a large-BAR PCIe device into the root port when the guest asks for it (the console
-   * shows GG-HOTPLUG-READY) and unplug it at GG-UNPLUG-READY, through QEMU's monitor (q35 only).
+   * Hot-plug a device with a GPU-like BAR into the hotplug slot (`slots`) when the guest asks for it
+   * (the console shows GG-HOTPLUG-READY) and unplug it at GG-UNPLUG-READY, through QEMU's monitor
+   * (q35 only).
    */
-  hotplug?: LargeBarHotplug;
+  hotplug?: BarHotplug;
 }
 
+export type HotplugSlots = 'root-port' | 'bridge';
+
 /** ivshmem-plain on a sparse memory-backend-file: a 64-bit prefetchable BAR of any power-of-two size, like a GPU's. */
-export interface LargeBarHotplug {
+export interface BarHotplug {
   /** The monitor's unix socket. */
   qmpSocket: string;
   /** The file behind the BAR (sparse; never written). */
   memPath: string;
-  barGiB: number;
+  barBytes: number;
 }
 
 /** The root port's prefetchable window that firmware reserves for a hot-plugged device's BARs (Kata sizes it from the GPU's). */
 export const ROOT_PORT_PREF64_GIB = 32;
+
+/** The PCI bridge's prefetchable window for a small-BAR device (below 4 GiB, as such GPUs' BAR1). */
+export const BRIDGE_PREF64_MIB = 512;
+
+/** The QEMU arguments of the hotplug topology: a root port pciehp owns, or a bridge ACPI hotplug serves. */
+function slotArgs(slots: HotplugSlots): string[] {
+  if (slots === 'bridge') {
+    return ['-global', 'ICH9-LPC.acpi-pci-hotplug-with-bridge-support=on', '-device', `pci-bridge,id=hp,bus=pcie.0,chassis_nr=1,shpc=off,pref64-reserve=${BRIDGE_PREF64_MIB}M`];
+  }
+  // ACPI hotplug off, so that the guest's pciehp owns the root port natively
+  return ['-global', 'ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off', '-device', `pcie-root-port,id=hp,chassis=1,slot=1,pref64-reserve=${ROOT_PORT_PREF64_GIB}G`];
+}
 
 /** Boots a kernel in QEMU with its serial console captured; always bounded in time. */
 export function bootGuest(o: BootOptions): Promise<{ console: string; timedOut: boolean }> {
@@ -45,8 +66,8 @@ export function bootGuest(o: BootOptions): Promise<{ console: string; timedOut: 
     '-nodefaults', '-no-user-config', '-display', 'none', '-serial', 'stdio', '-no-reboot',
     '-kernel', o.kernel, '-initrd', o.initrd, '-append', o.append,
     ...(o.disk ? ['-drive', `file=${o.disk},format=raw,if=virtio,readonly=on`] : []),
-    // a PCIe root port that pciehp can own, as a GPU would be hot-plugged into (q35 only)
-    ...(o.machine === 'q35' ? ['-global', 'ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off', '-device', `pcie-root-port,id=rp1,chassis=1,slot=1,pref64-reserve=${ROOT_PORT_PREF64_GIB}G`] : []),
+    // the slot a GPU would be hot-plugged into (q35 only)
+    ...(o.machine === 'q35' ? slotArgs(o.slots ?? 'root-port') : []),
     ...(o.hotplug ? ['-qmp', `unix:${o.hotplug.qmpSocket},server=on,wait=off`] : []),
   ];
   return new Promise((resolve, reject) => {
@@ -72,9 +93,9 @@ export function bootGuest(o: BootOptions): Promise<{ console: string; timedOut: 
       if (o.hotplug && !stage.plugged && /^GG-HOTPLUG-READY/m.test(output)) {
         stage.plugged = true;
         const h = o.hotplug;
-        monitor(`hot-plug ivshmem-plain with a ${h.barGiB} GiB BAR into rp1`, [
-          { execute: 'object-add', arguments: { 'qom-type': 'memory-backend-file', id: 'gg-bar', 'mem-path': h.memPath, size: h.barGiB * 1024 ** 3, share: true } },
-          { execute: 'device_add', arguments: { driver: 'ivshmem-plain', memdev: 'gg-bar', bus: 'rp1', id: 'gg-dev' } },
+        monitor(`hot-plug ivshmem-plain with a ${Math.round(h.barBytes / 2 ** 20)} MiB BAR into the ${o.slots ?? 'root-port'}`, [
+          { execute: 'object-add', arguments: { 'qom-type': 'memory-backend-file', id: 'gg-bar', 'mem-path': h.memPath, size: h.barBytes, share: true } },
+          { execute: 'device_add', arguments: { driver: 'ivshmem-plain', memdev: 'gg-bar', bus: 'hp', id: 'gg-dev' } },
         ]);
       }
       if (o.hotplug && !stage.unplugged && /^GG-UNPLUG-READY/m.test(output)) {

@@ -32,7 +32,7 @@ beforeAll(async () => {
   const file = writeAptPipeline(dir, `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`, `  version: "${NVIDIA_VERSION}"\n  source: apt\n  moduleType: proprietary\n  packages: [${PACKAGES.join(', ')}]\n  patches: [${patch}]\n`);
   const args = ['--pipeline', file, '--cache-dir', sharedCacheDir(), '--out-dir', out, '--set', `toolkit.debs=${debs}`];
   build = await run(cliBin, ['build', ...args]);
-  verify = await run(cliBin, ['verify', ...args]);
+  verify = await run(cliBin, ['verify', ...args, '--hotplug', 'root-port']);
   listing = build.code === 0 ? execFileSync('tar', ['-tvf', join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar')], { encoding: 'utf8', maxBuffer: 1 << 26 }) : '';
 }, 2_400_000);
 afterAll(async () => server?.close());

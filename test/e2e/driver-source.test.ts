@@ -48,7 +48,7 @@ beforeAll(async () => {
   args = ['--pipeline', file, '--cache-dir', sharedCacheDir(), '--out-dir', out, '--set', `driver.path=${driver.file}`, '--set', `driver.sha256=${driver.sha256}`, '--set', `driver.version=${NVIDIA_VERSION}`, '--set', `driver.patches=[${patch}]`, '--set', `toolkit.debs=${debs}`];
   plan = await run(cliBin, ['plan', '--json', ...args]);
   build = await run(cliBin, ['build', ...args]);
-  verify = await run(cliBin, ['verify', ...args]);
+  verify = await run(cliBin, ['verify', ...args, '--hotplug', 'root-port']);
 }, 2_400_000);
 afterAll(async () => server?.close());
 

@@ -10,7 +10,7 @@ import { cliBin, run, sharedCacheDir, suiteDir, testDir, writePipeline, leakedMo
 import { spdxValidator } from '../fixtures/spdx.js';
 import { guestChecks, hotplugChecks, parseChecks, verifyInit } from '../../src/cli/verify-init.js';
 import { buildVerifyInitrd } from '../../src/cli/verify.js';
-import { bootGuest, ROOT_PORT_PREF64_GIB } from '../../src/sys/qemu.js';
+import { bootGuest, BRIDGE_PREF64_MIB, ROOT_PORT_PREF64_GIB } from '../../src/sys/qemu.js';
 
 /** A module as it was before signing: the appended signature, its descriptor and the marker cut off. */
 function stripSignature(ko: Buffer): Buffer {
@@ -158,13 +158,18 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
     // Kata's GPU topology: a 16 GiB prefetchable BAR hot-plugged into the root port lands above 4 GiB, and goes away again
     expect(verify.stdout).toMatch(/^pass {2}pcie-hotplug {2}0000:\S+ BAR2 0x0*[1-9a-f][0-9a-f]{8}-0x[0-9a-f]+ \(16 GiB, prefetchable 1\)$/m);
     expect(verify.stdout).toMatch(/^pass {2}pcie-hot-unplug {2}0000:\S+ removed$/m);
+    // and Kata's small-BAR topology, in a second boot: a 256 MiB BAR hot-plugged onto a PCI bridge by ACPI hotplug
+    expect(verify.stdout).toContain('booting it again with a PCI bridge and ACPI hotplug');
+    expect(verify.stdout).toMatch(/^pass {2}bridge-hotplug {2}0000:01:\S+ BAR2 0x[0-9a-f]+-0x[0-9a-f]+ \(256 MiB, prefetchable 1\)$/m);
+    expect(verify.stdout).toMatch(/^pass {2}bridge-hot-unplug {2}0000:01:\S+ removed$/m);
+    expect(existsSync(join(out, 'nvidia-test/logs/verify-bridge.log'))).toBe(true);
     expect(verify.stdout).toMatch(/pass {2}module-vermagic:nvidia {2}6\.1\.\d+-nvidia-gpu SMP/);
     expect(existsSync(join(out, 'nvidia-test/logs/verify.log'))).toBe(true);
   });
 
-  it('fails the hotplug check when the BAR does not fit the root port\'s reserved window', async () => {
+  it('fails the hotplug check when the BAR does not fit the root port\'s or the bridge\'s reserved window', async () => {
     const work = suiteDir('gpu-guest-hotplug-');
-    const checks = hotplugChecks(2 * ROOT_PORT_PREF64_GIB);
+    const checks = hotplugChecks('root-port', 2 * ROOT_PORT_PREF64_GIB * 2 ** 30);
     const boot = await bootGuest({
       kernel: join(out, 'nvidia-test/kernel', `vmlinuz-${release}`),
       initrd: await buildVerifyInitrd(work, verifyInit(checks, 'ext4'), new AbortController().signal),
@@ -175,16 +180,35 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
       timeoutMs: 300_000,
       logFile: join(work, 'console.log'),
       doneMarker: /^GG-DONE/m,
-      hotplug: { qmpSocket: join(work, 'qmp.sock'), memPath: join(work, 'bar.mem'), barGiB: 2 * ROOT_PORT_PREF64_GIB },
+      hotplug: { qmpSocket: join(work, 'qmp.sock'), memPath: join(work, 'bar.mem'), barBytes: 2 * ROOT_PORT_PREF64_GIB * 2 ** 30 },
     });
     const [hotplug] = parseChecks(boot.console, checks.map((c) => c.name)).filter((c) => c.name === 'pcie-hotplug');
     expect(hotplug).toMatchObject({ pass: false, detail: expect.stringMatching(/BAR2 was not assigned/) });
+    // the same on the bridge of the small-BAR topology: a BAR twice its window gets no space
+    const bridgeChecks = hotplugChecks('bridge', 2 * BRIDGE_PREF64_MIB * 2 ** 20);
+    const bridgeBoot = await bootGuest({
+      kernel: join(out, 'nvidia-test/kernel', `vmlinuz-${release}`),
+      initrd: await buildVerifyInitrd(join(work, 'bridge'), verifyInit(bridgeChecks, 'ext4'), new AbortController().signal),
+      append: 'console=ttyS0 panic=-1 loglevel=4',
+      accel: 'tcg',
+      machine: 'q35',
+      slots: 'bridge',
+      memoryMiB: 512,
+      timeoutMs: 300_000,
+      logFile: join(work, 'bridge-console.log'),
+      doneMarker: /^GG-DONE/m,
+      hotplug: { qmpSocket: join(work, 'bridge-qmp.sock'), memPath: join(work, 'bridge-bar.mem'), barBytes: 2 * BRIDGE_PREF64_MIB * 2 ** 20 },
+    });
+    const [bridge] = parseChecks(bridgeBoot.console, bridgeChecks.map((c) => c.name)).filter((c) => c.name === 'bridge-hotplug');
+    expect(bridge).toMatchObject({ pass: false, detail: expect.stringMatching(/0000:01:00\.0: BAR2 was not assigned.*can't assign; no space/) });
   }, 400_000);
 
   it('verifies the guest with signature enforcement on (--kernel-arg module.sig_enforce=1): signed modules load', async () => {
-    const enforced = await run(cliBin, ['verify', ...args, '--kernel-arg', 'module.sig_enforce=1']);
+    const enforced = await run(cliBin, ['verify', ...args, '--kernel-arg', 'module.sig_enforce=1', '--hotplug', 'none']);
     expect(enforced.code, `${enforced.stdout}\n${enforced.stderr}`).toBe(0);
     expect(enforced.stdout).toContain('with module.sig_enforce=1');
+    expect(enforced.stdout).toContain('skip  pcie-hotplug  not asked for (--hotplug none)');
+    expect(enforced.stdout).toContain('skip  bridge-hotplug  not asked for (--hotplug none)');
     expect(enforced.stdout).toContain('pass  module-sig-enforced  sig_enforce Y');
     expect(enforced.stdout).toContain('pass  module-loads:nvidia  loadable: every symbol resolved, no NVIDIA GPU in this VM (No such device)');
     expect(enforced.stdout).toContain(`pass  module-signature-trusted  the kernel trusts ${TEST_SIGNER}'s signatures`);
