@@ -36,6 +36,23 @@ function record(f: Figure): void {
   if (f.target) f.met = (f.target.atMost === undefined || f.value <= f.target.atMost) && (f.target.atLeast === undefined || f.value >= f.target.atLeast);
   figures.push(f);
   console.log(formatFigure(f));
+  // written after every figure: a run stopped half-way keeps what it measured
+  writeResults();
+}
+
+const ALL = ['P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7'];
+
+function writeResults(): { complete: boolean; name: string; result: { date: string; cores: number; cpu?: string; commit: string; figures: Figure[] } } {
+  const complete = ALL.every((p) => figures.some((f) => f.id === p));
+  const commit = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repoRoot, encoding: 'utf8' }).stdout.trim();
+  const result = { date: started.toISOString(), cores: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, commit, complete, figures };
+  const dir = join(repoRoot, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  const stem = `${started.toISOString().slice(0, 10)}-${cpus().length}cores`;
+  const name = `${stem}${complete ? '' : '-partial'}.json`;
+  if (complete) rmSync(join(dir, `${stem}-partial.json`), { force: true });
+  writeFileSync(join(dir, name), `${JSON.stringify(result, null, 2)}\n`);
+  return { complete, name, result };
 }
 
 function formatFigure(f: Figure): string {
@@ -106,15 +123,11 @@ beforeAll(() => {
 }, 1_800_000);
 
 afterAll(() => {
-  const complete = ['P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7'].every((p) => figures.some((f) => f.id === p));
-  const commit = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repoRoot, encoding: 'utf8' }).stdout.trim();
-  const result = { date: started.toISOString(), cores: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, commit, complete, figures };
-  mkdirSync(join(repoRoot, 'bench/results'), { recursive: true });
-  const name = `${started.toISOString().slice(0, 10)}-${cpus().length}cores${complete ? '' : '-partial'}.json`;
-  writeFileSync(join(repoRoot, 'bench/results', name), `${JSON.stringify(result, null, 2)}\n`);
-  if (figures.length) console.log(`\n# gpu-guest benchmarks, ${result.date.slice(0, 10)}, ${result.cores} cores, ${result.cpu}\n${figures.map(formatFigure).join('\n')}\nwritten to bench/results/${name}`);
-  if (complete) writeReadme(result);
   if (process.env.BENCH_KEEP !== '1') rmSync(cache, { recursive: true, force: true });
+  if (!figures.length) return;
+  const { complete, name, result } = writeResults();
+  console.log(`\n# gpu-guest benchmarks, ${result.date.slice(0, 10)}, ${result.cores} cores, ${result.cpu}\n${figures.map(formatFigure).join('\n')}\nwritten to bench/results/${name}`);
+  if (complete) writeReadme(result);
 });
 
 /** README.md's table between its bench markers: the latest complete run. */
