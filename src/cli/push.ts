@@ -1,6 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { which } from 'zx';
+import { findOnPath } from '../sys/which.js';
 import { GuestError } from '../model/errors.js';
 import { planRun } from '../engine/plan.js';
 import { builtEntryOfKind, type TypedEntry } from '../engine/results.js';
@@ -43,7 +43,7 @@ export async function pushEntry(entry: TypedEntry<'vgpu-image'>, pipelineOut: st
   const creds = findCredentials(host!, opts.registryAuth, env.env);
   const target: PushTarget = { host: host!, repository: path.join('/'), tag: result.tag, insecure: opts.insecureRegistry ?? false, creds };
   const mode = opts.pushWith ?? 'auto';
-  const useSkopeo = mode === 'skopeo' || (mode === 'auto' && (await which('skopeo', { nothrow: true })) !== null);
+  const useSkopeo = mode === 'skopeo' || (mode === 'auto' && (await findOnPath('skopeo')) !== null);
   env.stdout(`pushing ${result.reference} with ${useSkopeo ? 'skopeo' : 'the OCI distribution API'}${creds ? ` (credentials from ${creds.source})` : ''}\n`);
   const layout = join(outDir, result.layout);
   const digest = useSkopeo ? await pushWithSkopeo(log, layout, result.tag, target, signal) : await pushWithApi(log, layout, target, signal);

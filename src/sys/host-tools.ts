@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { which } from 'zx';
+import { findOnPath } from './which.js';
 import { GuestError } from '../model/errors.js';
 
 /** A host tool a step needs, and the Debian package that provides it. */
@@ -49,7 +49,7 @@ export const HOST_TOOLS: HostTool[] = [
 
 export async function toolPresent(tool: HostTool): Promise<boolean> {
   if (tool.probe.startsWith('/')) return existsSync(tool.probe);
-  return (await which(tool.probe, { nothrow: true })) !== null;
+  return (await findOnPath(tool.probe)) !== null;
 }
 
 export interface ToolCheck {

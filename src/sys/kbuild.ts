@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { which } from 'zx';
+import { findOnPath } from './which.js';
 import { runLogged, type RunOptions } from './exec.js';
 import { GuestError } from '../model/errors.js';
 import type { StepLog } from '../model/step.js';
@@ -50,7 +50,7 @@ const CCACHE_CC = 'ccache gcc';
 export async function ccache(cacheDir: string, builtWith?: string): Promise<{ args: string[]; env: NodeJS.ProcessEnv; compiler: string }> {
   const wanted = builtWith === undefined ? process.env.GPU_GUEST_CCACHE === '1' : builtWith === CCACHE_CC;
   if (!wanted) return { args: [], env: {}, compiler: builtWith ?? 'gcc' };
-  if (!(await which('ccache', { nothrow: true }))) {
+  if (!(await findOnPath('ccache'))) {
     if (builtWith === CCACHE_CC) throw new GuestError('E_MISSING_TOOL', `this kernel was built with CC="${CCACHE_CC}", and kbuild recompiles everything for another compiler: install ccache (apt-get install ccache) to package it or build modules against it`);
     throw new GuestError('E_MISSING_TOOL', 'GPU_GUEST_CCACHE=1 asks for ccache, which is not installed: apt-get install ccache, or unset GPU_GUEST_CCACHE');
   }

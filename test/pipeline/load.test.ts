@@ -114,3 +114,13 @@ describe('loadPipeline', () => {
     expect(err.message).toMatch(message);
   });
 });
+
+describe('the pipeline schema', () => {
+  it('is valid JSON Schema (load compiles it without checking, to start faster)', async () => {
+    const { Ajv } = await import('ajv');
+    const { pipelineSchema } = await import('../../src/pipeline/schema.js');
+    const strict = new Ajv({ allErrors: true, strict: false, validateSchema: true });
+    expect(strict.validateSchema(pipelineSchema)).toBe(true);
+    expect(() => strict.compile(pipelineSchema)).not.toThrow();
+  });
+});

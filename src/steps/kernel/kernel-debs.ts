@@ -1,6 +1,6 @@
 import { chmodSync, copyFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { which } from 'zx';
+import { findOnPath } from '../../sys/which.js';
 import { GuestError } from '../../model/errors.js';
 import { sha256File } from '../../sys/hash.js';
 import type { KernelBuildResult, KernelPackagesResult, KernelSourceResult, PackageFile } from '../../model/results.js';
@@ -43,7 +43,7 @@ async function packageKernel(ctx: StepContext<PackagesParams, PackagesInputs>): 
   const env = kbuildEnv(ctx.sourceDate, { ...cc.env, KDEB_PKGVERSION: version, PATH: `${dateShim(ctx.workDir)}:${process.env.PATH}` });
   const make = (args: string[]) => makeAtStablePath(ctx.log, trees, args, { env, signal: ctx.signal });
   if (format === 'rpm') {
-    if (!(await which('rpmbuild', { nothrow: true }))) throw new GuestError('E_MISSING_TOOL', 'kernel.packages is rpm, but rpmbuild is not installed (run as root: apt-get install -y rpm; or use packages: deb)');
+    if (!(await findOnPath('rpmbuild'))) throw new GuestError('E_MISSING_TOOL', 'kernel.packages is rpm, but rpmbuild is not installed (run as root: apt-get install -y rpm; or use packages: deb)');
     // rpmbuild's top folder through ~/.rpmmacros of a private HOME: no path goes through a shell string
     const top = join(ctx.workDir, 'rpmbuild');
     const home = join(ctx.workDir, 'home');

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { which } from 'zx';
+import { findOnPath } from '../../sys/which.js';
 import type { RootfsResult } from '../../model/results.js';
 import { hostMirror } from '../../sys/apt-sources.js';
 import { requireNetwork } from '../../sys/offline.js';
@@ -42,7 +42,7 @@ async function createRootfs(ctx: StepContext<RootfsParams>): Promise<RootfsResul
   const out = join(ctx.outDir, 'rootfs.tar');
   const env = { ...process.env, SOURCE_DATE_EPOCH: String(ctx.sourceDate), LC_ALL: 'C' };
   const explain = (tail: string[]) => mirrorErrors(tail, p);
-  const builder = (await which('mmdebstrap', { nothrow: true })) ? 'mmdebstrap' : 'debootstrap';
+  const builder = (await findOnPath('mmdebstrap')) ? 'mmdebstrap' : 'debootstrap';
   if (builder === 'mmdebstrap') {
     const hooks = [
       // the host's identity must not end up in a guest image

@@ -1,6 +1,6 @@
 import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { which } from 'zx';
+import { findOnPath } from '../../sys/which.js';
 import { GuestError } from '../../model/errors.js';
 import { runLogged } from '../../sys/exec.js';
 import type { StepContext } from '../../model/step.js';
@@ -15,7 +15,7 @@ export async function buildWithEngine(
   o: { engine: 'buildah' | 'podman' | 'docker'; dockerfileDir?: string; run: string; imageName: string; version: string; reference: string; archive: string; layoutDir: string },
 ): Promise<string> {
   if (!o.dockerfileDir) throw new GuestError('E_PIPELINE_INVALID', `vgpu.engine ${o.engine} builds a Dockerfile folder: set vgpu.dockerfileDir (NVIDIA's vgpu-manager/<os> folder)`);
-  if (!(await which(o.engine, { nothrow: true }))) throw new GuestError('E_MISSING_TOOL', `vgpu.engine is ${o.engine}, but ${o.engine} is not installed (install it, or use the built-in builder: vgpu.engine=builtin)`);
+  if (!(await findOnPath(o.engine))) throw new GuestError('E_MISSING_TOOL', `vgpu.engine is ${o.engine}, but ${o.engine} is not installed (install it, or use the built-in builder: vgpu.engine=builtin)`);
   const context = join(ctx.workDir, 'context');
   cpSync(o.dockerfileDir, context, { recursive: true });
   if (!existsSync(join(context, 'Dockerfile'))) throw new GuestError('E_PIPELINE_INVALID', `vgpu.dockerfileDir ${o.dockerfileDir} has no Dockerfile`);
