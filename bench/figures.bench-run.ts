@@ -125,17 +125,18 @@ beforeAll(() => {
 afterAll(() => {
   if (process.env.BENCH_KEEP !== '1') rmSync(cache, { recursive: true, force: true });
   if (!figures.length) return;
-  const { complete, name, result } = writeResults();
+  const { name, result } = writeResults();
   console.log(`\n# gpu-guest benchmarks, ${result.date.slice(0, 10)}, ${result.cores} cores, ${result.cpu}\n${figures.map(formatFigure).join('\n')}\nwritten to bench/results/${name}`);
-  if (complete) writeReadme(result);
+  writeReadme(result, ALL.filter((id) => !figures.some((f) => f.id === id)));
 });
 
-/** README.md's table between its bench markers: the latest complete run. */
-function writeReadme(result: { date: string; cores: number; cpu?: string; commit: string; figures: Figure[] }): void {
+/** README.md's table between its bench markers: the latest run, naming the figures it did not measure. */
+function writeReadme(result: { date: string; cores: number; cpu?: string; commit: string; figures: Figure[] }, missing: string[]): void {
   const readme = join(repoRoot, 'README.md');
   const text = readFileSync(readme, 'utf8');
   const rows = result.figures.map((f) => `| ${f.id} | ${f.name} | ${round(f.value)} ${f.unit} | ${f.target ? (f.target.atMost !== undefined ? `≤ ${f.target.atMost}` : `≥ ${f.target.atLeast}`) : ''} | ${f.met === false ? 'MISS' : f.met ? 'met' : ''} |`);
-  const table = [`Latest full run: ${result.date.slice(0, 10)}, ${result.cores} cores (${result.cpu}), commit ${result.commit}.`, '', '| | figure | measured | target | |', '|---|---|---|---|---|', ...rows].join('\n');
+  const scope = missing.length ? `; not measured in this run: ${missing.join(', ')}` : '';
+  const table = [`Latest run: ${result.date.slice(0, 10)}, ${result.cores} cores (${result.cpu}), commit ${result.commit}${scope}.`, '', '| | figure | measured | target | |', '|---|---|---|---|---|', ...rows].join('\n');
   const next = text.replace(/(<!-- bench:latest -->\n)[\s\S]*?(\n<!-- \/bench:latest -->)/, `$1${table}$2`);
   if (next !== text) writeFileSync(readme, next);
 }
