@@ -57,6 +57,7 @@ export async function matrixJobs(opts: MatrixOptions, env: CliEnv): Promise<Matr
   const common = [...opts.set.flatMap((s) => ['--set', s]), ...opts.fragment.flatMap((f) => ['--fragment', f])];
   const jobs: MatrixJob[] = [];
   const pipelines = new Set<string>();
+  const checkInputs = inputChecker(opts, env);
   for (const selection of selections) {
     const [flag, value] = selection as [string, string];
     const base = env.loadGraph({ vendor: flag === '--vendor' ? value : undefined, pipeline: flag === '--pipeline' ? value : undefined, set: opts.set, fragment: opts.fragment, outDir: 'out' });
@@ -70,7 +71,7 @@ export async function matrixJobs(opts: MatrixOptions, env: CliEnv): Promise<Matr
       let graph = base.graph;
       try {
         if (sets.length) graph = env.loadGraph({ vendor: flag === '--vendor' ? value : undefined, pipeline: flag === '--pipeline' ? value : undefined, set: [...opts.set, ...sets], fragment: opts.fragment, outDir: 'out' }).graph;
-        await checkInputs(graph, opts, env);
+        await checkInputs(graph);
       } catch (err) {
         if (isGuestError(err) && sets.length) throw new GuestError(err.code, `matrix combination ${label}: ${err.message}`, { cause: err, details: err.details });
         throw err;
@@ -83,14 +84,19 @@ export async function matrixJobs(opts: MatrixOptions, env: CliEnv): Promise<Matr
 }
 
 /** What `plan` checks before a build: every task's own inputs, without the network or a write. */
-async function checkInputs(graph: TaskGraph, opts: MatrixOptions, env: CliEnv): Promise<void> {
+type InputCheck = (graph: TaskGraph) => Promise<void>;
+
+/** One read-only cache and digest memo for every job's check (the same input files recur across jobs). */
+function inputChecker(opts: MatrixOptions, env: CliEnv): InputCheck {
   const { store, memo } = openCacheReadOnly({ ...opts, vendor: undefined, pipeline: undefined, outDir: 'out' }, env.env);
-  const signals = abortOnSignals(() => undefined);
-  try {
-    await planRun(graph, {}, { steps: env.steps, store, memo, signal: signals.signal, network: false });
-  } finally {
-    signals.dispose();
-  }
+  return async (graph) => {
+    const signals = abortOnSignals(() => undefined);
+    try {
+      await planRun(graph, {}, { steps: env.steps, store, memo, signal: signals.signal, network: false });
+    } finally {
+      signals.dispose();
+    }
+  };
 }
 
 function uniqueId(jobs: MatrixJob[], id: string): string {
