@@ -22,6 +22,7 @@ import { assertOutUsable, openCache, prepareOut, type CliEnv, type PipelineOptio
 import { abortOnSignals } from './signals.js';
 import { pushEntry, type PushOptions } from './push.js';
 import { TaskLog } from '../sys/task-log.js';
+import { lockForBuild } from './lock.js';
 
 export interface BuildOptions extends PipelineOptions, Selection, PushOptions {
   /** After a successful build, push the vGPU manager image (nvidia-vgpu). */
@@ -36,6 +37,10 @@ export interface BuildOptions extends PipelineOptions, Selection, PushOptions {
   remoteCacheMode?: string;
   /** Build with no network at all: what is not cached or local is E_OFFLINE, never fetched. */
   offline?: boolean;
+  /** Build exactly what this lock pins; E_LOCK_MISMATCH when the pipeline no longer matches it. */
+  lock?: string;
+  /** With --lock: resolve again and rewrite the lock first. */
+  updateLock?: boolean;
 }
 
 /** gpu-guest build: plan, run what is not cached, lay the outputs out. Returns the exit status. */
@@ -51,8 +56,9 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
   const store = remote ? new RemoteCacheStore(local, remote) : local;
   const signals = abortOnSignals(() => env.stderr('still cleaning up after the interrupt (mounts, scratch folders); please wait\n'));
   try {
+    const lock = await lockForBuild(opts, loaded, env, signals.signal);
     // the plan checks every input it can (preflight) before the out folder is even created
-    const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal, network: !offline, offline });
+    const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal, network: !offline, offline, lock });
     memo.save();
     const logsDir = prepareOut(loaded.pipelineOut);
     const bus = new EventBus();

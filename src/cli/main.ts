@@ -14,6 +14,7 @@ import { pushCommand } from './push.js';
 import { configDiffCommand, configExplainCommand } from './config.js';
 import { cacheListCommand, cachePruneCommand } from './cache.js';
 import { matrixCommand } from './matrix.js';
+import { lockCommand } from './lock.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -58,6 +59,8 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .option('--summary <file>', 'write a JSON summary of the run to this file: tasks, keys, cached or run, durations, artifacts with sha256')
     .option('--remote-cache <url>', 'a shared cache behind the local one: plain HTTP GET/HEAD/PUT under this URL (default: GPU_GUEST_REMOTE_CACHE; token: GPU_GUEST_REMOTE_CACHE_TOKEN)')
     .option('--remote-cache-mode <mode>', 'read (only download) or readwrite (also upload what this build made)', 'readwrite')
+    .option('--lock <file>', 'build exactly what this lock pins (from `gpu-guest lock`); fails with E_LOCK_MISMATCH when the pipeline no longer matches it')
+    .option('--update-lock', 'with --lock: resolve every remote input again and rewrite the lock before building', false)
     .option('--offline', 'use no network at all: a task whose input is neither cached nor a local file fails with E_OFFLINE instead of fetching it', false)
     .option('--push', 'nvidia-vgpu: push the image after a successful build (same flags as push)', false)
     .option('--registry-auth <file>', 'with --push: a Docker config.json with the registry credentials')
@@ -68,8 +71,14 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
   addSelectionOptions(addPipelineOptions(program.command('plan').description('show each task, its key and dependencies, and whether it is cached or must run and why'), env))
     .option('--json', 'print the plan as JSON', false)
     .option('--dot', 'print the task graph as Graphviz dot', false)
+    .option('--lock <file>', 'plan with the resolutions this lock pins (checked against the pipeline)')
     .option('--resolve', 'ask the mirrors for exact versions and sha256 of version ranges (reads only; without it plan uses no network)', false)
     .action(async (opts) => setStatus(await planCommand(opts, env)));
+
+  addPipelineOptions(program.command('lock').description('resolve every remote input of the pipeline (kernel version and tarball sha256, the rootfs package set with each .deb\'s sha256) and write them to a lock file'), env)
+    .option('--lock <file>', 'the lock file to write (default: <pipeline>.lock.json in the current folder)')
+    .option('--json', 'print the lock as JSON', false)
+    .action(async (opts) => setStatus(await lockCommand(opts, env)));
 
   addPipelineOptions(program.command('doctor').description('check the host tools the pipeline needs and print the apt-get line that installs the missing ones'), env)
     .option('--json', 'print the checks as JSON', false)

@@ -3,12 +3,17 @@ import { planRun, type Plan, type Selection } from '../engine/plan.js';
 import { abortOnSignals } from './signals.js';
 import { redact, redactJson } from '../model/redact.js';
 import type { Json } from '../model/json.js';
+import { resolve } from 'node:path';
+import { checkLock, readLock } from '../engine/lock.js';
+import { describeResolved } from './lock.js';
 
 export interface PlanOptions extends PipelineOptions, Selection {
   json?: boolean;
   dot?: boolean;
   /** Ask the mirrors to resolve version ranges (network reads; still writes nothing). Default off. */
   resolve?: boolean;
+  /** Plan with the lock's resolutions (checked against the pipeline first). */
+  lock?: string;
 }
 
 /** gpu-guest plan: what build would do, and why, without doing it. */
@@ -17,7 +22,9 @@ export async function planCommand(opts: PlanOptions, env: CliEnv): Promise<numbe
   const { store, memo } = openCacheReadOnly(opts, env.env);
   const signals = abortOnSignals(() => undefined);
   try {
-    const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal, network: opts.resolve ?? false });
+    const lock = opts.lock ? readLock(resolve(opts.lock)) : undefined;
+    if (lock) checkLock(resolve(opts.lock!), lock, loaded.graph, env.steps, loaded.sourceDate);
+    const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal, network: opts.resolve ?? false, lock });
     if (opts.json) env.stdout(`${JSON.stringify(redactJson({ pipeline: plan.pipeline, tasks: plan.tasks } as unknown as Json), null, 2)}\n`);
     else if (opts.dot) env.stdout(planToDot(plan));
     else env.stdout(redact(planToText(plan)));
@@ -34,7 +41,7 @@ export function planToText(plan: Plan): string {
     lines.push(`${t.status.padEnd(6)} ${t.id.padEnd(14)} ${(t.key ? t.key.slice(0, 12) : 'after '.concat(t.keyAfter ?? '')).padEnd(12)}  ${t.title}`);
     if (t.deps.length) lines.push(`         after: ${t.deps.join(', ')}`);
     for (const r of t.reasons) lines.push(`         why: ${r}`);
-    const resolved = Object.entries(t.resolved).map(([k, v]) => `${k} ${typeof v === 'string' && /^[0-9a-f]{64}$/.test(v) ? `${v.slice(0, 12)}…` : JSON.stringify(v)}`);
+    const resolved = Object.entries(t.resolved).map(([k, v]) => describeResolved(k, v));
     if (resolved.length) lines.push(`         resolved: ${resolved.join(', ')}`);
     for (const [role, value] of Object.entries(t.inputs)) {
       const items = Array.isArray(value) ? value : [value];

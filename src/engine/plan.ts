@@ -5,6 +5,7 @@ import { taskDeps, type KeyMaterial, type PlannedTask, type TaskGraph, type Task
 import type { CacheEntry, CacheStore } from './cache.js';
 import type { DigestMemo } from './digest.js';
 import { ancestorsOf, descendantsOf, requireTask, topoOrder } from './graph.js';
+import type { LockFile } from './lock.js';
 import { cutoffRole, describeChange, outputIdentity, taskKey } from './key.js';
 
 /** Which tasks a command selects. Defaults: every task, nothing forced. */
@@ -38,6 +39,11 @@ export interface PlanContext {
   network: boolean;
   /** `build --offline`: a resolution that needs the network and was never recorded is E_OFFLINE. */
   offline?: boolean;
+  /**
+   * `--lock FILE`, already checked against the graph (checkLock): lockable tasks take the lock's
+   * resolved parameters, with no resolution and no network.
+   */
+  lock?: LockFile;
 }
 
 /** Decides, without running anything, which tasks are cached, which must run and why. */
@@ -176,8 +182,14 @@ function createMemoryLog(): StepLog {
  * the answer the last build recorded; without either the declared parameters stay, with a note.
  */
 async function resolveParams(step: AnyStep, task: TaskSpec, ctx: PlanContext): Promise<{ params: JsonObject; note?: string }> {
-  if (!step.resolve) return { params: task.params };
   const id = sha256Hex(canonicalJson({ kind: task.kind, version: step.version, params: task.params }));
+  const locked = ctx.lock?.tasks[task.id];
+  if (locked && (step.resolve || step.lock)) {
+    // recorded like a resolution, so verify and push (which take no lock) find what a locked build made
+    if (ctx.network || ctx.offline) ctx.store.rememberResolution(id, locked.resolved);
+    return { params: locked.resolved, note: 'resolved from the lock' };
+  }
+  if (!step.resolve) return { params: task.params };
   try {
     const params = (await step.resolve(task.params, task.files, { signal: ctx.signal, cacheDir: ctx.store.root, network: ctx.network })) as JsonObject;
     if (ctx.network) ctx.store.rememberResolution(id, params);

@@ -110,6 +110,12 @@ export interface StepDefinition<P extends object = JsonObject, U extends Upstrea
    */
   resolve?(params: P, files: TaskSpec['files'], ctx: ResolveContext): Promise<P>;
   /**
+   * For `gpu-guest lock`: pins what the resolved parameters still leave to the mirror at build time
+   * (the exact package set a mirror gives now, each .deb by sha256). Needs the network. The result
+   * is recorded in the lock and replaces params in `build --lock`; run() must then use exactly it.
+   */
+  lock?(params: P, files: TaskSpec['files'], ctx: ResolveContext): Promise<P>;
+  /**
    * The parameters that identify the result, for the key. Default: all of them. Where to fetch an
    * input from (a mirror list) is not its identity when its sha256 is known.
    */

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -87,4 +87,99 @@ describe('build --offline', () => {
     expect(remote.stderr).toMatch(/^error: E_USAGE: --offline and a remote cache \(GPU_GUEST_REMOTE_CACHE http:\/\/\S+\): a remote cache is the network; drop one$/m);
     expect(remote.stderr).not.toContain('secret');
   });
+});
+
+/** name → version of a dpkg status file's installed packages. */
+function statusPackages(status: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const stanza of status.split(/\n\n+/)) {
+    const name = /^Package: (.+)$/m.exec(stanza)?.[1];
+    const version = /^Version: (.+)$/m.exec(stanza)?.[1];
+    if (name && version) out[name] = version;
+  }
+  return out;
+}
+
+describe('gpu-guest lock and build --lock', () => {
+  // the shared cache: its kernel source is the suite's, and a locked rootfs built once is reused
+  const locked = (out: string, lockFile: string, c = sharedCacheDir()) => [...common(out, c), '--lock', lockFile];
+  let lockFile: string;
+  let lock: { tasks: Record<string, { resolved: Record<string, unknown> }> };
+
+  it('pins the kernel and the rootfs package set; build --lock makes exactly the locked rootfs from a local repository of the locked .debs', async () => {
+    lockFile = join(dir, 'intel-test.lock.json');
+    const made = await run(cliBin, ['lock', '--pipeline', file, '--cache-dir', sharedCacheDir(), '--lock', lockFile]);
+    expect(made.code, made.stderr).toBe(0);
+    expect(made.stdout).toMatch(new RegExp(`kernel-source +resolvedVersion "${version.replace(/\./g, '\\.')}", sha256 [0-9a-f]{12}…, tarballName "linux-${version}\\.tar\\.xz"`));
+    expect(made.stdout).toMatch(/rootfs +\d+ packages pinned by sha256 \(InRelease [0-9a-f]{12}…\), mirror "http\S+"/);
+    lock = JSON.parse(readFileSync(lockFile, 'utf8'));
+    expect(lock.tasks['kernel-source']!.resolved).toMatchObject({ resolvedVersion: version, sha256: await sha256File(DEBIAN_TARBALL) });
+    const pinned = lock.tasks.rootfs!.resolved.locked as { release: { url: string; sha256: string }; packages: { name: string; version: string; sha256: string; filename: string }[] };
+    expect(pinned.release.url).toMatch(/\/dists\/bookworm\/InRelease$/);
+    expect(pinned.packages.map((p) => p.name)).toEqual(expect.arrayContaining(['kmod', 'busybox-static', 'libc6', 'apt', 'dpkg']));
+    for (const p of pinned.packages) expect(p).toMatchObject({ sha256: expect.stringMatching(/^[0-9a-f]{64}$/), filename: expect.stringMatching(/^pool\/.+\.deb$/) });
+
+    const built = await run(cliBin, ['build', '--until', 'rootfs', '--progress', 'plain', ...locked('locked', lockFile)]);
+    expect(built.code, `${built.stdout}\n${built.stderr}`).toBe(0);
+    const plan = JSON.parse((await run(cliBin, ['plan', '--json', ...locked('plan', lockFile)])).stdout) as { tasks: { id: string; key: string; status: string; reasons: string[] }[] };
+    const rootfs = plan.tasks.find((t) => t.id === 'rootfs')!;
+    expect(rootfs).toMatchObject({ status: 'cached', reasons: ['resolved from the lock'] });
+    const tarball = join(sharedCacheDir(), 'entries', rootfs.key, 'out/rootfs.tar');
+    const tar = promisify(execFile);
+    const status = (await tar('tar', ['-xOf', tarball, './var/lib/dpkg/status'], { maxBuffer: 64 << 20 })).stdout;
+    expect(statusPackages(status)).toEqual(Object.fromEntries(pinned.packages.map((p) => [p.name, p.version])));
+    // the guest names the real mirror, as an unlocked build's does, not the build's scratch repository
+    const sources = (await tar('tar', ['-xOf', tarball, './etc/apt/sources.list'])).stdout;
+    expect(sources).toMatch(/^deb http\S+ bookworm main\n$/);
+    expect(leakedMounts(sharedCacheDir())).toEqual([]);
+  }, 900_000);
+
+  it('without the network: plan takes the lock\'s resolutions; a locked .deb not in the cache is E_OFFLINE, one whose bytes differ from the lock is refused', async () => {
+    const plan = await runWithoutNetwork(['plan', ...locked('p', lockFile)]);
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(plan.stdout).toMatch(/^cached kernel-source[^\n]*\n(?: {9}.*\n)*? {9}why: resolved from the lock$/m);
+    expect(plan.stdout).toMatch(/^cached rootfs[^\n]*\n(?: {9}.*\n)*? {9}why: resolved from the lock$/m);
+    const empty = join(dir, 'empty-debs');
+    const offline = await runWithoutNetwork(['build', '--offline', '--only', 'rootfs', ...locked('o', lockFile, empty)]);
+    expect(offline.code).toBe(2);
+    expect(offline.stderr).toMatch(/^error: E_OFFLINE: --offline: \d+ locked package\(s\) of the rootfs are not in this cache \(\S+ \S+, \S+ \S+, \S+ \S+, …\); build once with the network into this cache, or build from a bundle$/m);
+    expect(leakedMounts(empty)).toEqual([]);
+    // one .deb's sha256 altered: the lock still matches the pipeline, and the mirror's file is refused
+    const tampered = JSON.parse(readFileSync(lockFile, 'utf8'));
+    const kmod = tampered.tasks.rootfs.resolved.locked.packages.find((p: { name: string }) => p.name === 'kmod');
+    kmod.sha256 = 'f'.repeat(64);
+    const tamperedFile = join(dir, 'tampered.lock.json');
+    writeFileSync(tamperedFile, JSON.stringify(tampered));
+    const refused = await run(cliBin, ['build', '--only', 'rootfs', ...locked('t', tamperedFile)]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(new RegExp(`E_CHECKSUM_MISMATCH: .*kmod ${kmod.version.replace(/[.+]/g, '\\$&')}`));
+    expect(existsSync(join(sharedCacheDir(), 'debs', `${'f'.repeat(64)}_${kmod.filename.split('/').pop()}`))).toBe(false);
+  }, 300_000);
+
+  it('refuses a lock the pipeline no longer matches, naming each change, before anything is made; --update-lock refreshes it', async () => {
+    const changed = ['--set', 'rootfs.packages=[less]', '--set', 'kernel.version=6.1.192'];
+    const refused = await run(cliBin, ['build', ...locked('m', lockFile), ...changed]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/^error: E_LOCK_MISMATCH: \S+intel-test\.lock\.json does not match the pipeline: kernel-source version: locked "6\.1", now "6\.1\.192" \(and 1 more\); refresh it with --update-lock or `gpu-guest lock`$/m);
+    expect(refused.stderr).toContain('  rootfs packages: added "less"');
+    expect(existsSync(join(dir, 'm'))).toBe(false);
+    const other = join(dir, 'other.lock.json');
+    writeFileSync(other, readFileSync(lockFile));
+    const wrong = await run(cliBin, ['build', '--update-lock', ...common('u')]);
+    expect(wrong.stderr).toMatch(/^error: E_USAGE: --update-lock: name the lock to refresh with --lock FILE$/m);
+    const offline = await run(cliBin, ['build', '--offline', '--update-lock', ...locked('u', other)]);
+    expect(offline.stderr).toMatch(/^error: E_USAGE: --offline and --update-lock: /m);
+    // the kernel as locked (its source is the suite's, cached); the rootfs gains a package
+    const updated = await run(cliBin, ['build', '--update-lock', '--until', 'kernel-source', ...locked('u', other), '--set', 'rootfs.packages=[less]']);
+    expect(updated.code, updated.stderr).toBe(0);
+    const now = JSON.parse(readFileSync(other, 'utf8'));
+    expect(now.tasks.rootfs.declared.packages).toEqual(['less']);
+    expect(now.tasks.rootfs.resolved.locked.packages.map((p: { name: string }) => p.name)).toContain('less');
+    expect(now.tasks['kernel-source'].resolved).toMatchObject({ resolvedVersion: version, sha256: lock.tasks['kernel-source']!.resolved.sha256 });
+    const broken = join(dir, 'broken.lock.json');
+    writeFileSync(broken, '{');
+    const invalid = await run(cliBin, ['build', ...locked('b', broken)]);
+    expect(invalid.code).toBe(2);
+    expect(invalid.stderr).toMatch(/^error: E_LOCK_INVALID: \S+broken\.lock\.json: not a gpu-guest lock/m);
+  }, 300_000);
 });

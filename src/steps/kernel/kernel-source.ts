@@ -133,7 +133,7 @@ async function obtainTarball(ctx: StepContext<SourceParams>, p: SourceParams): P
     if (p.sha256) await checkPinnedFile(file, p.sha256, 'kernel tarball', 'kernel.sha256 says');
     return { tarball: file, origin: `local ${basename(file)}`, name: basename(file) };
   }
-  if (p.tarball?.startsWith('apt:')) return fromAptPackage(ctx, p.tarball.slice(4), p.aptVersion!);
+  if (p.tarball?.startsWith('apt:')) return fromAptPackage(ctx, p.tarball.slice(4), p.aptVersion!, p.sha256 ?? undefined);
   const downloads = join(ctx.cacheDir, 'downloads');
   const urls = p.tarball ? [p.tarball] : (p.mirrors ?? []).map((m) => `${m.replace(/\/$/, '')}/${majorFolder(p.version)}/${p.tarballName}`);
   const name = p.tarballName ?? basename(new URL(p.tarball!).pathname);
@@ -143,14 +143,15 @@ async function obtainTarball(ctx: StepContext<SourceParams>, p: SourceParams): P
   return { tarball: dest, name, origin: urls.length === 1 ? redact(urls[0]!) : `mirrors (${urls.map(redact).join(', ')})` };
 }
 
-async function fromAptPackage(ctx: StepContext<SourceParams>, pkg: string, version: string): Promise<{ tarball: string; origin: string; name: string }> {
+async function fromAptPackage(ctx: StepContext<SourceParams>, pkg: string, version: string, sha256: string | undefined): Promise<{ tarball: string; origin: string; name: string }> {
   const dir = join(ctx.workDir, 'apt');
   mkdirSync(dir, { recursive: true });
   requireNetwork(ctx.network, `apt-get download ${pkg}=${version}`, readAptSources().map((s) => s.uri), `set kernel.source.tarball to the tarball ${pkg} installs under /usr/src`);
   await runLogged(ctx.log, 'apt-get', ['download', `${pkg}=${version}`], { cwd: dir, signal: ctx.signal });
   const deb = readdirSync(dir).find((f) => f.endsWith('.deb'));
   if (!deb) throw new GuestError('E_NOT_FOUND', `apt-get download ${pkg}=${version} produced no .deb`);
-  const expected = (await aptShow(pkg)).sha256;
+  // the resolved (or locked) .deb's sha256: the host's candidate may have moved on since
+  const expected = sha256 ?? (await aptShow(pkg)).sha256;
   await checkSha256(join(dir, deb), expected, `apt package ${deb}`);
   await runLogged(ctx.log, 'dpkg-deb', ['-x', join(dir, deb), join(dir, 'root')], { signal: ctx.signal });
   const src = join(dir, 'root', 'usr', 'src');

@@ -1,0 +1,88 @@
+import { existsSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { GuestError } from '../model/errors.js';
+import { canonicalJson, type Json } from '../model/json.js';
+import { checkLock, lockGraph, readLock, writeLock, type LockFile, type LockedTask } from '../engine/lock.js';
+import { defaultCacheDir } from '../paths.js';
+import { redact } from '../model/redact.js';
+import type { CliEnv, Loaded, PipelineOptions } from './context.js';
+import { abortOnSignals } from './signals.js';
+
+export interface LockOptions extends PipelineOptions {
+  /** The lock file; default `<pipeline>.lock.json` in the current folder. */
+  lock?: string;
+  json?: boolean;
+}
+
+/** gpu-guest lock: resolve every remote input of the pipeline with the network and write the lock. */
+export async function lockCommand(opts: LockOptions, env: CliEnv): Promise<number> {
+  const loaded = env.loadGraph(opts);
+  const file = resolve(opts.lock ?? `${loaded.graph.pipeline}.lock.json`);
+  const signals = abortOnSignals(() => undefined);
+  try {
+    const lock = await refreshLock(file, loaded, opts, env, signals.signal);
+    if (opts.json) env.stdout(`${JSON.stringify({ file, lock }, null, 2)}\n`);
+    else env.stdout(`${describeLock(file, lock)}\n`);
+    return 0;
+  } finally {
+    signals.dispose();
+  }
+}
+
+/**
+ * The lock `build` is to use: `--lock FILE` read and checked against the loaded pipeline (refreshed
+ * first with `--update-lock`); none without `--lock`. Fails before anything is built or written.
+ */
+export async function lockForBuild(opts: PipelineOptions & { lock?: string; updateLock?: boolean; offline?: boolean }, loaded: Loaded, env: CliEnv, signal: AbortSignal): Promise<LockFile | undefined> {
+  if (!opts.lock) {
+    if (opts.updateLock) throw new GuestError('E_USAGE', '--update-lock: name the lock to refresh with --lock FILE');
+    return undefined;
+  }
+  const file = resolve(opts.lock);
+  if (opts.updateLock) {
+    if (opts.offline) throw new GuestError('E_USAGE', '--offline and --update-lock: refreshing a lock asks the mirrors; refresh it where they are reachable, then build with --offline');
+    const lock = await refreshLock(file, loaded, opts, env, signal);
+    env.stderr(`${describeLock(file, lock)}\n`);
+    return lock;
+  }
+  const lock = readLock(file);
+  checkLock(file, lock, loaded.graph, env.steps, loaded.sourceDate);
+  return lock;
+}
+
+async function refreshLock(file: string, loaded: Loaded, opts: PipelineOptions, env: CliEnv, signal: AbortSignal): Promise<LockFile> {
+  const dir = dirname(file);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new GuestError('E_USAGE', `--lock ${file}: folder ${dir} does not exist (create it, or name a file in an existing folder)`);
+  if (existsSync(file) && statSync(file).isDirectory()) throw new GuestError('E_USAGE', `--lock ${file}: is a folder (name a file)`);
+  const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir(env.env));
+  const lock = await lockGraph(loaded.graph, env.steps, loaded.sourceDate, { signal, cacheDir, network: true });
+  writeLock(file, lock);
+  return lock;
+}
+
+/** What the lock pins, a line per task: what each declared input resolved to. */
+export function describeLock(file: string, lock: LockFile): string {
+  const lines = [`locked ${lock.pipeline} in ${file} (source date ${lock.sourceDate})`];
+  for (const [id, task] of Object.entries(lock.tasks)) lines.push(`  ${id.padEnd(14)} ${describeTask(task) || 'as declared (no remote input to resolve)'}`);
+  return redact(lines.join('\n'));
+}
+
+function describeTask(task: LockedTask): string {
+  return Object.keys(task.resolved)
+    .sort()
+    .filter((k) => canonicalJson(task.resolved[k]!) !== canonicalJson(task.declared[k] ?? null))
+    .map((k) => describeResolved(k, task.resolved[k]!))
+    .join(', ');
+}
+
+/**
+ * One resolved parameter for a person: a sha256 shortened, a pinned package set counted (the lock
+ * and `plan --json` carry it whole).
+ */
+export function describeResolved(key: string, value: Json): string {
+  if (key === 'locked' && value && typeof value === 'object' && !Array.isArray(value)) {
+    const { packages, release } = value as { packages?: unknown[]; release?: { sha256?: string } };
+    return `${packages?.length ?? 0} packages pinned by sha256 (InRelease ${release?.sha256?.slice(0, 12) ?? '?'}…)`;
+  }
+  return `${key} ${typeof value === 'string' && /^[0-9a-f]{64}$/.test(value) ? `${value.slice(0, 12)}…` : JSON.stringify(value)}`;
+}
