@@ -23,6 +23,8 @@ import { abortOnSignals } from './signals.js';
 import { pushEntry, type PushOptions } from './push.js';
 import { TaskLog } from '../sys/task-log.js';
 import { lockForBuild } from './lock.js';
+import { bundleForBuild } from './fetch.js';
+import type { Scratch } from '../engine/cache.js';
 
 export interface BuildOptions extends PipelineOptions, Selection, PushOptions {
   /** After a successful build, push the vGPU manager image (nvidia-vgpu). */
@@ -41,6 +43,8 @@ export interface BuildOptions extends PipelineOptions, Selection, PushOptions {
   lock?: string;
   /** With --lock: resolve again and rewrite the lock first. */
   updateLock?: boolean;
+  /** A bundle from `gpu-guest fetch --bundle`: verified, its files put into the cache, its lock used. */
+  bundle?: string;
 }
 
 /** gpu-guest build: plan, run what is not cached, lay the outputs out. Returns the exit status. */
@@ -52,11 +56,12 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
   const remote = remoteCacheOptions(opts, env);
   const offline = opts.offline ?? false;
   if (offline) refuseNetworkOptions(opts, remote);
+  if (opts.bundle && (opts.lock || opts.updateLock)) throw new GuestError('E_USAGE', `--bundle ${opts.bundle} carries its own lock: drop ${opts.lock ? '--lock' : '--update-lock'}`);
   const { store: local, memo } = openCache(opts, env.env, env.stderr);
   const store = remote ? new RemoteCacheStore(local, remote) : local;
   const signals = abortOnSignals(() => env.stderr('still cleaning up after the interrupt (mounts, scratch folders); please wait\n'));
   try {
-    const lock = await lockForBuild(opts, loaded, env, signals.signal);
+    const lock = opts.bundle ? await bundleForBuild(opts.bundle, loaded, env, local.root, (k) => local.begin(k), (s) => local.discard(s as Scratch), signals.signal) : await lockForBuild(opts, loaded, env, signals.signal);
     // the plan checks every input it can (preflight) before the out folder is even created
     const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal, network: !offline, offline, lock });
     memo.save();

@@ -15,6 +15,7 @@ import { configDiffCommand, configExplainCommand } from './config.js';
 import { cacheListCommand, cachePruneCommand } from './cache.js';
 import { matrixCommand } from './matrix.js';
 import { lockCommand } from './lock.js';
+import { bundleVerifyCommand, fetchCommand } from './fetch.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -61,6 +62,7 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .option('--remote-cache-mode <mode>', 'read (only download) or readwrite (also upload what this build made)', 'readwrite')
     .option('--lock <file>', 'build exactly what this lock pins (from `gpu-guest lock`); fails with E_LOCK_MISMATCH when the pipeline no longer matches it')
     .option('--update-lock', 'with --lock: resolve every remote input again and rewrite the lock before building', false)
+    .option('--bundle <file>', 'a bundle from `gpu-guest fetch --bundle`: checked whole, its files put into the cache, its lock used (with --offline: build on a machine without a network)')
     .option('--offline', 'use no network at all: a task whose input is neither cached nor a local file fails with E_OFFLINE instead of fetching it', false)
     .option('--push', 'nvidia-vgpu: push the image after a successful build (same flags as push)', false)
     .option('--registry-auth <file>', 'with --push: a Docker config.json with the registry credentials')
@@ -79,6 +81,20 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .option('--lock <file>', 'the lock file to write (default: <pipeline>.lock.json in the current folder)')
     .option('--json', 'print the lock as JSON', false)
     .action(async (opts) => setStatus(await lockCommand(opts, env)));
+
+  addPipelineOptions(program.command('fetch').description('download and verify every remote input the lock pins into the cache; with --bundle also into one file to carry to a machine without a network'), env)
+    .option('--lock <file>', 'the lock whose inputs to fetch (default: resolve the pipeline now, and bundle that lock)')
+    .option('--bundle <file>', 'also write a bundle (tar): the lock, the downloads, a signed Debian repository of the locked packages')
+    .action(async (opts) => setStatus(await fetchCommand(opts, env)));
+
+  program
+    .command('bundle')
+    .description('inspect bundles made by `gpu-guest fetch --bundle`')
+    .command('verify <file>')
+    .description('check every file of a bundle against its index, the repository signature, and the locked packages')
+    .option('--cache-dir <dir>', 'cache folder whose scratch space the check unpacks into', defaultCacheDir(env.env))
+    .option('--json', 'print the result as JSON', false)
+    .action(async (file: string, opts) => setStatus(await bundleVerifyCommand(file, opts, env)));
 
   addPipelineOptions(program.command('doctor').description('check the host tools the pipeline needs and print the apt-get line that installs the missing ones'), env)
     .option('--json', 'print the checks as JSON', false)

@@ -38,6 +38,7 @@ export const ERROR_CODES = {
   E_NEEDS_NETWORK: { kind: 'usage', fix: 'pin the input (`kernel.version` exact and `kernel.sha256`), or run `build` once to record the resolution' },
   E_LOCK_INVALID: { kind: 'usage', fix: 'write the lock again with `gpu-guest lock` (do not edit it by hand)' },
   E_LOCK_MISMATCH: { kind: 'usage', fix: 'refresh the lock (`gpu-guest lock`, or `build --update-lock`), or revert the pipeline change the message names' },
+  E_BUNDLE_CORRUPT: { kind: 'usage', fix: 'fetch the bundle again on the connected machine (`gpu-guest fetch --bundle`) and carry it over once more' },
   E_OFFLINE: { kind: 'usage', fix: 'build once with the network into the same cache, or give the input as a local file (`kernel.source.tarball`, `driver.path`, `toolkit.debs`, a `file://` `rootfs.mirror`)' },
   E_MISSING_TOOL: { kind: 'build', fix: 'install what the message names (`gpu-guest doctor` prints the apt-get line)' },
   E_INTERRUPTED: { kind: 'interrupted', fix: 'run the same command again: finished tasks are reused' },

@@ -1,3 +1,4 @@
+import type { StoreFile } from '../sys/store.js';
 import type { Json, JsonObject } from './json.js';
 import type { TaskSpec } from './task.js';
 
@@ -115,6 +116,12 @@ export interface StepDefinition<P extends object = JsonObject, U extends Upstrea
    * is recorded in the lock and replaces params in `build --lock`; run() must then use exactly it.
    */
   lock?(params: P, files: TaskSpec['files'], ctx: ResolveContext): Promise<P>;
+  /**
+   * The remote files run() would fetch with these (resolved or locked) parameters, where the cache
+   * keeps them (sys/store): `gpu-guest fetch` gathers them into a bundle, `build --bundle` puts them
+   * back. None when the task's inputs are local.
+   */
+  downloads?(params: P, task: TaskSpec): StoreFile[];
   /**
    * The parameters that identify the result, for the key. Default: all of them. Where to fetch an
    * input from (a mirror list) is not its identity when its sha256 is known.

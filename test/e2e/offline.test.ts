@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { cliBin, leakedMounts, run, sharedCacheDir, suiteDir, writePipeline, type Proc } from '../helpers.js';
 import { sha256File } from '../../src/sys/hash.js';
+import { aptShow } from '../../src/sys/apt.js';
 
 const version = debianKernelVersion();
 let server: KernelOrg;
@@ -100,49 +101,90 @@ function statusPackages(status: string): Record<string, string> {
   return out;
 }
 
-describe('gpu-guest lock and build --lock', () => {
-  // the shared cache: its kernel source is the suite's, and a locked rootfs built once is reused
-  const locked = (out: string, lockFile: string, c = sharedCacheDir()) => [...common(out, c), '--lock', lockFile];
+describe('gpu-guest lock, fetch --bundle, build --offline --bundle', () => {
+  // the shipped pipelines' kernel source (Debian's linux-source .deb) and the test rootfs; the
+  // offline build starts from an empty cache, so the bundle alone must carry every remote input
+  let aptPipeline: string;
   let lockFile: string;
+  let bundle: string;
+  let offlineCache: string;
   let lock: { tasks: Record<string, { resolved: Record<string, unknown> }> };
+  const locked = (out: string, lockFile: string, c: string) => ['--pipeline', aptPipeline, '--cache-dir', c, '--out-dir', join(dir, out), '--lock', lockFile];
+  const packagesOf = (l: typeof lock) => (l.tasks.rootfs!.resolved.locked as { packages: { name: string; version: string; sha256: string; filename: string }[] }).packages;
 
-  it('pins the kernel and the rootfs package set; build --lock makes exactly the locked rootfs from a local repository of the locked .debs', async () => {
-    lockFile = join(dir, 'intel-test.lock.json');
-    const made = await run(cliBin, ['lock', '--pipeline', file, '--cache-dir', sharedCacheDir(), '--lock', lockFile]);
+  it('lock pins the apt kernel source and the rootfs package set mmdebstrap would install, each .deb by sha256', async () => {
+    const lockDir = join(dir, 'lock');
+    mkdirSync(lockDir);
+    aptPipeline = writePipeline(lockDir, 'intel', '  version: "6.1"\n  source:\n    tarball: apt:linux-source-6.1\n');
+    lockFile = join(lockDir, 'intel-test.lock.json');
+    const made = await run(cliBin, ['lock', '--pipeline', aptPipeline, '--cache-dir', sharedCacheDir(), '--lock', lockFile]);
     expect(made.code, made.stderr).toBe(0);
-    expect(made.stdout).toMatch(new RegExp(`kernel-source +resolvedVersion "${version.replace(/\./g, '\\.')}", sha256 [0-9a-f]{12}…, tarballName "linux-${version}\\.tar\\.xz"`));
+    expect(made.stdout).toMatch(/kernel-source +aptFilename "pool\/\S+\/linux-source-6\.1_\S+_all\.deb", aptVersion "\S+", sha256 [0-9a-f]{12}…/);
     expect(made.stdout).toMatch(/rootfs +\d+ packages pinned by sha256 \(InRelease [0-9a-f]{12}…\), mirror "http\S+"/);
     lock = JSON.parse(readFileSync(lockFile, 'utf8'));
-    expect(lock.tasks['kernel-source']!.resolved).toMatchObject({ resolvedVersion: version, sha256: await sha256File(DEBIAN_TARBALL) });
-    const pinned = lock.tasks.rootfs!.resolved.locked as { release: { url: string; sha256: string }; packages: { name: string; version: string; sha256: string; filename: string }[] };
+    const host = await aptShow('linux-source-6.1');
+    expect(lock.tasks['kernel-source']!.resolved).toMatchObject({ aptVersion: host.version, sha256: host.sha256, aptFilename: host.filename });
+    const pinned = lock.tasks.rootfs!.resolved.locked as { release: { url: string; sha256: string } };
     expect(pinned.release.url).toMatch(/\/dists\/bookworm\/InRelease$/);
-    expect(pinned.packages.map((p) => p.name)).toEqual(expect.arrayContaining(['kmod', 'busybox-static', 'libc6', 'apt', 'dpkg']));
-    for (const p of pinned.packages) expect(p).toMatchObject({ sha256: expect.stringMatching(/^[0-9a-f]{64}$/), filename: expect.stringMatching(/^pool\/.+\.deb$/) });
+    expect(packagesOf(lock).map((p) => p.name)).toEqual(expect.arrayContaining(['kmod', 'busybox-static', 'libc6', 'apt', 'dpkg']));
+    for (const p of packagesOf(lock)) expect(p).toMatchObject({ sha256: expect.stringMatching(/^[0-9a-f]{64}$/), filename: expect.stringMatching(/^pool\/.+\.deb$/) });
+  }, 300_000);
 
-    const built = await run(cliBin, ['build', '--until', 'rootfs', '--progress', 'plain', ...locked('locked', lockFile)]);
-    expect(built.code, `${built.stdout}\n${built.stderr}`).toBe(0);
-    const plan = JSON.parse((await run(cliBin, ['plan', '--json', ...locked('plan', lockFile)])).stdout) as { tasks: { id: string; key: string; status: string; reasons: string[] }[] };
+  it('fetch --bundle carries every locked input; bundle verify names a damaged file; build --offline --bundle makes the locked rootfs and kernel source in a network namespace from an empty cache', async () => {
+    bundle = join(dir, 'intel-test.bundle.tar');
+    const fetched = await run(cliBin, ['fetch', '--pipeline', aptPipeline, '--cache-dir', sharedCacheDir(), '--lock', lockFile, '--bundle', bundle]);
+    expect(fetched.code, fetched.stderr).toBe(0);
+    expect(fetched.stdout).toMatch(new RegExp(`wrote \\S+intel-test\\.bundle\\.tar: \\d+ files, [\\d.]+ MiB \\(the lock, 1 download\\(s\\), a Debian repository of ${packagesOf(lock).length} locked package\\(s\\)\\)`));
+    const verified = await run(cliBin, ['bundle', 'verify', bundle, '--cache-dir', sharedCacheDir()]);
+    expect(verified.code, verified.stderr).toBe(0);
+    expect(verified.stdout).toMatch(/: \d+ files verified \([\d.]+ MiB\), pipeline intel-test, \d+ locked package\(s\), repository signature good/);
+    // the bundle's repository is a Debian repository apt's own tools accept: its InRelease verifies against the bundled key
+    const listing = (await promisify(execFile)('tar', ['-tf', bundle])).stdout;
+    expect(listing).toMatch(/^\.\/dists\/bookworm\/InRelease$/m);
+    expect(listing).toMatch(/^\.\/pool\/main\/kmod_\S+_amd64\.deb$/m);
+
+    // one byte changed in the middle of the bundle (inside one of its .debs)
+    const damaged = join(dir, 'damaged.tar');
+    const bytes = readFileSync(bundle);
+    const at = bytes.length >> 1;
+    bytes[at] = bytes[at]! ^ 0xff;
+    writeFileSync(damaged, bytes);
+    const bad = await run(cliBin, ['bundle', 'verify', damaged, '--cache-dir', sharedCacheDir()]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^error: E_BUNDLE_CORRUPT: \S+damaged\.tar is damaged: \S+: sha256 differs from the index's [0-9a-f]{12}…; fetch the bundle again$/m);
+    offlineCache = join(dir, 'offline-cache');
+    const refused = await runWithoutNetwork(['build', '--offline', '--bundle', damaged, '--until', 'image', '--pipeline', aptPipeline, '--cache-dir', offlineCache, '--out-dir', join(dir, 'damaged')]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/^error: E_BUNDLE_CORRUPT: /m);
+    expect(existsSync(join(offlineCache, 'debs'))).toBe(false);
+
+    for (const until of ['kernel-source', 'image']) {
+      const built = await runWithoutNetwork(['build', '--offline', '--bundle', bundle, '--until', until, '--progress', 'plain', '--pipeline', aptPipeline, '--cache-dir', offlineCache, '--out-dir', join(dir, 'bundled')]);
+      expect(built.code, `${built.stdout}\n${built.stderr}`).toBe(0);
+      expect(built.stderr).toMatch(/^bundle \S+: \d+ files verified, \d+ put into the cache$/m);
+    }
+    const plan = JSON.parse((await run(cliBin, ['plan', '--json', ...locked('plan', lockFile, offlineCache)])).stdout) as { tasks: { id: string; key: string; status: string; reasons: string[] }[] };
     const rootfs = plan.tasks.find((t) => t.id === 'rootfs')!;
     expect(rootfs).toMatchObject({ status: 'cached', reasons: ['resolved from the lock'] });
-    const tarball = join(sharedCacheDir(), 'entries', rootfs.key, 'out/rootfs.tar');
+    expect(plan.tasks.find((t) => t.id === 'kernel-source')).toMatchObject({ status: 'cached' });
+    const tarball = join(offlineCache, 'entries', rootfs.key, 'out/rootfs.tar');
     const tar = promisify(execFile);
     const status = (await tar('tar', ['-xOf', tarball, './var/lib/dpkg/status'], { maxBuffer: 64 << 20 })).stdout;
-    expect(statusPackages(status)).toEqual(Object.fromEntries(pinned.packages.map((p) => [p.name, p.version])));
+    expect(statusPackages(status)).toEqual(Object.fromEntries(packagesOf(lock).map((p) => [p.name, p.version])));
     // the guest names the real mirror, as an unlocked build's does, not the build's scratch repository
-    const sources = (await tar('tar', ['-xOf', tarball, './etc/apt/sources.list'])).stdout;
-    expect(sources).toMatch(/^deb http\S+ bookworm main\n$/);
-    expect(leakedMounts(sharedCacheDir())).toEqual([]);
+    expect((await tar('tar', ['-xOf', tarball, './etc/apt/sources.list'])).stdout).toMatch(/^deb http\S+ bookworm main\n$/);
+    expect(leakedMounts(offlineCache)).toEqual([]);
   }, 900_000);
 
-  it('without the network: plan takes the lock\'s resolutions; a locked .deb not in the cache is E_OFFLINE, one whose bytes differ from the lock is refused', async () => {
-    const plan = await runWithoutNetwork(['plan', ...locked('p', lockFile)]);
+  it('without the network: plan takes the lock\'s resolutions; a locked .deb not in the cache is E_OFFLINE; one whose bytes differ from the lock is refused', async () => {
+    const plan = await runWithoutNetwork(['plan', ...locked('p', lockFile, offlineCache)]);
     expect(plan.code, plan.stderr).toBe(0);
     expect(plan.stdout).toMatch(/^cached kernel-source[^\n]*\n(?: {9}.*\n)*? {9}why: resolved from the lock$/m);
     expect(plan.stdout).toMatch(/^cached rootfs[^\n]*\n(?: {9}.*\n)*? {9}why: resolved from the lock$/m);
     const empty = join(dir, 'empty-debs');
     const offline = await runWithoutNetwork(['build', '--offline', '--only', 'rootfs', ...locked('o', lockFile, empty)]);
     expect(offline.code).toBe(2);
-    expect(offline.stderr).toMatch(/^error: E_OFFLINE: --offline: \d+ locked package\(s\) of the rootfs are not in this cache \(\S+ \S+, \S+ \S+, \S+ \S+, …\); build once with the network into this cache, or build from a bundle$/m);
+    expect(offline.stderr).toMatch(/^error: E_OFFLINE: --offline: \d+ input\(s\) are not in this cache \(\S+ \S+ \(pool\/\S+\), .*, …\); build once with the network into this cache, or build from a bundle \(`build --bundle`\)$/m);
     expect(leakedMounts(empty)).toEqual([]);
     // one .deb's sha256 altered: the lock still matches the pipeline, and the mirror's file is refused
     const tampered = JSON.parse(readFileSync(lockFile, 'utf8'));
@@ -150,35 +192,38 @@ describe('gpu-guest lock and build --lock', () => {
     kmod.sha256 = 'f'.repeat(64);
     const tamperedFile = join(dir, 'tampered.lock.json');
     writeFileSync(tamperedFile, JSON.stringify(tampered));
-    const refused = await run(cliBin, ['build', '--only', 'rootfs', ...locked('t', tamperedFile)]);
+    const refused = await run(cliBin, ['build', '--only', 'rootfs', ...locked('t', tamperedFile, empty)]);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(new RegExp(`E_CHECKSUM_MISMATCH: .*kmod ${kmod.version.replace(/[.+]/g, '\\$&')}`));
-    expect(existsSync(join(sharedCacheDir(), 'debs', `${'f'.repeat(64)}_${kmod.filename.split('/').pop()}`))).toBe(false);
+    expect(existsSync(join(empty, 'debs', `${'f'.repeat(64)}_${kmod.filename.split('/').pop()}`))).toBe(false);
   }, 300_000);
 
   it('refuses a lock the pipeline no longer matches, naming each change, before anything is made; --update-lock refreshes it', async () => {
     const changed = ['--set', 'rootfs.packages=[less]', '--set', 'kernel.version=6.1.192'];
-    const refused = await run(cliBin, ['build', ...locked('m', lockFile), ...changed]);
+    const refused = await run(cliBin, ['build', ...locked('m', lockFile, offlineCache), ...changed]);
     expect(refused.code).toBe(2);
     expect(refused.stderr).toMatch(/^error: E_LOCK_MISMATCH: \S+intel-test\.lock\.json does not match the pipeline: kernel-source version: locked "6\.1", now "6\.1\.192" \(and 1 more\); refresh it with --update-lock or `gpu-guest lock`$/m);
     expect(refused.stderr).toContain('  rootfs packages: added "less"');
     expect(existsSync(join(dir, 'm'))).toBe(false);
+    const bundled = await run(cliBin, ['build', '--offline', '--bundle', bundle, ...locked('m', lockFile, offlineCache), ...changed]);
+    expect(bundled.stderr).toMatch(/^error: E_USAGE: --bundle \S+ carries its own lock: drop --lock$/m);
+    const noLock = await run(cliBin, ['build', '--update-lock', '--pipeline', aptPipeline, '--cache-dir', offlineCache]);
+    expect(noLock.stderr).toMatch(/^error: E_USAGE: --update-lock: name the lock to refresh with --lock FILE$/m);
     const other = join(dir, 'other.lock.json');
     writeFileSync(other, readFileSync(lockFile));
-    const wrong = await run(cliBin, ['build', '--update-lock', ...common('u')]);
-    expect(wrong.stderr).toMatch(/^error: E_USAGE: --update-lock: name the lock to refresh with --lock FILE$/m);
-    const offline = await run(cliBin, ['build', '--offline', '--update-lock', ...locked('u', other)]);
+    const offline = await run(cliBin, ['build', '--offline', '--update-lock', ...locked('u', other, offlineCache)]);
     expect(offline.stderr).toMatch(/^error: E_USAGE: --offline and --update-lock: /m);
-    // the kernel as locked (its source is the suite's, cached); the rootfs gains a package
-    const updated = await run(cliBin, ['build', '--update-lock', '--until', 'kernel-source', ...locked('u', other), '--set', 'rootfs.packages=[less]']);
+    // the kernel source as locked (cached by the bundled build); the rootfs gains a package
+    const updated = await run(cliBin, ['build', '--update-lock', '--until', 'kernel-source', ...locked('u', other, offlineCache), '--set', 'rootfs.packages=[less]']);
     expect(updated.code, updated.stderr).toBe(0);
+    expect(updated.stdout).toMatch(/cached kernel-source/);
     const now = JSON.parse(readFileSync(other, 'utf8'));
     expect(now.tasks.rootfs.declared.packages).toEqual(['less']);
     expect(now.tasks.rootfs.resolved.locked.packages.map((p: { name: string }) => p.name)).toContain('less');
-    expect(now.tasks['kernel-source'].resolved).toMatchObject({ resolvedVersion: version, sha256: lock.tasks['kernel-source']!.resolved.sha256 });
+    expect(now.tasks['kernel-source'].resolved).toEqual(lock.tasks['kernel-source']!.resolved);
     const broken = join(dir, 'broken.lock.json');
     writeFileSync(broken, '{');
-    const invalid = await run(cliBin, ['build', ...locked('b', broken)]);
+    const invalid = await run(cliBin, ['build', ...locked('b', broken, offlineCache)]);
     expect(invalid.code).toBe(2);
     expect(invalid.stderr).toMatch(/^error: E_LOCK_INVALID: \S+broken\.lock\.json: not a gpu-guest lock/m);
   }, 300_000);

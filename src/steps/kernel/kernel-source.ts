@@ -1,7 +1,8 @@
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { downloadsPath, type StoreFile } from '../../sys/store.js';
 import { GuestError } from '../../model/errors.js';
 import { sha256File } from '../../sys/hash.js';
 import type { JsonObject } from '../../model/json.js';
@@ -26,6 +27,8 @@ type SourceParams = {
   resolvedVersion?: string;
   tarballName?: string;
   aptVersion?: string;
+  /** apt: the .deb's path below the mirror (where `gpu-guest fetch` downloads it from). */
+  aptFilename?: string;
 };
 
 /**
@@ -39,7 +42,8 @@ export const kernelSource: StepDefinition<SourceParams, Record<string, never>, K
   undigested: ['tree'],
   resolve: (params, files, ctx) => resolveSource(params, files, ctx),
   // once the sha256 is known, the mirrors are only where the bytes come from
-  identity: ({ mirrors, ...rest }) => (rest.sha256 ? rest : { mirrors, ...rest }) as JsonObject,
+  identity: ({ mirrors, aptFilename, ...rest }) => (rest.sha256 ? rest : { mirrors, aptFilename, ...rest }) as JsonObject,
+  downloads: (p) => tarballDownload(p),
   // a local tarball is checked at plan time: its pin and that it is a tar archive at all
   preflight: async (p, files, ctx) => {
     if (!files.tarball) return;
@@ -56,7 +60,7 @@ async function resolveSource(p: SourceParams, files: StepContext['files'], ctx: 
   if (p.tarball?.startsWith('apt:')) {
     // remembered against apt's own state: a no-op build does not wait for apt-cache
     const pkg = await aptShow(p.tarball.slice(4), { dir: join(ctx.cacheDir, 'resolutions'), write: ctx.network });
-    return { ...out, aptVersion: pkg.version, sha256: pkg.sha256 };
+    return { ...out, aptVersion: pkg.version, sha256: pkg.sha256, aptFilename: pkg.filename };
   }
   if (p.tarball) {
     if (!p.sha256) throw new GuestError('E_PIPELINE_INVALID', `kernel.source.tarball ${redact(p.tarball)} is a URL: pin its kernel.sha256 so the download can be verified`);
@@ -133,27 +137,61 @@ async function obtainTarball(ctx: StepContext<SourceParams>, p: SourceParams): P
     if (p.sha256) await checkPinnedFile(file, p.sha256, 'kernel tarball', 'kernel.sha256 says');
     return { tarball: file, origin: `local ${basename(file)}`, name: basename(file) };
   }
-  if (p.tarball?.startsWith('apt:')) return fromAptPackage(ctx, p.tarball.slice(4), p.aptVersion!, p.sha256 ?? undefined);
-  const downloads = join(ctx.cacheDir, 'downloads');
-  const urls = p.tarball ? [p.tarball] : (p.mirrors ?? []).map((m) => `${m.replace(/\/$/, '')}/${majorFolder(p.version)}/${p.tarballName}`);
-  const name = p.tarballName ?? basename(new URL(p.tarball!).pathname);
-  const dest = join(downloads, `${p.sha256}-${name}`);
-  const what = `kernel tarball ${name}`;
+  if (p.tarball?.startsWith('apt:')) return fromAptPackage(ctx, p.tarball.slice(4), p);
+  const [file] = tarballDownload(p);
+  const { urls, what } = file!;
+  const dest = join(ctx.cacheDir, file!.path);
   await downloadVerified({ urls, dest, sha256: p.sha256!, what, ...stepDownloadOptions(ctx), offlineFix: 'build once with the network into this cache, or set kernel.source.tarball to a local file' });
-  return { tarball: dest, name, origin: urls.length === 1 ? redact(urls[0]!) : `mirrors (${urls.map(redact).join(', ')})` };
+  return { tarball: dest, name: what.replace(/^kernel tarball /, ''), origin: urls.length === 1 ? redact(urls[0]!) : `mirrors (${urls.map(redact).join(', ')})` };
 }
 
-async function fromAptPackage(ctx: StepContext<SourceParams>, pkg: string, version: string, sha256: string | undefined): Promise<{ tarball: string; origin: string; name: string }> {
+/**
+ * Where the cache keeps the resolved tarball (or apt's .deb of it), and where it comes from: what
+ * `gpu-guest fetch` bundles. None for a local tarball, or an apt source resolved before the .deb's
+ * path was recorded.
+ */
+function tarballDownload(p: SourceParams): StoreFile[] {
+  if (!p.sha256) return [];
+  if (p.tarball?.startsWith('apt:')) {
+    if (!p.aptFilename) return [];
+    const urls = readAptSources().filter((s) => /^(https?|file):/.test(s.uri)).map((s) => `${s.uri.replace(/\/$/, '')}/${p.aptFilename}`);
+    const name = basename(p.aptFilename);
+    return [{ path: downloadsPath(p.sha256, name), urls: [...new Set(urls)], sha256: p.sha256, what: `apt package ${name}` }];
+  }
+  if (!p.tarball && !p.tarballName) return [];
+  const urls = p.tarball ? [p.tarball] : (p.mirrors ?? []).map((m) => `${m.replace(/\/$/, '')}/${majorFolder(p.version)}/${p.tarballName}`);
+  const name = p.tarballName ?? basename(new URL(p.tarball!).pathname);
+  return [{ path: downloadsPath(p.sha256, name), urls, sha256: p.sha256, what: `kernel tarball ${name}` }];
+}
+
+async function fromAptPackage(ctx: StepContext<SourceParams>, pkg: string, p: SourceParams): Promise<{ tarball: string; origin: string; name: string }> {
+  const version = p.aptVersion!;
   const dir = join(ctx.workDir, 'apt');
   mkdirSync(dir, { recursive: true });
-  requireNetwork(ctx.network, `apt-get download ${pkg}=${version}`, readAptSources().map((s) => s.uri), `set kernel.source.tarball to the tarball ${pkg} installs under /usr/src`);
-  await runLogged(ctx.log, 'apt-get', ['download', `${pkg}=${version}`], { cwd: dir, signal: ctx.signal });
-  const deb = readdirSync(dir).find((f) => f.endsWith('.deb'));
-  if (!deb) throw new GuestError('E_NOT_FOUND', `apt-get download ${pkg}=${version} produced no .deb`);
   // the resolved (or locked) .deb's sha256: the host's candidate may have moved on since
-  const expected = sha256 ?? (await aptShow(pkg)).sha256;
-  await checkSha256(join(dir, deb), expected, `apt package ${deb}`);
-  await runLogged(ctx.log, 'dpkg-deb', ['-x', join(dir, deb), join(dir, 'root')], { signal: ctx.signal });
+  const expected = p.sha256 ?? (await aptShow(pkg)).sha256;
+  const [stored] = tarballDownload(p);
+  let deb: string;
+  if (stored && existsSync(join(ctx.cacheDir, stored.path))) {
+    // fetched earlier into the cache (a bundle, or an earlier build): no apt-get, no network
+    deb = join(ctx.cacheDir, stored.path);
+    ctx.log.info(`apt package ${pkg}=${version} from the cache's ${stored.path}`);
+  } else {
+    requireNetwork(ctx.network, `apt-get download ${pkg}=${version}`, readAptSources().map((s) => s.uri), `set kernel.source.tarball to the tarball ${pkg} installs under /usr/src`);
+    await runLogged(ctx.log, 'apt-get', ['download', `${pkg}=${version}`], { cwd: dir, signal: ctx.signal });
+    const name = readdirSync(dir).find((f) => f.endsWith('.deb'));
+    if (!name) throw new GuestError('E_NOT_FOUND', `apt-get download ${pkg}=${version} produced no .deb`);
+    deb = join(dir, name);
+  }
+  await checkSha256(deb, expected, `apt package ${basename(deb)}`);
+  if (stored && !deb.startsWith(ctx.cacheDir)) {
+    // kept for the next build, offline ones and `gpu-guest fetch` too (scratch and cache share a file system)
+    const keep = join(ctx.cacheDir, stored.path);
+    mkdirSync(dirname(keep), { recursive: true });
+    renameSync(deb, keep);
+    deb = keep;
+  }
+  await runLogged(ctx.log, 'dpkg-deb', ['-x', deb, join(dir, 'root')], { signal: ctx.signal });
   const src = join(dir, 'root', 'usr', 'src');
   const tar = existsSync(src) ? readdirSync(src).find((f) => /\.tar(\.(xz|gz|bz2|zst))?$/.test(f)) : undefined;
   if (!tar) throw new GuestError('E_NOT_KERNEL_TREE', `apt package ${pkg} holds no kernel tarball under /usr/src (use a linux-source-X package)`);

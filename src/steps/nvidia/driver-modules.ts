@@ -1,3 +1,5 @@
+import { downloadsPath } from '../../sys/store.js';
+import { driverRunDownload } from './driver-run.js';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { GuestError } from '../../model/errors.js';
@@ -48,6 +50,12 @@ export const driverModules: StepDefinition<ModulesParams, ModulesInputs, DriverM
     if (!local) return;
     await checkPinnedFile(local, p.tarball.sha256, 'driver.moduleSource', 'driver.moduleSource.sha256 says', ctx.sha256);
     assertTarArchive(local, 'driver.moduleSource');
+  },
+  downloads: (p, task) => {
+    if (!p.tarball) return driverRunDownload({ path: task.locations?.run, url: p.run.url, version: p.version, sha256: p.run.sha256, what: 'driver' });
+    if (task.locations?.tarball || !p.tarball.urls.length) return [];
+    const name = basename(new URL(p.tarball.urls[0]!).pathname);
+    return [{ path: downloadsPath(p.tarball.sha256, name), urls: p.tarball.urls, sha256: p.tarball.sha256, what: `driver.moduleSource ${name}` }];
   },
   run: (ctx) => buildModules(ctx),
 };
@@ -109,7 +117,7 @@ async function obtainModuleSource(ctx: StepContext<ModulesParams, ModulesInputs>
     await checkPinnedFile(file, p.tarball.sha256, 'driver.moduleSource', 'driver.moduleSource.sha256 says');
   } else {
     ctx.log.info(`kernel module source from ${p.tarball.urls.map((u) => redact(u)).join(', ')}`);
-    file = await downloadVerified({ urls: p.tarball.urls, dest: join(ctx.cacheDir, 'downloads', `${p.tarball.sha256}-${name}`), sha256: p.tarball.sha256, what: `driver.moduleSource ${name}`, ...stepDownloadOptions(ctx), offlineFix: 'build once with the network into this cache, or set driver.moduleSource.path to a local file' });
+    file = await downloadVerified({ urls: p.tarball.urls, dest: join(ctx.cacheDir, downloadsPath(p.tarball.sha256, name)), sha256: p.tarball.sha256, what: `driver.moduleSource ${name}`, ...stepDownloadOptions(ctx), offlineFix: 'build once with the network into this cache, or set driver.moduleSource.path to a local file' });
   }
   assertTarArchive(file, 'driver.moduleSource');
   mkdirSync(dir);

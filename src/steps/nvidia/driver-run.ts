@@ -5,6 +5,7 @@ import { redact } from '../../model/redact.js';
 import type { PreflightContext, StepContext } from '../../model/step.js';
 import { assertMakeselfArchive } from '../../sys/makeself.js';
 import { basename } from 'node:path';
+import { downloadsPath, type StoreFile } from '../../sys/store.js';
 
 /** NVIDIA's download layout for a driver version. */
 export function defaultDriverUrl(version: string, suffix = ''): string {
@@ -21,11 +22,17 @@ export async function obtainDriverRun(ctx: StepContext, opts: { path?: string; u
     await checkPinnedFile(opts.path, opts.sha256, opts.what, 'the pipeline pins');
     return opts.path;
   }
+  const [file] = driverRunDownload(opts);
+  ctx.log.info(`driver from ${redact(file!.urls[0]!)}`);
+  return downloadVerified({ urls: file!.urls, dest: join(ctx.cacheDir, file!.path), sha256: opts.sha256, what: file!.what, ...stepDownloadOptions(ctx), offlineFix: 'build once with the network into this cache, or set the .run\'s path to a local file' });
+}
+
+/** Where the cache keeps a .run fetched from its URL (none for a local path): what `gpu-guest fetch` bundles. */
+export function driverRunDownload(opts: { path?: string; url?: string | null; version: string; sha256: string; what: string; suffix?: string }): StoreFile[] {
+  if (opts.path) return [];
   const url = opts.url ?? defaultDriverUrl(opts.version, opts.suffix);
   const name = new URL(url).pathname.split('/').pop()!;
-  const dest = join(ctx.cacheDir, 'downloads', `${opts.sha256}-${name}`);
-  ctx.log.info(`driver from ${redact(url)}`);
-  return downloadVerified({ urls: [url], dest, sha256: opts.sha256, what: `${opts.what} ${name}`, ...stepDownloadOptions(ctx), offlineFix: 'build once with the network into this cache, or set the .run\'s path to a local file' });
+  return [{ path: downloadsPath(opts.sha256, name), urls: [url], sha256: opts.sha256, what: `${opts.what} ${name}` }];
 }
 
 /**

@@ -7,7 +7,7 @@ import { withChroot } from '../../sys/chroot.js';
 import { makeselfLabel } from '../../sys/makeself.js';
 import { packRootfs, unpackRootfs } from '../../sys/rootfs-tar.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
-import { preflightDriverRun } from './driver-run.js';
+import { driverRunDownload, preflightDriverRun } from './driver-run.js';
 import { applyPatches, extractCheckedRun, findModules, firstCompilerError, signModules, stripModules, type ModuleSigningParams } from './driver-tree.js';
 
 type DriverParams = {
@@ -40,6 +40,7 @@ export const driver: StepDefinition<DriverParams, DriverInputs, DriverResult> = 
   version: 4,
   resources: { cpu: 'all' },
   preflight: (p, _files, ctx) => preflightDriverRun(ctx, { path: ctx.locations.run, url: p.url, version: p.version, sha256: p.sha256, what: 'driver', key: 'driver.version' }),
+  downloads: (p, task) => driverRunDownload({ path: task.locations?.run, url: p.url, version: p.version, sha256: p.sha256, what: 'driver' }),
   run: (ctx) => installDriver(ctx),
 };
 

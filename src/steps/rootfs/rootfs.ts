@@ -1,10 +1,10 @@
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { findOnPath } from '../../sys/which.js';
 import { GuestError } from '../../model/errors.js';
 import { redact } from '../../model/redact.js';
 import { PrivateApt, type PinnedPackage } from '../../sys/apt-private.js';
-import { checkSha256, downloadVerified, stepDownloadOptions } from '../../sys/download.js';
+import { fetchIntoStore, type StoreFile } from '../../sys/store.js';
 import { debStoreName, writeLocalRepository } from '../../sys/local-repo.js';
 import type { RootfsResult } from '../../model/results.js';
 import { hostMirror } from '../../sys/apt-sources.js';
@@ -43,6 +43,7 @@ export const rootfs: StepDefinition<RootfsParams, Record<string, never>, RootfsR
   // `host` becomes the host's actual mirror URL, which is part of the key
   resolve: async (params) => ({ ...params, mirror: params.mirror === 'host' ? hostMirror(params.distro) : params.mirror }),
   lock: (params, files, ctx) => lockPackages(params, readRecipe(files.recipe as string), ctx.signal),
+  downloads: (params) => (params.locked ? lockedDebs(params.mirror, params.locked.packages) : []),
   run: (ctx) => (ctx.params.locked ? createLockedRootfs(ctx, ctx.params.locked) : createRootfs(ctx)),
 };
 
@@ -162,36 +163,19 @@ async function createLockedRootfs(ctx: StepContext<RootfsParams>, locked: NonNul
   return { distro: p.distro, suite: p.suite, mirror: p.mirror, packages, builder: 'mmdebstrap', tarball: 'rootfs.tar' };
 }
 
-/** The locked .debs in the cache's shared store (`<cache>/debs/`), fetched from the mirror where missing, each checked against its sha256. */
-async function fetchPinnedDebs(ctx: StepContext<RootfsParams>, mirror: string, pinned: PinnedPackage[]): Promise<{ file: string; pkg: PinnedPackage }[]> {
-  const store = join(ctx.cacheDir, 'debs');
-  mkdirSync(store, { recursive: true });
-  const wanted = pinned.map((pkg) => ({ pkg, file: join(store, debStoreName(pkg)) }));
-  const missing = wanted.filter((w) => !existsSync(w.file));
-  if (missing.length && !ctx.network && !/^(file|copy):/.test(mirror)) {
-    throw new GuestError('E_OFFLINE', `--offline: ${missing.length} locked package(s) of the rootfs are not in this cache (${missing.slice(0, 3).map((m) => `${m.pkg.name} ${m.pkg.version}`).join(', ')}${missing.length > 3 ? ', …' : ''}); build once with the network into this cache, or build from a bundle`);
-  }
-  if (missing.length) ctx.log.info(`fetching ${missing.length} of ${wanted.length} locked .debs from ${redact(mirror)}`);
+/** The locked .debs as the cache's store keeps them (`debs/<sha256>_<file>`), fetched from the locked mirror. */
+function lockedDebs(mirror: string, pinned: PinnedPackage[]): StoreFile[] {
   const base = mirror.replace(/\/$/, '');
-  let next = 0;
-  const worker = async () => {
-    while (next < wanted.length) {
-      const { pkg, file } = wanted[next++]!;
-      const url = `${base}/${pkg.filename}`;
-      const what = `${pkg.name} ${pkg.version} (${pkg.filename})`;
-      if (url.startsWith('file://')) {
-        if (!existsSync(file)) {
-          copyFileSync(url.slice('file://'.length), `${file}.${process.pid}.part`);
-          renameSync(`${file}.${process.pid}.part`, file);
-        }
-        await checkSha256(file, pkg.sha256, what, url);
-      } else {
-        await downloadVerified({ urls: [url], dest: file, sha256: pkg.sha256, what, ...stepDownloadOptions(ctx), onProgress: undefined });
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: 4 }, worker));
-  return wanted;
+  return pinned.map((pkg) => ({ path: `debs/${debStoreName(pkg)}`, urls: [`${base}/${pkg.filename}`], sha256: pkg.sha256, what: `${pkg.name} ${pkg.version} (${pkg.filename})` }));
+}
+
+/** The locked .debs in the cache's store, fetched where missing, each checked against its sha256. */
+async function fetchPinnedDebs(ctx: StepContext<RootfsParams>, mirror: string, pinned: PinnedPackage[]): Promise<{ file: string; pkg: PinnedPackage }[]> {
+  const files = lockedDebs(mirror, pinned);
+  const missing = files.filter((f) => !existsSync(join(ctx.cacheDir, f.path))).length;
+  if (missing) ctx.log.info(`fetching ${missing} of ${files.length} locked .debs from ${redact(mirror)}`);
+  const paths = await fetchIntoStore(ctx.cacheDir, files, { network: ctx.network, signal: ctx.signal, log: (l) => ctx.log.info(l), offlineFix: 'build once with the network into this cache, or build from a bundle (`build --bundle`)' });
+  return paths.map((file, i) => ({ file, pkg: pinned[i]! }));
 }
 
 /** The installed set (dpkg-query's `name version` lines) must be the locked set, exactly. */

@@ -6,7 +6,7 @@ import type { RootfsResult, VgpuHostModulesResult, VgpuImageResult } from '../..
 import { ImageLayout, MEDIA, type Descriptor } from '../../sys/oci.js';
 import { assertMakeselfArchive, checkMakeselfArchive } from '../../sys/makeself.js';
 import { packRootfs } from '../../sys/rootfs-tar.js';
-import { obtainDriverRun, preflightDriverRun } from '../nvidia/driver-run.js';
+import { driverRunDownload, obtainDriverRun, preflightDriverRun } from '../nvidia/driver-run.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
 import { readBaseImage } from './base-image.js';
 import { buildWithEngine } from './engine.js';
@@ -40,6 +40,7 @@ export const vgpuImage: StepDefinition<VgpuParams, VgpuInputs, VgpuImageResult> 
   resources: { cpu: 1 },
   publish: 'vgpu-manager',
   preflight: (p, _files, ctx) => preflightDriverRun(ctx, { path: ctx.locations.run, url: p.url, version: p.version, sha256: p.sha256, what: 'vGPU driver', key: 'vgpu.version' }),
+  downloads: (p, task) => driverRunDownload({ path: task.locations?.run, url: p.url, version: p.version, sha256: p.sha256, what: 'vGPU driver', suffix: '-vgpu-kvm' }),
   run: (ctx) => buildVgpuImage(ctx),
 };
 

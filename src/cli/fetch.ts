@@ -1,0 +1,125 @@
+import { existsSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { GuestError } from '../model/errors.js';
+import { sha256Hex, type JsonObject } from '../model/json.js';
+import { checkLock, lockGraph, readLock, type LockFile } from '../engine/lock.js';
+import type { StepLog } from '../model/step.js';
+import type { PinnedPackage } from '../sys/apt-private.js';
+import { bundledPackages, importBundle, unpackBundle, writeBundle } from '../sys/bundle.js';
+import { fetchIntoStore, type StoreFile } from '../sys/store.js';
+import { openCache, type CliEnv, type Loaded, type PipelineOptions } from './context.js';
+import { abortOnSignals } from './signals.js';
+
+export interface FetchOptions extends PipelineOptions {
+  lock?: string;
+  bundle?: string;
+}
+
+/**
+ * gpu-guest fetch: every remote input the lock pins (resolved afresh without --lock) into the
+ * cache's stores, each checked against its sha256; with --bundle, also into one bundle file.
+ */
+export async function fetchCommand(opts: FetchOptions, env: CliEnv): Promise<number> {
+  const loaded = env.loadGraph(opts);
+  const out = opts.bundle ? resolve(opts.bundle) : undefined;
+  if (out) checkTarget(out);
+  const { store } = openCache(opts, env.env, env.stderr);
+  const signals = abortOnSignals(() => undefined);
+  const log = stderrLog(env);
+  try {
+    const lock = await lockFor(opts, loaded, env, store.root, signals.signal);
+    const files = storeFiles(lock, loaded, env);
+    env.stderr(`fetching ${files.length} file(s) into ${store.root}\n`);
+    const paths = await fetchIntoStore(store.root, files, { network: true, signal: signals.signal, offlineFix: '' });
+    if (!out) {
+      env.stdout(`fetched ${files.length} file(s) for ${lock.pipeline} into the cache\n`);
+      return 0;
+    }
+    const bySha = new Map(bundledPackages(lock).map((p) => [p.sha256, p]));
+    const downloads: { file: string; path: string }[] = [];
+    const debs: { file: string; pkg: PinnedPackage }[] = [];
+    files.forEach((f, i) => (f.path.startsWith('debs/') ? debs.push({ file: paths[i]!, pkg: bySha.get(f.sha256)! }) : downloads.push({ file: paths[i]!, path: f.path })));
+    const scratch = await store.begin(sha256Hex(`bundle ${out}`));
+    try {
+      const index = await writeBundle(out, `${scratch.workDir}/bundle`, { lock, downloads, debs, suite: rootfsSuite(loaded), log, signal: signals.signal });
+      const bytes = index.files.reduce((n, f) => n + f.size, 0);
+      env.stdout(`wrote ${out}: ${index.files.length} files, ${(bytes / 2 ** 20).toFixed(1)} MiB (the lock, ${downloads.length} download(s), a Debian repository of ${debs.length} locked package(s)); \`gpu-guest bundle verify ${out}\` checks it\n`);
+    } finally {
+      await store.discard(scratch);
+    }
+    return 0;
+  } finally {
+    signals.dispose();
+  }
+}
+
+/** gpu-guest bundle verify: unpack into a scratch folder and check every file; nothing is kept. */
+export async function bundleVerifyCommand(file: string, opts: { cacheDir?: string; json?: boolean }, env: CliEnv): Promise<number> {
+  const { store } = openCache({ set: [], fragment: [], outDir: 'out', cacheDir: opts.cacheDir }, env.env, env.stderr);
+  const scratch = await store.begin(sha256Hex(`bundle verify ${file}`));
+  try {
+    const { index, lock } = await unpackBundle(resolve(file), scratch.workDir, stderrLog(env, true));
+    const bytes = index.files.reduce((n, f) => n + f.size, 0);
+    if (opts.json) env.stdout(`${JSON.stringify({ bundle: resolve(file), ok: true, pipeline: index.pipeline, files: index.files.length, bytes, packages: bundledPackages(lock).length }, null, 2)}\n`);
+    else env.stdout(`${file}: ${index.files.length} files verified (${(bytes / 2 ** 20).toFixed(1)} MiB), pipeline ${index.pipeline}, ${bundledPackages(lock).length} locked package(s)${index.suite ? ', repository signature good' : ''}\n`);
+    return 0;
+  } finally {
+    await store.discard(scratch);
+  }
+}
+
+/**
+ * build --bundle: the bundle checked whole, its files moved into the cache's stores, its lock
+ * returned for the build to use (checked against the pipeline).
+ */
+export async function bundleForBuild(file: string, loaded: Loaded, env: CliEnv, cacheDir: string, begin: (key: string) => Promise<{ workDir: string }>, discard: (s: { workDir: string }) => Promise<void>, signal: AbortSignal): Promise<LockFile> {
+  const scratch = await begin(sha256Hex(`bundle ${file}`));
+  try {
+    const { index, lock } = await unpackBundle(resolve(file), scratch.workDir, stderrLog(env, true), signal);
+    checkLock(`the lock in ${file}`, lock, loaded.graph, env.steps, loaded.sourceDate);
+    const moved = importBundle(scratch.workDir, index, lock, cacheDir);
+    env.stderr(`bundle ${file}: ${index.files.length} files verified, ${moved} put into the cache\n`);
+    return lock;
+  } finally {
+    await discard(scratch);
+  }
+}
+
+async function lockFor(opts: FetchOptions, loaded: Loaded, env: CliEnv, cacheDir: string, signal: AbortSignal): Promise<LockFile> {
+  if (!opts.lock) return lockGraph(loaded.graph, env.steps, loaded.sourceDate, { signal, cacheDir, network: true });
+  const lock = readLock(resolve(opts.lock));
+  checkLock(resolve(opts.lock), lock, loaded.graph, env.steps, loaded.sourceDate);
+  return lock;
+}
+
+/** Every task's store files with the lock's parameters (a task the lock does not name: as declared). */
+function storeFiles(lock: LockFile, loaded: Loaded, env: CliEnv): StoreFile[] {
+  const files = new Map<string, StoreFile>();
+  for (const task of loaded.graph.tasks) {
+    const step = env.steps.get(task.kind);
+    const params = (lock.tasks[task.id]?.resolved ?? task.params) as JsonObject;
+    for (const f of step?.downloads?.(params, task) ?? []) files.set(f.path, f);
+  }
+  return [...files.values()];
+}
+
+function rootfsSuite(loaded: Loaded): string | undefined {
+  const rootfs = loaded.graph.tasks.find((t) => t.kind === 'rootfs');
+  return rootfs ? String(rootfs.params.suite) : undefined;
+}
+
+function checkTarget(out: string): void {
+  const dir = dirname(out);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new GuestError('E_USAGE', `--bundle ${out}: folder ${dir} does not exist (create it, or name a file in an existing folder)`);
+  if (existsSync(out) && statSync(out).isDirectory()) throw new GuestError('E_USAGE', `--bundle ${out}: is a folder (name a file)`);
+}
+
+/** The commands' own tool output (tar, dpkg-scanpackages, gpg) is kept quiet; their failures still name it. */
+function stderrLog(env: CliEnv, quiet = true): StepLog {
+  const lines: string[] = [];
+  return {
+    write: (chunk) => void lines.push(...chunk.toString().split('\n').filter(Boolean)),
+    info: (line) => (quiet ? lines.push(line) : env.stderr(`${line}\n`)),
+    tail: (n) => lines.slice(-n),
+  };
+}

@@ -1,0 +1,198 @@
+import { execFile } from 'node:child_process';
+import { existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, copyFileSync } from 'node:fs';
+import { basename, dirname, join, relative } from 'node:path';
+import { promisify } from 'node:util';
+import { GuestError } from '../model/errors.js';
+import type { StepLog } from '../model/step.js';
+import type { LockFile } from '../engine/lock.js';
+import type { PinnedPackage } from './apt-private.js';
+import { runLogged } from './exec.js';
+import { sha256File } from './hash.js';
+import { debStoreName, writeLocalRepository } from './local-repo.js';
+
+const run = promisify(execFile);
+
+/** The bundle's format version: a reader refuses any other. */
+export const BUNDLE_FORMAT = 1;
+export const BUNDLE_INDEX = 'bundle.json';
+export const BUNDLE_LOCK = 'lock.json';
+export const BUNDLE_KEY = 'bundle-key.gpg';
+
+/**
+ * `bundle.json`, the bundle's table of contents: every other file with its size and sha256. What
+ * `bundle verify` and `build --bundle` check before anything is used.
+ */
+export interface BundleIndex {
+  gpuGuestBundle: number;
+  pipeline: string;
+  sourceDate: number;
+  /** Suite of the Debian repository at the bundle's root (dists/<suite>/, pool/main/). */
+  suite?: string;
+  files: { path: string; size: number; sha256: string }[];
+}
+
+/** A locked rootfs package and the file it is in the cache's store. */
+export interface BundledDeb {
+  file: string;
+  pkg: PinnedPackage;
+}
+
+/**
+ * Writes the bundle: the lock, every store file (`downloads/…`), and a Debian-format repository of
+ * the locked packages at the bundle's root (pool/main/, dists/<suite>/ with Packages made by
+ * dpkg-scanpackages, and InRelease signed with a key made for this bundle, whose public part is
+ * bundle-key.gpg). One tar, entries sorted, owned by root, dated the source date. Written to a
+ * temporary name and renamed: a failed fetch leaves no bundle.
+ */
+export async function writeBundle(out: string, stage: string, o: { lock: LockFile; downloads: { file: string; path: string }[]; debs: BundledDeb[]; suite?: string; log: StepLog; signal?: AbortSignal }): Promise<BundleIndex> {
+  mkdirSync(stage, { recursive: true });
+  writeFileSync(join(stage, BUNDLE_LOCK), `${JSON.stringify(o.lock, null, 2)}\n`);
+  for (const d of o.downloads) placeFile(d.file, join(stage, d.path));
+  if (o.debs.length) {
+    await writeLocalRepository(stage, o.suite!, o.debs, o.log, o.signal);
+    await signRelease(stage, o.suite!, o.log, o.signal);
+  }
+  rmSync(join(stage, 'override'), { force: true });
+  const files: BundleIndex['files'] = [];
+  for (const path of listFiles(stage)) files.push({ path, size: statSync(join(stage, path)).size, sha256: await sha256File(join(stage, path)) });
+  const index: BundleIndex = { gpuGuestBundle: BUNDLE_FORMAT, pipeline: o.lock.pipeline, sourceDate: o.lock.sourceDate, ...(o.debs.length ? { suite: o.suite } : {}), files };
+  writeFileSync(join(stage, BUNDLE_INDEX), `${JSON.stringify(index, null, 2)}\n`);
+  const part = `${out}.${process.pid}.part`;
+  try {
+    await runLogged(o.log, 'tar', ['--sort=name', `--mtime=@${o.lock.sourceDate}`, '--owner=0', '--group=0', '--numeric-owner', '--format=gnu', '-cf', part, '-C', stage, '.'], { signal: o.signal });
+    renameSync(part, out);
+  } catch (err) {
+    rmSync(part, { force: true });
+    throw err;
+  }
+  return index;
+}
+
+/** Clearsigns dists/<suite>/Release as InRelease with a key made for this bundle (no passphrase; its public part ships in the bundle). */
+async function signRelease(root: string, suite: string, log: StepLog, signal?: AbortSignal): Promise<void> {
+  const home = join(root, '..', 'gnupg');
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  const gpg = (args: string[]) => runLogged(log, 'gpg', ['--homedir', home, '--batch', '--pinentry-mode', 'loopback', '--passphrase', '', ...args], { signal, capture: true });
+  await gpg(['--quick-gen-key', 'gpu-guest bundle <bundle@gpu-guest.invalid>', 'ed25519', 'sign', 'never']);
+  await gpg(['--yes', '--clearsign', '--digest-algo', 'SHA256', '-o', join(root, 'dists', suite, 'InRelease'), join(root, 'dists', suite, 'Release')]);
+  await gpg(['--yes', '--export', '-o', join(root, BUNDLE_KEY)]);
+}
+
+function placeFile(from: string, to: string): void {
+  mkdirSync(dirname(to), { recursive: true });
+  try {
+    linkSync(from, to);
+  } catch {
+    copyFileSync(from, to);
+  }
+}
+
+/** Regular files below dir, as sorted relative paths; anything else (a link, a device) is refused. */
+function listFiles(dir: string, root = dir): string[] {
+  const out: string[] = [];
+  for (const name of readdirSync(dir).sort()) {
+    const path = join(dir, name);
+    const st = lstatSync(path);
+    if (st.isDirectory()) out.push(...listFiles(path, root));
+    else if (st.isFile()) out.push(relative(root, path));
+    else throw new GuestError('E_BUNDLE_CORRUPT', `bundle member ${relative(root, path)} is not a regular file (a bundle holds only files and folders)`);
+  }
+  return out;
+}
+
+/**
+ * Unpacks a bundle into `into` and checks it whole: its index, every file's size and sha256, no
+ * file it does not list, the repository's signature against the bundled key, and every locked
+ * package present with the lock's sha256. Every problem is named (E_BUNDLE_CORRUPT); nothing of a
+ * bundle that fails is used.
+ */
+export async function unpackBundle(file: string, into: string, log: StepLog, signal?: AbortSignal): Promise<{ index: BundleIndex; lock: LockFile }> {
+  if (!existsSync(file) || !statSync(file).isFile()) throw new GuestError('E_USAGE', `--bundle ${file}: no such file (make one with \`gpu-guest fetch --bundle ${basename(file)}\`)`);
+  mkdirSync(into, { recursive: true });
+  try {
+    // GNU tar refuses members with `..` and strips a leading /: nothing lands outside `into`
+    await runLogged(log, 'tar', ['-xf', file, '-C', into, '--no-same-owner', '--no-same-permissions'], { signal });
+  } catch (err) {
+    throw new GuestError('E_BUNDLE_CORRUPT', `${file} is not a readable tar archive (${(err as Error).message.split('\n')[0]}): fetch the bundle again`, { cause: err });
+  }
+  const index = readIndex(file, into);
+  const problems: string[] = [];
+  const present = new Set(listFiles(into).filter((p) => p !== BUNDLE_INDEX));
+  for (const f of index.files) {
+    if (!present.delete(f.path)) {
+      problems.push(`${f.path}: missing`);
+      continue;
+    }
+    const path = join(into, f.path);
+    const size = statSync(path).size;
+    if (size !== f.size) problems.push(`${f.path}: ${size} bytes, the index says ${f.size}`);
+    else if ((await sha256File(path)) !== f.sha256) problems.push(`${f.path}: sha256 differs from the index's ${f.sha256.slice(0, 12)}…`);
+  }
+  for (const extra of present) problems.push(`${extra}: not in the bundle's index`);
+  if (problems.length) throw corrupt(file, problems);
+  const lock = JSON.parse(readFileSync(join(into, BUNDLE_LOCK), 'utf8')) as LockFile;
+  if (index.suite) {
+    await checkSignature(file, into, index.suite);
+    const have = new Set(index.files.map((f) => f.sha256));
+    const missing = bundledPackages(lock).filter((p) => !have.has(p.sha256));
+    if (missing.length) throw corrupt(file, missing.map((p) => `${p.name} ${p.version}: locked, not in the bundle with the lock's sha256`));
+  }
+  return { index, lock };
+}
+
+function readIndex(file: string, into: string): BundleIndex {
+  const path = join(into, BUNDLE_INDEX);
+  if (!existsSync(path)) throw new GuestError('E_BUNDLE_CORRUPT', `${file} has no ${BUNDLE_INDEX}: not a gpu-guest bundle (make one with \`gpu-guest fetch --bundle\`)`);
+  let index: BundleIndex;
+  try {
+    index = JSON.parse(readFileSync(path, 'utf8')) as BundleIndex;
+  } catch (err) {
+    throw new GuestError('E_BUNDLE_CORRUPT', `${file}: ${BUNDLE_INDEX} is not JSON (${(err as Error).message})`, { cause: err });
+  }
+  if (index.gpuGuestBundle !== BUNDLE_FORMAT || !Array.isArray(index.files)) throw new GuestError('E_BUNDLE_CORRUPT', `${file}: bundle format ${String(index.gpuGuestBundle)}, this gpu-guest reads ${BUNDLE_FORMAT}`);
+  if (!index.files.some((f) => f.path === BUNDLE_LOCK)) throw new GuestError('E_BUNDLE_CORRUPT', `${file} carries no ${BUNDLE_LOCK}`);
+  return index;
+}
+
+async function checkSignature(file: string, into: string, suite: string): Promise<void> {
+  try {
+    await run('gpgv', ['--keyring', join(into, BUNDLE_KEY), join(into, 'dists', suite, 'InRelease')]);
+  } catch (err) {
+    const why = ((err as { stderr?: string }).stderr ?? '').trim().split('\n').pop();
+    throw new GuestError('E_BUNDLE_CORRUPT', `${file}: the repository's InRelease does not verify against the bundle's key (${why})`, { cause: err });
+  }
+}
+
+function corrupt(file: string, problems: string[]): GuestError {
+  return new GuestError('E_BUNDLE_CORRUPT', `${file} is damaged: ${problems[0]}${problems.length > 1 ? ` (and ${problems.length - 1} more)` : ''}; fetch the bundle again`, { details: problems });
+}
+
+/** The packages of every locked rootfs in the lock. */
+export function bundledPackages(lock: LockFile): PinnedPackage[] {
+  const out: PinnedPackage[] = [];
+  for (const t of Object.values(lock.tasks)) {
+    const locked = t.resolved.locked as { packages?: PinnedPackage[] } | undefined;
+    if (locked?.packages) out.push(...locked.packages);
+  }
+  return out;
+}
+
+/**
+ * Moves a verified bundle's files into the cache's stores, where the steps look before the
+ * network: `downloads/…` as they are, each locked package to `debs/<sha256>_<file>`.
+ */
+export function importBundle(into: string, index: BundleIndex, lock: LockFile, cacheDir: string): number {
+  const bySha = new Map(bundledPackages(lock).map((p) => [p.sha256, p]));
+  let moved = 0;
+  for (const f of index.files) {
+    let target: string | undefined;
+    if (f.path.startsWith('downloads/')) target = f.path;
+    else if (f.path.startsWith('pool/') && bySha.has(f.sha256)) target = `debs/${debStoreName(bySha.get(f.sha256)!)}`;
+    if (!target) continue;
+    const dest = join(cacheDir, target);
+    mkdirSync(dirname(dest), { recursive: true });
+    if (!existsSync(dest)) renameSync(join(into, f.path), dest);
+    moved++;
+  }
+  return moved;
+}
