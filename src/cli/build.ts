@@ -10,7 +10,6 @@ import { createJsonReporter } from '../engine/report/json.js';
 import { createPlainReporter } from '../engine/report/plain.js';
 import { chooseProgressMode, type Reporter } from '../engine/report/reporter.js';
 import { createTraceReporter } from '../engine/report/trace.js';
-import { createTtyReporter } from '../engine/report/tty.js';
 import { createGithubReporter } from '../engine/report/github.js';
 import { runSummary, summaryMarkdown, type RunSummary } from '../engine/report/run-summary.js';
 import { RemoteCacheStore, type RemoteCacheOptions } from '../engine/remote-cache.js';
@@ -67,7 +66,7 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
     memo.save();
     const logsDir = prepareOut(loaded.pipelineOut);
     const bus = new EventBus();
-    const reporters = createReporters(opts, env, logsDir);
+    const reporters = await createReporters(opts, env, logsDir);
     for (const r of reporters) bus.subscribe(r.listen);
     const started = Date.now();
     const outcome = await runPlan(plan, loaded.graph, env.steps, store, bus, {
@@ -116,11 +115,12 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
   }
 }
 
-function createReporters(opts: BuildOptions, env: CliEnv, logsDir: string): Reporter[] {
+async function createReporters(opts: BuildOptions, env: CliEnv, logsDir: string): Promise<Reporter[]> {
   const mode = chooseProgressMode(opts, env.isTTY, env.env);
   const line = (l: string) => env.stdout(`${l}\n`);
+  // listr2 is loaded only for a terminal: a CI or scripted build does not pay for it
   const view: Reporter =
-    mode === 'tty' ? createTtyReporter(env.stdout) : { listen: mode === 'json' ? createJsonReporter(line) : createPlainReporter(line) };
+    mode === 'tty' ? (await import('../engine/report/tty.js')).createTtyReporter(env.stdout) : { listen: mode === 'json' ? createJsonReporter(line) : createPlainReporter(line) };
   // on a GitHub Actions runner (and not printing JSON events): log groups and error annotations too
   const github: Reporter[] = onGithubActions(env.env) && mode === 'plain' ? [{ listen: createGithubReporter(line) }] : [];
   return [view, ...github, { listen: createTraceReporter(join(logsDir, 'trace.json')) }, { listen: createEventsFileReporter(join(logsDir, 'events.jsonl')) }];

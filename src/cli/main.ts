@@ -3,21 +3,13 @@ import { exitStatusFor, isGuestError, messageOf } from '../model/errors.js';
 import { redact } from '../model/redact.js';
 import { defaultCacheDir, gpuGuestVersion } from '../paths.js';
 import { builtinSteps } from '../steps/index.js';
-import { buildCommand } from './build.js';
-import { cleanCommand } from './clean.js';
 import { loadFromPipelineFile, type CliEnv } from './context.js';
 import { listVendors } from '../pipeline/load.js';
-import { doctorCommand } from './doctor.js';
-import { planCommand } from './plan.js';
-import { verifyCommand } from './verify.js';
-import { pushCommand } from './push.js';
-import { configDiffCommand, configExplainCommand } from './config.js';
-import { cacheListCommand, cachePruneCommand } from './cache.js';
-import { matrixCommand } from './matrix.js';
-import { lockCommand } from './lock.js';
-import { bundleVerifyCommand, fetchCommand } from './fetch.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
+
+// Each command's module is loaded when that command runs: `build` does not load verify's QEMU
+// driver, matrix's workflow writers or config's Kconfig reader (start-up is part of a no-op build).
 
 function addPipelineOptions(cmd: Command, env: CliEnv): Command {
   return addPipelineSettings(
@@ -68,24 +60,24 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .option('--registry-auth <file>', 'with --push: a Docker config.json with the registry credentials')
     .option('--insecure-registry', 'with --push: the registry speaks plain HTTP', false)
     .addOption(new Option('--push-with <tool>', 'with --push: skopeo, or the OCI distribution API directly').choices(['auto', 'skopeo', 'api']).default('auto'))
-    .action(async (opts) => setStatus(await buildCommand(opts, env)));
+    .action(async (opts) => setStatus(await (await import('./build.js')).buildCommand(opts, env)));
 
   addSelectionOptions(addPipelineOptions(program.command('plan').description('show each task, its key and dependencies, and whether it is cached or must run and why'), env))
     .option('--json', 'print the plan as JSON', false)
     .option('--dot', 'print the task graph as Graphviz dot', false)
     .option('--lock <file>', 'plan with the resolutions this lock pins (checked against the pipeline)')
     .option('--resolve', 'ask the mirrors for exact versions and sha256 of version ranges (reads only; without it plan uses no network)', false)
-    .action(async (opts) => setStatus(await planCommand(opts, env)));
+    .action(async (opts) => setStatus(await (await import('./plan.js')).planCommand(opts, env)));
 
   addPipelineOptions(program.command('lock').description('resolve every remote input of the pipeline (kernel version and tarball sha256, the rootfs package set with each .deb\'s sha256) and write them to a lock file'), env)
     .option('--lock <file>', 'the lock file to write (default: <pipeline>.lock.json in the current folder)')
     .option('--json', 'print the lock as JSON', false)
-    .action(async (opts) => setStatus(await lockCommand(opts, env)));
+    .action(async (opts) => setStatus(await (await import('./lock.js')).lockCommand(opts, env)));
 
   addPipelineOptions(program.command('fetch').description('download and verify every remote input the lock pins into the cache; with --bundle also into one file to carry to a machine without a network'), env)
     .option('--lock <file>', 'the lock whose inputs to fetch (default: resolve the pipeline now, and bundle that lock)')
     .option('--bundle <file>', 'also write a bundle (tar): the lock, the downloads, a signed Debian repository of the locked packages')
-    .action(async (opts) => setStatus(await fetchCommand(opts, env)));
+    .action(async (opts) => setStatus(await (await import('./fetch.js')).fetchCommand(opts, env)));
 
   program
     .command('bundle')
@@ -94,17 +86,17 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .description('check every file of a bundle against its index, the repository signature, and the locked packages')
     .option('--cache-dir <dir>', 'cache folder whose scratch space the check unpacks into', defaultCacheDir(env.env))
     .option('--json', 'print the result as JSON', false)
-    .action(async (file: string, opts) => setStatus(await bundleVerifyCommand(file, opts, env)));
+    .action(async (file: string, opts) => setStatus(await (await import('./fetch.js')).bundleVerifyCommand(file, opts, env)));
 
   addPipelineOptions(program.command('doctor').description('check the host tools the pipeline needs and print the apt-get line that installs the missing ones'), env)
     .option('--json', 'print the checks as JSON', false)
-    .action(async (opts) => setStatus(await doctorCommand(opts, env)));
+    .action(async (opts) => setStatus(await (await import('./doctor.js')).doctorCommand(opts, env)));
 
   addPipelineOptions(program.command('push').description('push the built vGPU manager image to its registry and write the GPU Operator values'), env)
     .option('--registry-auth <file>', 'a Docker config.json with credentials for the registry (default: REGISTRY_USERNAME/REGISTRY_PASSWORD, else ~/.docker/config.json)')
     .option('--insecure-registry', 'the registry speaks plain HTTP', false)
     .addOption(new Option('--push-with <tool>', 'skopeo, or the OCI distribution API directly').choices(['auto', 'skopeo', 'api']).default('auto'))
-    .action(async (opts) => setStatus(await pushCommand(opts, env)));
+    .action(async (opts) => setStatus(await (await import('./push.js')).pushCommand(opts, env)));
 
   addPipelineOptions(program.command('verify').description('boot the built kernel and image in QEMU and check the guest from inside'), env)
     .addOption(new Option('--accel <accel>', 'QEMU accelerator: tcg (software) or kvm where the host\'s KVM works').choices(['tcg', 'kvm']).default('tcg'))
@@ -113,11 +105,11 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .option('--json', 'print the check results as JSON', false)
     .option('--kernel-arg <param>', 'an extra kernel parameter for the boot, e.g. module.sig_enforce=1, repeatable', collect, [])
     .addOption(new Option('--hotplug <slots>', 'q35 guests: prove hot-plug into a PCIe root port (large BAR, native pciehp), a PCI bridge (small BAR, ACPI hotplug; a second boot), both, or none').choices(['both', 'root-port', 'bridge', 'none']).default('both'))
-    .action(async (opts) => setStatus(await verifyCommand(opts, env)));
+    .action(async (opts) => setStatus(await (await import('./verify.js')).verifyCommand(opts, env)));
 
   addPipelineOptions(program.command('clean').description('remove the pipeline\'s out folder (all of the out folder without --vendor/--pipeline)'), env)
     .option('--cache', 'also remove every cache entry', false)
-    .action(async (opts) => setStatus(await cleanCommand(opts, env)));
+    .action(async (opts) => setStatus(await (await import('./clean.js')).cleanCommand(opts, env)));
 
   program
     .command('matrix')
@@ -132,7 +124,7 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .option('--remote-cache <url>', 'argo: the shared cache the nodes exchange results through (default: GPU_GUEST_REMOTE_CACHE)')
     .option('--remote-cache-secret <name>', 'argo: the Kubernetes Secret whose key token holds the remote cache\'s bearer token', 'gpu-guest-remote-cache')
     .option('--generate-name <prefix>', 'argo: the Workflow\'s metadata.generateName', 'gpu-guest-')
-    .action(async (opts) => setStatus(await matrixCommand(opts, env)));
+    .action(async (opts) => setStatus(await (await import('./matrix.js')).matrixCommand(opts, env)));
 
   const cache = program.command('cache').description('list the cache\'s entries, or remove those unused for long or beyond a size');
   cache
@@ -140,7 +132,7 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .description('every cache entry with its size, kind, pipeline/task and last use, least recently used first')
     .option('--cache-dir <dir>', 'cache folder', defaultCacheDir(env.env))
     .option('--json', 'print the entries as JSON', false)
-    .action(async (opts) => setStatus(await cacheListCommand(opts, env)));
+    .action(async (opts) => setStatus(await (await import('./cache.js')).cacheListCommand(opts, env)));
   cache
     .command('prune')
     .description('remove entries unused for --older-than, then the least recently used until the cache is within --max-size; never an entry a running build holds')
@@ -149,7 +141,7 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .option('--dry-run', 'say what would be removed, remove nothing', false)
     .option('--cache-dir <dir>', 'cache folder', defaultCacheDir(env.env))
     .option('--json', 'print what was removed as JSON', false)
-    .action(async (opts) => setStatus(await cachePruneCommand(opts, env)));
+    .action(async (opts) => setStatus(await (await import('./cache.js')).cachePruneCommand(opts, env)));
 
   const config = program.command('config').description('compare kernel configs, and explain why an option of a built one is on or off');
   addPipelineSettings(
@@ -160,10 +152,10 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
   )
     .option('--json', 'print the differences as JSON', false)
     .option('--exit-code', 'exit 1 when any option differs (as git diff --exit-code)', false)
-    .action(async (a: string, b: string, opts) => setStatus(await configDiffCommand(a, b, { ...opts, outDir: 'out' }, env)));
+    .action(async (a: string, b: string, opts) => setStatus(await (await import('./config.js')).configDiffCommand(a, b, { ...opts, outDir: 'out' }, env)));
   addPipelineOptions(config.command('explain <option>').description('why CONFIG_<option> is on or off in the pipeline\'s built config: the fragment line that asked for it, the option that selects it, or the unmet dependency'), env)
     .option('--json', 'print the explanation as JSON', false)
-    .action(async (option: string, opts) => setStatus(await configExplainCommand(option, opts, env)));
+    .action(async (option: string, opts) => setStatus(await (await import('./config.js')).configExplainCommand(option, opts, env)));
   return program;
 }
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { spawn } from 'node:child_process';
-import got, { RequestError } from 'got';
+import { loadGot, requestCodeOf } from '../sys/http.js';
 import { GuestError, messageOf } from '../model/errors.js';
 import { redact } from '../model/redact.js';
 import type { KeyMaterial } from '../model/task.js';
@@ -124,6 +124,7 @@ export class RemoteCacheStore implements CacheStore {
   }
 
   private async download(key: string): Promise<CacheEntry | undefined> {
+    const { default: got } = await loadGot();
     const acUrl = this.url(`ac/${key}.json`);
     const ac = await got(acUrl, this.request(acUrl));
     if (ac.statusCode === 404) return undefined;
@@ -170,6 +171,7 @@ export class RemoteCacheStore implements CacheStore {
   }
 
   private async upload(entry: CacheEntry): Promise<void> {
+    const { default: got } = await loadGot();
     const dir = join(entry.outDir, '..');
     const tmp = join(this.local.root, 'tmp', `upload-${entry.key.slice(0, 16)}.${process.pid}.${randomBytes(4).toString('hex')}`);
     mkdirSync(tmp, { recursive: true });
@@ -197,7 +199,7 @@ export class RemoteCacheStore implements CacheStore {
   /** A remote problem: a warning; a server that cannot be reached is said once and not asked again. */
   private problem(what: string, err: unknown): void {
     if (this.unreachable) return;
-    const code = err instanceof RequestError ? err.code : undefined;
+    const code = requestCodeOf(err);
     // no network, as downloads see it, or a server that stopped answering
     const cannotReach = code !== undefined && (NO_NETWORK.has(code) || code === 'ETIMEDOUT' || code === 'ECONNRESET');
     if (cannotReach) {

@@ -3,13 +3,14 @@ import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:pat
 import { versionRange } from '../steps/kernel/versions.js';
 import { checkRegistry, osBase, parseVgpuRunName } from '../steps/vgpu/naming.js';
 import { dkmsPins } from '../steps/nvidia/driver-packages.js';
-import { Ajv, type ErrorObject } from 'ajv';
+import { createRequire } from 'node:module';
+import type { ErrorObject, ValidateFunction } from 'ajv';
 import { isMap, isNode, LineCounter, parseDocument, type Document } from 'yaml';
 import { readSigningIdentity } from '../sys/module-signing.js';
 import { GuestError } from '../model/errors.js';
 import { kernelProfileFiles, projectRoot } from '../paths.js';
 import { applyOverride, formatKeyPath, parseOverride, type KeyPath, type Override } from './overrides.js';
-import { keysAt, PATTERN_MEANING, pipelineSchema } from './schema.js';
+import { keysAt, PATTERN_MEANING, PIPELINE_VALIDATOR_OPTIONS, pipelineSchema } from './schema.js';
 import { expandMatrix } from './matrix.js';
 import type { LoadedPipeline, Pipeline } from './types.js';
 
@@ -29,10 +30,28 @@ export interface PipelineSelection {
 /** A pipeline file is a few kilobytes; anything past this is not one. */
 const MAX_PIPELINE_BYTES = 1 << 20;
 
-// the schema is ours and fixed (the tests compile it strictly): not validating it against JSON
-// Schema's meta-schema at every start saves a sixth of a no-op build
-const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, validateSchema: false });
-const validate = ajv.compile(pipelineSchema);
+let validator: ValidateFunction | undefined;
+
+/**
+ * The schema's validator: the one `npm run build` wrote as code beside this file
+ * (scripts/pipeline-validator.mjs), so a start does not load Ajv and compile the schema; compiled
+ * here when it is absent (running from the sources). A test checks that both judge alike.
+ */
+export function pipelineValidator(compiled = false): ValidateFunction {
+  if (validator && !compiled) return validator;
+  const require = createRequire(import.meta.url);
+  if (!compiled) {
+    try {
+      return (validator = require('./validate-pipeline.cjs') as ValidateFunction);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
+    }
+  }
+  const { Ajv } = require('ajv') as typeof import('ajv');
+  const own = new Ajv(PIPELINE_VALIDATOR_OPTIONS).compile(pipelineSchema);
+  if (!compiled) validator = own;
+  return own;
+}
 
 /** Names of the shipped pipelines (`--vendor` values). */
 export function listVendors(pipelinesDir = resolve(projectRoot, 'pipelines')): string[] {
@@ -96,6 +115,7 @@ export function loadPipeline(selection: PipelineSelection): LoadedPipeline {
   const overrides = (selection.sets ?? []).map(parseOverride);
   for (const o of overrides) applyOverride(data as Record<string, unknown>, o);
 
+  const validate = pipelineValidator();
   if (!validate(data)) {
     const problems = (validate.errors ?? []).map((e) => describeSchemaError(e, data, doc, lines, shown, overrides));
     const unique = [...new Set(problems)];

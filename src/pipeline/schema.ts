@@ -198,3 +198,10 @@ export function schemaAt(path: (string | number)[]): SchemaNode | undefined {
 export function keysAt(path: (string | number)[]): string[] {
   return Object.keys(schemaAt(path)?.properties ?? {});
 }
+
+/**
+ * How the schema is compiled (at build time into dist/pipeline/validate-pipeline.cjs, or at run
+ * time from the sources). The schema is ours and fixed, and a test compiles it strictly: it is not
+ * checked against JSON Schema's meta-schema at every start.
+ */
+export const PIPELINE_VALIDATOR_OPTIONS = { allErrors: true, useDefaults: true, strict: false, validateSchema: false } as const;

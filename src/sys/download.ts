@@ -1,7 +1,7 @@
 import { createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { basename, dirname } from 'node:path';
-import got, { HTTPError, RequestError } from 'got';
+import { httpStatusOf, loadGot, requestCodeOf } from './http.js';
 import { proxyAgent, proxyFor } from './proxy.js';
 import { GuestError } from '../model/errors.js';
 import { redact } from '../model/redact.js';
@@ -77,6 +77,7 @@ async function fetchWithResume(url: string, part: string, opts: DownloadOptions)
   for (let attempt = 1; attempt <= attempts; attempt++) {
     const have = existsSync(part) ? statSync(part).size : 0;
     try {
+      const { default: got } = await loadGot();
       const stream = got.stream(url, {
         headers: have > 0 ? { range: `bytes=${have}-` } : {},
         retry: { limit: 0 },
@@ -102,10 +103,11 @@ async function fetchWithResume(url: string, part: string, opts: DownloadOptions)
       lastError = err;
       if (opts.signal?.aborted) throw err;
       // the partial file is already whole: nothing is left to send
-      if (err instanceof HTTPError && err.response.statusCode === 416 && have > 0) return;
-      if (err instanceof HTTPError && err.response.statusCode < 500 && err.response.statusCode !== 408 && err.response.statusCode !== 429) throw err;
-      const code = (err as RequestError).code;
-      if (NO_NETWORK.has(code) && attempt >= 2) throw err;
+      const status = httpStatusOf(err);
+      if (status === 416 && have > 0) return;
+      if (status !== undefined && status < 500 && status !== 408 && status !== 429) throw err;
+      const code = requestCodeOf(err);
+      if (code && NO_NETWORK.has(code) && attempt >= 2) throw err;
       await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** attempt, 2000)));
     }
   }
@@ -138,8 +140,10 @@ function through(url: string): string {
 }
 
 function describeFailure(err: unknown): string {
-  if (err instanceof HTTPError) return `HTTP ${err.response.statusCode}`;
-  if (err instanceof RequestError) return `${err.code}: ${err.message.split('\n')[0]}`;
+  const status = httpStatusOf(err);
+  if (status !== undefined) return `HTTP ${status}`;
+  const code = requestCodeOf(err);
+  if (code) return `${code}: ${(err as Error).message.split('\n')[0]}`;
   return err instanceof Error ? err.message : String(err);
 }
 
@@ -148,6 +152,7 @@ export async function fetchText(urls: string[], what: string, signal?: AbortSign
   const failures: string[] = [];
   for (const url of urls) {
     try {
+      const { default: got } = await loadGot();
       const text = await got(url, { retry: { limit: 1 }, timeout: { request: 20_000 }, signal, agent: proxyAgent(url) }).text();
       return { text, url };
     } catch (err) {

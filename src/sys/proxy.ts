@@ -1,6 +1,6 @@
 import { Agent as HttpAgent, type ClientRequest } from 'node:http';
 import type { Agent as HttpsAgent } from 'node:https';
-import { HttpsProxyAgent } from 'hpagent';
+import { createRequire } from 'node:module';
 
 /** The proxy variables gpu-guest honours, in the spellings curl and apt read (lower case first). */
 const PROXY_VARIABLES = ['http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY', 'no_proxy', 'NO_PROXY'];
@@ -46,7 +46,10 @@ export function proxyFor(url: string, env: NodeJS.ProcessEnv = process.env): str
 export function proxyAgent(url: string, env: NodeJS.ProcessEnv = process.env): { http?: HttpAgent; https?: HttpsAgent } | undefined {
   const proxy = proxyFor(url, env);
   if (!proxy) return undefined;
-  return new URL(url).protocol === 'https:' ? { https: new HttpsProxyAgent({ proxy }) } : { http: new ForwardProxyAgent(new URL(proxy)) };
+  if (new URL(url).protocol !== 'https:') return { http: new ForwardProxyAgent(new URL(proxy)) };
+  // loaded when a proxy is used at all: most builds never pay for it at start-up
+  const { HttpsProxyAgent } = createRequire(import.meta.url)('hpagent') as typeof import('hpagent');
+  return { https: new HttpsProxyAgent({ proxy }) };
 }
 
 /** Plain HTTP through a forward proxy: the connection goes to the proxy, the request line names the whole URL. */

@@ -1,6 +1,7 @@
 import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import got, { type Method, type Response } from 'got';
+import type { Method, Response } from 'got';
+import { loadGot } from './http.js';
 import { proxyAgent } from './proxy.js';
 import { GuestError } from '../model/errors.js';
 import { runLogged } from './exec.js';
@@ -68,6 +69,7 @@ export function explainPushFailure(output: string, target: PushTarget, cause: un
  * monolithic upload, manifest PUT; Basic or Bearer token auth as the registry's WWW-Authenticate asks.
  */
 export async function pushWithApi(log: StepLog, layoutDir: string, target: PushTarget, signal?: AbortSignal): Promise<string> {
+  const { default: got } = await loadGot();
   const base = `${target.insecure ? 'http' : 'https'}://${target.host}`;
   let authorization: string | undefined;
   const request = (method: Method, url: string, options: { body?: Buffer | NodeJS.ReadableStream; headers?: Record<string, string> } = {}): Promise<Response<string>> =>
@@ -134,6 +136,7 @@ async function authenticate(challenge: string, target: PushTarget): Promise<stri
   if (/^basic/i.test(challenge)) return basic;
   const params = Object.fromEntries([...challenge.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!]));
   if (!/^bearer/i.test(challenge) || !params.realm) throw new GuestError('E_PUSH_AUTH', `${target.host} asks for an authentication scheme gpu-guest does not speak (${challenge.split(' ')[0]})`);
+  const { default: got } = await loadGot();
   const url = new URL(params.realm);
   if (params.service) url.searchParams.set('service', params.service);
   url.searchParams.set('scope', `repository:${target.repository}:pull,push`);

@@ -123,4 +123,23 @@ describe('the pipeline schema', () => {
     expect(strict.validateSchema(pipelineSchema)).toBe(true);
     expect(() => strict.compile(pipelineSchema)).not.toThrow();
   });
+
+  it('the validator npm run build writes as code judges as the schema compiled at run time: defaults applied alike, the same errors', async () => {
+    const { createRequire } = await import('node:module');
+    const { readFileSync, readdirSync } = await import('node:fs');
+    const { parse } = await import('yaml');
+    const { pipelineValidator } = await import('../../src/pipeline/load.js');
+    const built = createRequire(import.meta.url)(join(repoRoot, 'dist/pipeline/validate-pipeline.cjs')) as ReturnType<typeof pipelineValidator>;
+    const compiled = pipelineValidator(true);
+    const shipped = readdirSync(join(repoRoot, 'pipelines')).map((f) => parse(readFileSync(join(repoRoot, 'pipelines', f), 'utf8')) as Record<string, unknown>);
+    const broken = [{ name: 'x' }, { name: 'Bad Name', vendor: 'nvidia' }, { ...shipped[0], kernel: { version: 6.1 } }, { ...shipped[0], surplus: true }, { ...shipped[0], image: { format: 'qcow3' } }];
+    expect(shipped.length).toBeGreaterThan(0);
+    for (const sample of [...shipped, ...broken]) {
+      const a = structuredClone(sample);
+      const b = structuredClone(sample);
+      expect(built(a)).toBe(compiled(b));
+      expect(a).toEqual(b);
+      expect(built.errors ?? null).toEqual(compiled.errors ?? null);
+    }
+  });
 });
