@@ -3,7 +3,10 @@ import { dirname, join, resolve } from 'node:path';
 import { GuestError } from '../model/errors.js';
 import { EventBus } from '../engine/events.js';
 import { planRun, type Selection } from '../engine/plan.js';
-import { publishOutputs } from '../engine/publish.js';
+import { publishOutputs, type Provenance } from '../engine/publish.js';
+import type { LockFile } from '../engine/lock.js';
+import { canonicalJson, sha256Hex, type Json } from '../model/json.js';
+import { sha256File } from '../sys/hash.js';
 import { gpuGuestVersion } from '../paths.js';
 import { createEventsFileReporter } from '../engine/report/events-file.js';
 import { createJsonReporter } from '../engine/report/json.js';
@@ -83,7 +86,7 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
       if (uploaded) env.stderr(`uploaded ${uploaded} cache entr${uploaded === 1 ? 'y' : 'ies'} to the remote cache\n`);
     }
     // out/ shows the last successful build: a failed or interrupted one leaves its logs, never a partial set of artifacts
-    const artifacts = outcome.status === 'succeeded' ? publishOutputs(plan, outcome, env.steps, loaded.pipelineOut, gpuGuestVersion()) : [];
+    const artifacts = outcome.status === 'succeeded' ? publishOutputs(plan, outcome, env.steps, loaded.pipelineOut, gpuGuestVersion(), await provenanceOf(loaded, opts, lock)) : [];
     writeSummaries(opts, env, runSummary({ pipeline: plan.pipeline, gpuGuest: gpuGuestVersion(), status: outcome.status, durationMs: Date.now() - started, planned: plan.tasks, results: outcome.results, artifacts, failure: outcome.failure, criticalPath: outcome.criticalPath, peakRssBytes: process.resourceUsage().maxRSS * 1024 }));
     if (outcome.status === 'interrupted') {
       env.stderr('interrupted: running tasks were stopped and left no cache entry; run the same command again to continue\n');
@@ -113,6 +116,14 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
   } finally {
     signals.dispose();
   }
+}
+
+/** The pipeline file's and the lock's digests for the manifest (the lock as read, or as the bundle carried it). */
+async function provenanceOf(loaded: { pipelineFile?: string }, opts: BuildOptions, lock: LockFile | undefined): Promise<Provenance> {
+  const out: Provenance = {};
+  if (loaded.pipelineFile && existsSync(loaded.pipelineFile)) out.pipelineFile = { path: loaded.pipelineFile, sha256: await sha256File(loaded.pipelineFile) };
+  if (lock) out.lock = { sha256: sha256Hex(canonicalJson(lock as unknown as Json)), ...(opts.bundle ? { bundle: resolve(opts.bundle) } : { path: resolve(opts.lock!) }) };
+  return out;
 }
 
 async function createReporters(opts: BuildOptions, env: CliEnv, logsDir: string): Promise<Reporter[]> {

@@ -31,6 +31,8 @@ export interface Loaded {
   pipelineOut: string;
   /** The pipeline's matrix combinations (none without a matrix:). */
   combinations?: MatrixCombination[];
+  /** The pipeline file it was loaded from (for the manifest's provenance). */
+  pipelineFile?: string;
 }
 
 /** How the CLI turns options into a task graph; tests substitute their own step kinds and graphs. */
@@ -52,7 +54,7 @@ export const loadFromPipelineFile: GraphLoader = (opts) => {
   // a --fragment is an input named on the command line: checked now, like the pipeline's own paths
   expandFragments(extraFragments);
   const graph = compileTaskGraph(loaded.pipeline, { extraFragments });
-  return { graph, sourceDate: sourceDateEpoch(loaded.pipeline), pipelineOut: resolve(opts.outDir, loaded.pipeline.name), combinations: loaded.combinations };
+  return { graph, sourceDate: sourceDateEpoch(loaded.pipeline), pipelineOut: resolve(opts.outDir, loaded.pipeline.name), combinations: loaded.combinations, pipelineFile: loaded.file };
 };
 
 export function openCache(opts: PipelineOptions, env: NodeJS.ProcessEnv, say?: (line: string) => void): { store: LocalCacheStore; memo: DigestMemo } {

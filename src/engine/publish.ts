@@ -14,8 +14,8 @@ import type { PublishedArtifact } from './report/run-summary.js';
  * where the file system allows, copies elsewhere) and writes manifest.json describing them.
  * Returns the published files as the manifest lists them.
  */
-export function publishOutputs(plan: Plan, outcome: RunOutcome, steps: StepRegistry, pipelineOut: string, gpuGuestVersion: string): PublishedArtifact[] {
-  const manifest: { pipeline: string; gpuGuest: string; tasks: object[]; artifacts: PublishedArtifact[] } = { pipeline: plan.pipeline, gpuGuest: gpuGuestVersion, tasks: [], artifacts: [] };
+export function publishOutputs(plan: Plan, outcome: RunOutcome, steps: StepRegistry, pipelineOut: string, gpuGuestVersion: string, provenance: Provenance = {}): PublishedArtifact[] {
+  const manifest: { pipeline: string; gpuGuest: string; tasks: object[]; artifacts: PublishedArtifact[] } & Provenance = { pipeline: plan.pipeline, gpuGuest: gpuGuestVersion, ...provenance, tasks: [], artifacts: [] };
   const sums = new Map<string, string>();
   // Several tasks may publish into one folder: clear each folder once, before placing anything.
   for (const t of plan.tasks) {
@@ -56,6 +56,13 @@ export function publishOutputs(plan: Plan, outcome: RunOutcome, steps: StepRegis
 }
 
 export const SHA256SUMS = 'SHA256SUMS';
+
+/** What the build was made from, for manifest.json: the pipeline file and the lock, each by sha256. */
+export interface Provenance {
+  pipelineFile?: { path: string; sha256: string };
+  /** `--lock FILE` (path) or `--bundle FILE` (the lock it carries: bundle). */
+  lock?: { sha256: string; path?: string; bundle?: string };
+}
 
 /**
  * Whether out/<pipeline>/ still holds what the build published: every SHA256SUMS line's file, with

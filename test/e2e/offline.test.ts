@@ -163,6 +163,10 @@ describe('gpu-guest lock, fetch --bundle, build --offline --bundle', () => {
       expect(built.code, `${built.stdout}\n${built.stderr}`).toBe(0);
       expect(built.stderr).toMatch(/^bundle \S+: \d+ files verified, \d+ put into the cache$/m);
     }
+    // the manifest names what the build was made from: the pipeline file and the bundle's lock, by sha256
+    const manifest = JSON.parse(readFileSync(join(dir, 'bundled/intel-test/manifest.json'), 'utf8'));
+    expect(manifest.pipelineFile).toEqual({ path: aptPipeline, sha256: await sha256File(aptPipeline) });
+    expect(manifest.lock).toEqual({ sha256: expect.stringMatching(/^[0-9a-f]{64}$/), bundle: bundle });
     const plan = JSON.parse((await run(cliBin, ['plan', '--json', ...locked('plan', lockFile, offlineCache)])).stdout) as { tasks: { id: string; key: string; status: string; reasons: string[] }[] };
     const rootfs = plan.tasks.find((t) => t.id === 'rootfs')!;
     expect(rootfs).toMatchObject({ status: 'cached', reasons: ['resolved from the lock'] });
