@@ -107,13 +107,14 @@ function listFiles(dir: string, root = dir): string[] {
  * bundle that fails is used.
  */
 export async function unpackBundle(file: string, into: string, log: StepLog, signal?: AbortSignal): Promise<{ index: BundleIndex; lock: LockFile }> {
-  if (!existsSync(file) || !statSync(file).isFile()) throw new GuestError('E_USAGE', `--bundle ${file}: no such file (make one with \`gpu-guest fetch --bundle ${basename(file)}\`)`);
+  if (!existsSync(file) || !statSync(file).isFile()) throw new GuestError('E_USAGE', `bundle ${file}: no such file (make one with \`gpu-guest fetch --bundle ${basename(file)}\`)`);
   mkdirSync(into, { recursive: true });
   try {
     // GNU tar refuses members with `..` and strips a leading /: nothing lands outside `into`
     await runLogged(log, 'tar', ['-xf', file, '-C', into, '--no-same-owner', '--no-same-permissions'], { signal });
   } catch (err) {
-    throw new GuestError('E_BUNDLE_CORRUPT', `${file} is not a readable tar archive (${(err as Error).message.split('\n')[0]}): fetch the bundle again`, { cause: err });
+    const said = log.tail(5).find((l) => l.startsWith('tar:') && !l.includes('Exiting with failure')) ?? (err as Error).message.split('\n')[0];
+    throw new GuestError('E_BUNDLE_CORRUPT', `${file} is not a readable tar archive (${said}): fetch the bundle again`, { cause: err });
   }
   const index = readIndex(file, into);
   const problems: string[] = [];
