@@ -7,6 +7,7 @@ import type { StepLog } from '../model/step.js';
 import type { LockFile } from '../engine/lock.js';
 import type { PinnedPackage } from './apt-private.js';
 import { runLogged } from './exec.js';
+import { findOnPath } from './which.js';
 import { sha256File } from './hash.js';
 import { debStoreName, writeLocalRepository } from './local-repo.js';
 
@@ -70,6 +71,7 @@ export async function writeBundle(out: string, stage: string, o: { lock: LockFil
 
 /** Clearsigns dists/<suite>/Release as InRelease with a key made for this bundle (no passphrase; its public part ships in the bundle). */
 async function signRelease(root: string, suite: string, log: StepLog, signal?: AbortSignal): Promise<void> {
+  if (!(await findOnPath('gpg'))) throw new GuestError('E_MISSING_TOOL', 'fetch --bundle signs the bundle\'s repository with gpg, which is not installed (apt-get install gnupg)');
   const home = join(root, '..', 'gnupg');
   mkdirSync(home, { recursive: true, mode: 0o700 });
   const gpg = (args: string[]) => runLogged(log, 'gpg', ['--homedir', home, '--batch', '--pinentry-mode', 'loopback', '--passphrase', '', ...args], { signal, capture: true });
@@ -156,6 +158,7 @@ function readIndex(file: string, into: string): BundleIndex {
 }
 
 async function checkSignature(file: string, into: string, suite: string): Promise<void> {
+  if (!(await findOnPath('gpgv'))) throw new GuestError('E_MISSING_TOOL', 'checking the bundle\'s repository signature needs gpgv, which is not installed (apt-get install gpgv)');
   try {
     await run('gpgv', ['--keyring', join(into, BUNDLE_KEY), join(into, 'dists', suite, 'InRelease')]);
   } catch (err) {
