@@ -46,6 +46,19 @@ export async function fetchIntoStore(cacheDir: string, files: StoreFile[], opts:
   }
   let next = 0;
   const one = async (f: StoreFile) => {
+    // a signal of its own per file, following the caller's: got leaves a listener on the signal of
+    // every request it made, and a hundred .debs would pile them onto one
+    const own = new AbortController();
+    const follow = () => own.abort();
+    if (opts.signal?.aborted) own.abort();
+    opts.signal?.addEventListener('abort', follow, { once: true });
+    try {
+      await fetchOne(f, own.signal);
+    } finally {
+      opts.signal?.removeEventListener('abort', follow);
+    }
+  };
+  const fetchOne = async (f: StoreFile, signal: AbortSignal) => {
     const dest = join(cacheDir, f.path);
     mkdirSync(dirname(dest), { recursive: true });
     const local = f.urls.find((u) => u.startsWith('file:'));
@@ -55,7 +68,7 @@ export async function fetchIntoStore(cacheDir: string, files: StoreFile[], opts:
       renameSync(part, dest);
     }
     if (local) await checkSha256(dest, f.sha256, f.what, local);
-    else await downloadVerified({ urls: f.urls, dest, sha256: f.sha256, what: f.what, signal: opts.signal, log: opts.log, network: opts.network, offlineFix: opts.offlineFix });
+    else await downloadVerified({ urls: f.urls, dest, sha256: f.sha256, what: f.what, signal, log: opts.log, network: opts.network, offlineFix: opts.offlineFix });
   };
   const worker = async () => {
     while (next < files.length) await one(files[next++]!);
