@@ -1,5 +1,5 @@
-import { appendFileSync, existsSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { appendFileSync, existsSync, renameSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { GuestError } from '../model/errors.js';
 import { EventBus } from '../engine/events.js';
 import { planRun, type Selection } from '../engine/plan.js';
@@ -20,13 +20,12 @@ import { redact } from '../model/redact.js';
 import { runPlan } from '../engine/run.js';
 import { readResult } from '../engine/results.js';
 import { exitStatusFor } from '../model/errors.js';
-import { assertOutUsable, openCache, prepareOut, type CliEnv, type PipelineOptions } from './context.js';
+import { assertOutUsable, checkOutputFile, openCache, prepareOut, type CliEnv, type PipelineOptions } from './context.js';
 import { abortOnSignals } from './signals.js';
 import { pushEntry, type PushOptions } from './push.js';
 import { TaskLog } from '../sys/task-log.js';
 import { lockForBuild } from './lock.js';
 import { bundleForBuild } from './fetch.js';
-import type { Scratch } from '../engine/cache.js';
 
 export interface BuildOptions extends PipelineOptions, Selection, PushOptions {
   /** After a successful build, push the vGPU manager image (nvidia-vgpu). */
@@ -52,7 +51,7 @@ export interface BuildOptions extends PipelineOptions, Selection, PushOptions {
 /** gpu-guest build: plan, run what is not cached, lay the outputs out. Returns the exit status. */
 export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<number> {
   const jobs = parseJobs(opts.jobs);
-  checkSummaryPath(opts.summary);
+  if (opts.summary !== undefined) checkOutputFile('--summary', opts.summary);
   const loaded = env.loadGraph(opts);
   assertOutUsable(loaded.pipelineOut);
   const remote = remoteCacheOptions(opts, env);
@@ -63,7 +62,7 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
   const store = remote ? new RemoteCacheStore(local, remote) : local;
   const signals = abortOnSignals(() => env.stderr('still cleaning up after the interrupt (mounts, scratch folders); please wait\n'));
   try {
-    const lock = opts.bundle ? await bundleForBuild(opts.bundle, loaded, env, local.root, (k) => local.begin(k), (s) => local.discard(s as Scratch), signals.signal) : await lockForBuild(opts, loaded, env, signals.signal);
+    const lock = opts.bundle ? await bundleForBuild(opts.bundle, loaded, env, local, signals.signal) : await lockForBuild(opts, loaded, env, signals.signal);
     // the plan checks every input it can (preflight) before the out folder is even created
     const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal, network: !offline, offline, lock });
     memo.save();
@@ -159,14 +158,6 @@ function refuseNetworkOptions(opts: BuildOptions, remote: RemoteCacheOptions | u
 
 function onGithubActions(env: NodeJS.ProcessEnv): boolean {
   return env.GITHUB_ACTIONS === 'true';
-}
-
-/** --summary must name a file in a folder that exists: said before anything is built. */
-function checkSummaryPath(file: string | undefined): void {
-  if (file === undefined) return;
-  const dir = dirname(resolve(file));
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new GuestError('E_USAGE', `--summary ${file}: folder ${dir} does not exist (create it, or name a file in an existing folder)`);
-  if (existsSync(file) && statSync(file).isDirectory()) throw new GuestError('E_USAGE', `--summary ${file}: is a folder (name a file)`);
 }
 
 /** The run summary to --summary FILE (JSON, written whole) and, on GitHub Actions, to GITHUB_STEP_SUMMARY (Markdown, appended). */

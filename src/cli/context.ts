@@ -1,5 +1,5 @@
 import { dirname, join, resolve } from 'node:path';
-import { existsSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync, writeFileSync, rmSync } from 'node:fs';
 import { recoverStaleMounts } from '../sys/chroot.js';
 import { unusableFolderReason } from '../sys/usable-path.js';
 import { GuestError } from '../model/errors.js';
@@ -76,6 +76,13 @@ export function openCache(opts: PipelineOptions, env: NodeJS.ProcessEnv, say?: (
 export function openCacheReadOnly(opts: PipelineOptions, env: NodeJS.ProcessEnv): { store: LocalCacheStore; memo: DigestMemo } {
   const root = resolve(opts.cacheDir ?? defaultCacheDir(env));
   return { store: LocalCacheStore.openReadOnly(root), memo: new DigestMemo(join(root, 'digests.json'), { readOnly: true }) };
+}
+
+/** A file a flag names for gpu-guest to write (--summary, --lock, --bundle): its folder must exist, and it must not be a folder. Said before any work. */
+export function checkOutputFile(flag: string, file: string): void {
+  const dir = dirname(resolve(file));
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new GuestError('E_USAGE', `${flag} ${file}: folder ${dir} does not exist (create it, or name a file in an existing folder)`);
+  if (existsSync(file) && statSync(file).isDirectory()) throw new GuestError('E_USAGE', `${flag} ${file}: is a folder (name a file)`);
 }
 
 const OUT_MARKER = '.gpu-guest-out';

@@ -1,13 +1,12 @@
-import { existsSync, statSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { GuestError } from '../model/errors.js';
+import { resolve } from 'node:path';
 import { sha256Hex, type JsonObject } from '../model/json.js';
-import { checkLock, lockGraph, readLock, type LockFile } from '../engine/lock.js';
-import type { StepLog } from '../model/step.js';
+import { checkLock, lockGraph, readCheckedLock, type LockFile } from '../engine/lock.js';
+import type { LocalCacheStore } from '../engine/cache.js';
+import { memoryLog } from '../sys/task-log.js';
 import type { PinnedPackage } from '../sys/apt-private.js';
 import { bundledPackages, importBundle, unpackBundle, writeBundle } from '../sys/bundle.js';
 import { fetchIntoStore, type StoreFile } from '../sys/store.js';
-import { openCache, type CliEnv, type Loaded, type PipelineOptions } from './context.js';
+import { checkOutputFile, openCache, type CliEnv, type Loaded, type PipelineOptions } from './context.js';
 import { abortOnSignals } from './signals.js';
 
 export interface FetchOptions extends PipelineOptions {
@@ -22,10 +21,10 @@ export interface FetchOptions extends PipelineOptions {
 export async function fetchCommand(opts: FetchOptions, env: CliEnv): Promise<number> {
   const loaded = env.loadGraph(opts);
   const out = opts.bundle ? resolve(opts.bundle) : undefined;
-  if (out) checkTarget(out);
+  if (out) checkOutputFile('--bundle', out);
   const { store } = openCache(opts, env.env, env.stderr);
   const signals = abortOnSignals(() => undefined);
-  const log = stderrLog(env);
+  const log = memoryLog();
   try {
     const lock = await lockFor(opts, loaded, env, store.root, signals.signal);
     const files = storeFiles(lock, loaded, env);
@@ -58,7 +57,7 @@ export async function bundleVerifyCommand(file: string, opts: { cacheDir?: strin
   const { store } = openCache({ set: [], fragment: [], outDir: 'out', cacheDir: opts.cacheDir }, env.env, env.stderr);
   const scratch = await store.begin(sha256Hex(`bundle verify ${file}`));
   try {
-    const { index, lock } = await unpackBundle(resolve(file), scratch.workDir, stderrLog(env, true));
+    const { index, lock } = await unpackBundle(resolve(file), scratch.workDir, memoryLog());
     const bytes = index.files.reduce((n, f) => n + f.size, 0);
     if (opts.json) env.stdout(`${JSON.stringify({ bundle: resolve(file), ok: true, pipeline: index.pipeline, files: index.files.length, bytes, packages: bundledPackages(lock).length }, null, 2)}\n`);
     else env.stdout(`${file}: ${index.files.length} files verified (${(bytes / 2 ** 20).toFixed(1)} MiB), pipeline ${index.pipeline}, ${bundledPackages(lock).length} locked package(s)${index.suite ? ', repository signature good' : ''}\n`);
@@ -72,24 +71,22 @@ export async function bundleVerifyCommand(file: string, opts: { cacheDir?: strin
  * build --bundle: the bundle checked whole, its files moved into the cache's stores, its lock
  * returned for the build to use (checked against the pipeline).
  */
-export async function bundleForBuild(file: string, loaded: Loaded, env: CliEnv, cacheDir: string, begin: (key: string) => Promise<{ workDir: string }>, discard: (s: { workDir: string }) => Promise<void>, signal: AbortSignal): Promise<LockFile> {
-  const scratch = await begin(sha256Hex(`bundle ${file}`));
+export async function bundleForBuild(file: string, loaded: Loaded, env: CliEnv, store: LocalCacheStore, signal: AbortSignal): Promise<LockFile> {
+  const scratch = await store.begin(sha256Hex(`bundle ${file}`));
   try {
-    const { index, lock } = await unpackBundle(resolve(file), scratch.workDir, stderrLog(env, true), signal);
+    const { index, lock } = await unpackBundle(resolve(file), scratch.workDir, memoryLog(), signal);
     checkLock(`the lock in ${file}`, lock, loaded.graph, env.steps, loaded.sourceDate);
-    const moved = importBundle(scratch.workDir, index, lock, cacheDir);
+    const moved = importBundle(scratch.workDir, index, lock, store.root);
     env.stderr(`bundle ${file}: ${index.files.length} files verified, ${moved} put into the cache\n`);
     return lock;
   } finally {
-    await discard(scratch);
+    await store.discard(scratch);
   }
 }
 
 async function lockFor(opts: FetchOptions, loaded: Loaded, env: CliEnv, cacheDir: string, signal: AbortSignal): Promise<LockFile> {
   if (!opts.lock) return lockGraph(loaded.graph, env.steps, loaded.sourceDate, { signal, cacheDir, network: true });
-  const lock = readLock(resolve(opts.lock));
-  checkLock(resolve(opts.lock), lock, loaded.graph, env.steps, loaded.sourceDate);
-  return lock;
+  return readCheckedLock(resolve(opts.lock), loaded.graph, env.steps, loaded.sourceDate);
 }
 
 /** Every task's store files with the lock's parameters (a task the lock does not name: as declared). */
@@ -106,20 +103,4 @@ function storeFiles(lock: LockFile, loaded: Loaded, env: CliEnv): StoreFile[] {
 function rootfsSuite(loaded: Loaded): string | undefined {
   const rootfs = loaded.graph.tasks.find((t) => t.kind === 'rootfs');
   return rootfs ? String(rootfs.params.suite) : undefined;
-}
-
-function checkTarget(out: string): void {
-  const dir = dirname(out);
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new GuestError('E_USAGE', `--bundle ${out}: folder ${dir} does not exist (create it, or name a file in an existing folder)`);
-  if (existsSync(out) && statSync(out).isDirectory()) throw new GuestError('E_USAGE', `--bundle ${out}: is a folder (name a file)`);
-}
-
-/** The commands' own tool output (tar, dpkg-scanpackages, gpg) is kept quiet; their failures still name it. */
-function stderrLog(env: CliEnv, quiet = true): StepLog {
-  const lines: string[] = [];
-  return {
-    write: (chunk) => void lines.push(...chunk.toString().split('\n').filter(Boolean)),
-    info: (line) => (quiet ? lines.push(line) : env.stderr(`${line}\n`)),
-    tail: (n) => lines.slice(-n),
-  };
 }

@@ -1,11 +1,10 @@
-import { existsSync, statSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { GuestError } from '../model/errors.js';
 import { canonicalJson, type Json } from '../model/json.js';
-import { checkLock, lockGraph, readLock, writeLock, type LockFile, type LockedTask } from '../engine/lock.js';
+import { lockGraph, readCheckedLock, writeLock, type LockFile, type LockedTask } from '../engine/lock.js';
 import { defaultCacheDir } from '../paths.js';
 import { redact } from '../model/redact.js';
-import type { CliEnv, Loaded, PipelineOptions } from './context.js';
+import { checkOutputFile, type CliEnv, type Loaded, type PipelineOptions } from './context.js';
 import { abortOnSignals } from './signals.js';
 
 export interface LockOptions extends PipelineOptions {
@@ -45,15 +44,11 @@ export async function lockForBuild(opts: PipelineOptions & { lock?: string; upda
     env.stderr(`${describeLock(file, lock)}\n`);
     return lock;
   }
-  const lock = readLock(file);
-  checkLock(file, lock, loaded.graph, env.steps, loaded.sourceDate);
-  return lock;
+  return readCheckedLock(file, loaded.graph, env.steps, loaded.sourceDate);
 }
 
 async function refreshLock(file: string, loaded: Loaded, opts: PipelineOptions, env: CliEnv, signal: AbortSignal): Promise<LockFile> {
-  const dir = dirname(file);
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new GuestError('E_USAGE', `--lock ${file}: folder ${dir} does not exist (create it, or name a file in an existing folder)`);
-  if (existsSync(file) && statSync(file).isDirectory()) throw new GuestError('E_USAGE', `--lock ${file}: is a folder (name a file)`);
+  checkOutputFile('--lock', file);
   const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir(env.env));
   const lock = await lockGraph(loaded.graph, env.steps, loaded.sourceDate, { signal, cacheDir, network: true });
   writeLock(file, lock);

@@ -4,7 +4,7 @@ import { abortOnSignals } from './signals.js';
 import { redact, redactJson } from '../model/redact.js';
 import type { Json } from '../model/json.js';
 import { resolve } from 'node:path';
-import { checkLock, readLock } from '../engine/lock.js';
+import { readCheckedLock } from '../engine/lock.js';
 import { describeResolved } from './lock.js';
 
 export interface PlanOptions extends PipelineOptions, Selection {
@@ -22,8 +22,7 @@ export async function planCommand(opts: PlanOptions, env: CliEnv): Promise<numbe
   const { store, memo } = openCacheReadOnly(opts, env.env);
   const signals = abortOnSignals(() => undefined);
   try {
-    const lock = opts.lock ? readLock(resolve(opts.lock)) : undefined;
-    if (lock) checkLock(resolve(opts.lock!), lock, loaded.graph, env.steps, loaded.sourceDate);
+    const lock = opts.lock ? readCheckedLock(resolve(opts.lock), loaded.graph, env.steps, loaded.sourceDate) : undefined;
     const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal, network: opts.resolve ?? false, lock });
     if (opts.json) env.stdout(`${JSON.stringify(redactJson({ pipeline: plan.pipeline, tasks: plan.tasks } as unknown as Json), null, 2)}\n`);
     else if (opts.dot) env.stdout(planToDot(plan));

@@ -97,6 +97,13 @@ export function lockDifferences(lock: LockFile, graph: TaskGraph, steps: StepReg
   return out;
 }
 
+/** `--lock FILE`: read, and checked against the loaded pipeline (E_LOCK_MISMATCH). */
+export function readCheckedLock(file: string, graph: TaskGraph, steps: StepRegistry, sourceDate: number): LockFile {
+  const lock = readLock(file);
+  checkLock(file, lock, graph, steps, sourceDate);
+  return lock;
+}
+
 /** Throws E_LOCK_MISMATCH naming every difference, when the pipeline no longer matches its lock. */
 export function checkLock(file: string, lock: LockFile, graph: TaskGraph, steps: StepRegistry, sourceDate: number): void {
   const differences = lockDifferences(lock, graph, steps, sourceDate);

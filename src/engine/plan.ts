@@ -1,11 +1,12 @@
 import { GuestError, isGuestError } from '../model/errors.js';
 import { canonicalJson, sha256Hex, type JsonObject } from '../model/json.js';
-import type { AnyStep, PreflightContext, StepLog, StepRegistry } from '../model/step.js';
+import type { AnyStep, PreflightContext, StepRegistry } from '../model/step.js';
 import { taskDeps, type KeyMaterial, type PlannedTask, type TaskGraph, type TaskSpec } from '../model/task.js';
 import type { CacheEntry, CacheStore } from './cache.js';
 import type { DigestMemo } from './digest.js';
 import { ancestorsOf, descendantsOf, requireTask, topoOrder } from './graph.js';
 import type { LockFile } from './lock.js';
+import { memoryLog } from '../sys/task-log.js';
 import { cutoffRole, describeChange, outputIdentity, taskKey } from './key.js';
 
 /** Which tasks a command selects. Defaults: every task, nothing forced. */
@@ -163,18 +164,7 @@ function requireCachedDeps(tasks: PlannedTask[], only: string): void {
 }
 
 function preflightContext(task: TaskSpec, ctx: PlanContext): PreflightContext {
-  return { locations: task.locations ?? {}, sha256: (path) => ctx.memo.path(path), log: createMemoryLog(), signal: ctx.signal };
-}
-
-/** A StepLog that keeps the last lines in memory (preflight checks have no task log). */
-function createMemoryLog(): StepLog {
-  const lines: string[] = [];
-  const log: StepLog = {
-    write: (chunk) => void lines.push(...chunk.toString().split('\n').filter(Boolean)),
-    info: (line) => log.write(`${line}\n`),
-    tail: (n) => lines.slice(-n),
-  };
-  return log;
+  return { locations: task.locations ?? {}, sha256: (path) => ctx.memo.path(path), log: memoryLog(), signal: ctx.signal };
 }
 
 /**

@@ -1,5 +1,6 @@
-import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { sha256File } from '../sys/hash.js';
+import { linkOrCopy } from '../sys/link.js';
 import { dirname, join } from 'node:path';
 import type { StepRegistry } from '../model/step.js';
 import type { Plan } from './plan.js';
@@ -94,9 +95,5 @@ function placeEntry(from: string, to: string): void {
     symlinkSync(readlinkSync(from), to);
     return;
   }
-  try {
-    linkSync(from, to);
-  } catch {
-    copyFileSync(from, to);
-  }
+  linkOrCopy(from, to);
 }

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, copyFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { GuestError } from '../model/errors.js';
@@ -7,6 +7,7 @@ import type { StepLog } from '../model/step.js';
 import type { LockFile } from '../engine/lock.js';
 import type { PinnedPackage } from './apt-private.js';
 import { runLogged } from './exec.js';
+import { linkOrCopy } from './link.js';
 import { findOnPath } from './which.js';
 import { sha256File } from './hash.js';
 import { debStoreName, writeLocalRepository } from './local-repo.js';
@@ -48,7 +49,10 @@ export interface BundledDeb {
 export async function writeBundle(out: string, stage: string, o: { lock: LockFile; downloads: { file: string; path: string }[]; debs: BundledDeb[]; suite?: string; log: StepLog; signal?: AbortSignal }): Promise<BundleIndex> {
   mkdirSync(stage, { recursive: true });
   writeFileSync(join(stage, BUNDLE_LOCK), `${JSON.stringify(o.lock, null, 2)}\n`);
-  for (const d of o.downloads) placeFile(d.file, join(stage, d.path));
+  for (const d of o.downloads) {
+    mkdirSync(dirname(join(stage, d.path)), { recursive: true });
+    linkOrCopy(d.file, join(stage, d.path));
+  }
   if (o.debs.length) {
     await writeLocalRepository(stage, o.suite!, o.debs, o.log, o.signal);
     await signRelease(stage, o.suite!, o.log, o.signal);
@@ -78,15 +82,6 @@ async function signRelease(root: string, suite: string, log: StepLog, signal?: A
   await gpg(['--quick-gen-key', 'gpu-guest bundle <bundle@gpu-guest.invalid>', 'ed25519', 'sign', 'never']);
   await gpg(['--yes', '--clearsign', '--digest-algo', 'SHA256', '-o', join(root, 'dists', suite, 'InRelease'), join(root, 'dists', suite, 'Release')]);
   await gpg(['--yes', '--export', '-o', join(root, BUNDLE_KEY)]);
-}
-
-function placeFile(from: string, to: string): void {
-  mkdirSync(dirname(to), { recursive: true });
-  try {
-    linkSync(from, to);
-  } catch {
-    copyFileSync(from, to);
-  }
 }
 
 /** Regular files below dir, as sorted relative paths; anything else (a link, a device) is refused. */

@@ -1,4 +1,5 @@
-import { copyFileSync, linkSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { linkOrCopy } from './link.js';
 import { basename, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { sha256Hex } from '../model/json.js';
@@ -19,11 +20,7 @@ export async function writeLocalRepository(root: string, suite: string, debs: { 
   mkdirSync(pool, { recursive: true });
   for (const { file, pkg } of debs) {
     const dest = join(pool, `${pkg.name}_${pkg.version.replace(/^\d+:/, '')}_${pkg.architecture}.deb`);
-    try {
-      linkSync(file, dest); // the cache and the task's scratch folder share a file system
-    } catch {
-      copyFileSync(file, dest);
-    }
+    linkOrCopy(file, dest); // the cache and the task's scratch folder share a file system
   }
   const override = debs.map(({ pkg }) => `${pkg.name} ${pkg.priority ?? 'optional'} ${pkg.section ?? 'misc'}`).join('\n');
   writeFileSync(join(root, 'override'), `${override}\n`);
@@ -34,10 +31,8 @@ export async function writeLocalRepository(root: string, suite: string, debs: { 
   for (const arch of archList) {
     const rel = `main/binary-${arch}`;
     mkdirSync(join(root, 'dists', suite, rel), { recursive: true });
-    writeFileSync(join(root, 'dists', suite, rel, 'Packages'), packages);
-    writeFileSync(join(root, 'dists', suite, rel, 'Packages.gz'), gzipSync(packages));
-    for (const name of ['Packages', 'Packages.gz']) {
-      const bytes = readFileSync(join(root, 'dists', suite, rel, name));
+    for (const [name, bytes] of [['Packages', Buffer.from(packages)], ['Packages.gz', gzipSync(packages)]] as const) {
+      writeFileSync(join(root, 'dists', suite, rel, name), bytes);
       entries.push(` ${sha256Hex(bytes)} ${bytes.length} ${rel}/${name}`);
     }
   }

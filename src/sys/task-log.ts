@@ -54,3 +54,14 @@ export class TaskLog implements StepLog {
     this.onLine(line);
   }
 }
+
+/** A StepLog that keeps its lines in memory, for work that has no task log (preflight checks, a command's own tools). */
+export function memoryLog(): StepLog {
+  const lines: string[] = [];
+  const log: StepLog = {
+    write: (chunk) => void lines.push(...chunk.toString().split('\n').filter(Boolean)),
+    info: (line) => log.write(`${line}\n`),
+    tail: (n) => lines.slice(-n),
+  };
+  return log;
+}

@@ -4,13 +4,11 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { LockFile } from '../../src/engine/lock.js';
 import { importBundle, unpackBundle, writeBundle } from '../../src/sys/bundle.js';
+import { memoryLog } from '../../src/sys/task-log.js';
 import { testDir } from '../helpers.js';
 
 const lock: LockFile = { gpuGuestLock: 1, pipeline: 'p', sourceDate: 1704067200, tasks: {} };
-const log = () => {
-  const lines: string[] = [];
-  return { write: (c: string | Buffer) => void lines.push(...c.toString().split('\n').filter(Boolean)), info: (l: string) => void lines.push(l), tail: (n: number) => lines.slice(-n) };
-};
+const log = memoryLog;
 
 /** A bundle of the lock and two downloads; returns it and a folder to unpack into. */
 async function makeBundle() {

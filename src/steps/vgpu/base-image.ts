@@ -1,4 +1,5 @@
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { linkOrCopy } from '../../sys/link.js';
 import { join } from 'node:path';
 import { GuestError } from '../../model/errors.js';
 import { sha256File } from '../../sys/hash.js';
@@ -47,11 +48,7 @@ export async function readBaseImage(ctx: Pick<StepContext, 'log' | 'workDir' | '
     if (!existsSync(from)) throw fail(`layer ${layer.digest} is missing`);
     if (`sha256:${await sha256File(from)}` !== layer.digest) throw fail(`layer ${layer.digest} does not match its digest`);
     const to = layout.blobPath(layer.digest);
-    try {
-      linkSync(from, to);
-    } catch {
-      copyFileSync(from, to);
-    }
+    linkOrCopy(from, to);
     layers.push({ mediaType: layer.mediaType, digest: layer.digest, size: layer.size });
   }
   return { layers, osRelease: await layersOsRelease(ctx, layers.map((l) => blob(l.digest))), diffIds: config.rootfs?.diff_ids ?? [], env: config.config?.Env ?? [], history: config.history ?? [] };
