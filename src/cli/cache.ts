@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { GuestError } from '../model/errors.js';
-import { formatBytes, listEntries, parseAge, parseSize, pruneCache, type EntryUsage } from '../engine/prune.js';
+import { formatBytes, isStoreFile, listEntries, listStoreFiles, parseAge, parseSize, pruneCache, STORES, type EntryUsage } from '../engine/prune.js';
 import { defaultCacheDir } from '../paths.js';
 import type { Json } from '../model/json.js';
 import type { CliEnv } from './context.js';
@@ -18,20 +18,29 @@ export interface PruneOptions extends CacheOptions {
 
 function entryLine(e: EntryUsage): string {
   const used = e.lastUsedMs ? new Date(e.lastUsedMs).toISOString().slice(0, 16).replace('T', ' ') : 'never         ';
-  return `${used}  ${formatBytes(e.bytes).padStart(10)}  ${e.key.slice(0, 12)}  ${e.kind.padEnd(16)} ${e.pipeline}/${e.task}`;
+  // a store file is named by its path: its sha256 leads the name
+  const what = isStoreFile(e) ? e.key : `${e.key.slice(0, 12)}  ${e.kind.padEnd(16)} ${e.pipeline}/${e.task}`;
+  return `${used}  ${formatBytes(e.bytes).padStart(10)}  ${what}`;
 }
 
 /** gpu-guest cache list: every entry with its size and last use, least recently used first. */
 export async function cacheListCommand(opts: CacheOptions, env: CliEnv): Promise<number> {
   const root = resolve(opts.cacheDir ?? defaultCacheDir(env.env));
   const entries = listEntries(root);
-  const total = entries.reduce((sum, e) => sum + e.bytes, 0);
+  const files = listStoreFiles(root);
+  // the stores, each summed: a lock's hundreds of .debs would drown the entries
+  const stores = STORES.map((store) => {
+    const of = files.filter((f) => f.pipeline === store);
+    return { store, files: of.length, bytes: of.reduce((sum, f) => sum + f.bytes, 0), lastUsedMs: Math.max(0, ...of.map((f) => f.lastUsedMs)) };
+  });
+  const total = entries.reduce((sum, e) => sum + e.bytes, 0) + stores.reduce((sum, s) => sum + s.bytes, 0);
   if (opts.json) {
-    env.stdout(`${JSON.stringify({ cache: root, bytes: total, entries } as unknown as Json, null, 2)}\n`);
+    env.stdout(`${JSON.stringify({ cache: root, bytes: total, entries, stores } as unknown as Json, null, 2)}\n`);
     return 0;
   }
   for (const e of entries) env.stdout(`${entryLine(e)}\n`);
-  env.stdout(`${entries.length} entr${entries.length === 1 ? 'y' : 'ies'}, ${formatBytes(total)} in ${root}\n`);
+  for (const s of stores.filter((x) => x.files)) env.stdout(`${new Date(s.lastUsedMs).toISOString().slice(0, 16).replace('T', ' ')}  ${formatBytes(s.bytes).padStart(10)}  ${`${s.store}/`.padEnd(12)}  ${s.files} stored file${s.files === 1 ? '' : 's'} (fetched inputs; cache prune removes them by last use too)\n`);
+  env.stdout(`${entries.length} entr${entries.length === 1 ? 'y' : 'ies'}${files.length ? ` and ${files.length} stored file${files.length === 1 ? '' : 's'}` : ''}, ${formatBytes(total)} in ${root}\n`);
   return 0;
 }
 
@@ -52,6 +61,8 @@ export async function cachePruneCommand(opts: PruneOptions, env: CliEnv): Promis
   const verb = opts.dryRun ? 'would remove' : 'removed';
   for (const e of report.removed) env.stdout(`${verb} ${entryLine(e)}\n`);
   for (const b of report.busy) env.stdout(`kept ${entryLine(b.entry)}: ${b.why}\n`);
-  env.stdout(`${verb} ${report.removed.length} entr${report.removed.length === 1 ? 'y' : 'ies'} (${formatBytes(freed)}); ${formatBytes(report.keptBytes)} left in ${root}\n`);
+  const stored = report.removed.filter(isStoreFile).length;
+  const entryCount = report.removed.length - stored;
+  env.stdout(`${verb} ${entryCount} entr${entryCount === 1 ? 'y' : 'ies'}${stored ? ` and ${stored} stored file${stored === 1 ? '' : 's'}` : ''} (${formatBytes(freed)}); ${formatBytes(report.keptBytes)} left in ${root}\n`);
   return 0;
 }

@@ -3,8 +3,9 @@ import { join } from 'node:path';
 import { GuestError } from '../model/errors.js';
 import { isCacheFolder, lockHolderAlive, nothingMountedUnder, type EntryMeta } from './cache.js';
 
-/** One cache entry as `cache list` and `cache prune` see it. */
+/** One cache entry (or a file of the cache's stores) as `cache list` and `cache prune` see it. */
 export interface EntryUsage {
+  /** The entry's key; for a store file its path in the cache (`debs/<sha256>_<file>`). */
   key: string;
   task: string;
   kind: string;
@@ -56,6 +57,27 @@ export function listEntries(root: string): EntryUsage[] {
     .sort((a, b) => a.lastUsedMs - b.lastUsedMs || a.key.localeCompare(b.key));
 }
 
+/** The cache's stores of fetched inputs: downloads (tarballs, .run files) and locked .debs. */
+export const STORES = ['downloads', 'debs'] as const;
+
+/**
+ * Every file of the cache's stores with its size and last use (its mtime: a build that reuses a
+ * stored file touches it), least recently used first. Kind `download` or `deb`.
+ */
+export function listStoreFiles(root: string): EntryUsage[] {
+  const out: EntryUsage[] = [];
+  for (const store of STORES) {
+    const dir = join(root, store);
+    if (!existsSync(dir)) continue;
+    for (const name of readdirSync(dir)) {
+      const st = lstatSync(join(dir, name));
+      if (!st.isFile()) continue;
+      out.push({ key: `${store}/${name}`, task: name, kind: store === 'debs' ? 'deb' : 'download', pipeline: store, bytes: st.blocks * 512, lastUsedMs: st.mtimeMs });
+    }
+  }
+  return out.sort((a, b) => a.lastUsedMs - b.lastUsedMs || a.key.localeCompare(b.key));
+}
+
 export interface PruneLimits {
   /** Remove entries not used for this long. */
   olderThanMs?: number;
@@ -72,8 +94,13 @@ export interface PruneReport {
   keptBytes: number;
 }
 
+export function isStoreFile(entry: EntryUsage): boolean {
+  return entry.kind === 'deb' || entry.kind === 'download';
+}
+
 /** Why an entry must not be removed now, if it must not. */
 function busyReason(root: string, entry: EntryUsage): string | undefined {
+  if (isStoreFile(entry)) return /\.part$/.test(entry.key) && Date.now() - entry.lastUsedMs < 3_600_000 ? 'a download in progress' : undefined;
   const lock = join(root, 'locks', `${entry.key}.lock`);
   if (existsSync(lock)) {
     try {
@@ -88,11 +115,12 @@ function busyReason(root: string, entry: EntryUsage): string | undefined {
 }
 
 /**
- * Removes entries by age and then by size, least recently used first, never one a live build has
- * locked or one with a mount below it. Indexes and resolutions stay: they only explain plans.
+ * Removes entries and store files by age and then by size, least recently used first, never an
+ * entry a live build has locked or one with a mount below it, nor a download still being written.
+ * Indexes and resolutions stay: they only explain plans.
  */
 export function pruneCache(root: string, limits: PruneLimits): PruneReport {
-  const entries = listEntries(root);
+  const entries = [...listEntries(root), ...listStoreFiles(root)].sort((a, b) => a.lastUsedMs - b.lastUsedMs || a.key.localeCompare(b.key));
   const now = limits.now ?? Date.now();
   const report: PruneReport = { removed: [], busy: [], keptBytes: 0 };
   let total = entries.reduce((sum, e) => sum + e.bytes, 0);
@@ -105,7 +133,7 @@ export function pruneCache(root: string, limits: PruneLimits): PruneReport {
       report.busy.push({ entry, why });
       continue;
     }
-    if (!limits.dryRun) rmSync(join(root, 'entries', entry.key), { recursive: true, force: true });
+    if (!limits.dryRun) rmSync(isStoreFile(entry) ? join(root, entry.key) : join(root, 'entries', entry.key), { recursive: true, force: true });
     report.removed.push(entry);
     total -= entry.bytes;
   }

@@ -1,4 +1,4 @@
-import { createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { basename, dirname } from 'node:path';
 import { httpStatusOf, loadGot, requestCodeOf } from './http.js';
@@ -40,10 +40,19 @@ export function stepDownloadOptions(ctx: Pick<StepContext, 'signal' | 'progress'
 export const NO_NETWORK = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH']);
 
 /** Downloads with got: retries, resume of a partial file, mirror failover, progress, sha256; through HTTP(S)_PROXY unless NO_PROXY names the host. */
+/** A stored input's mtime is its last use: `cache prune` removes the ones no build used for long. */
+export function markUsed(file: string): void {
+  const now = new Date();
+  utimesSync(file, now, now);
+}
+
 export async function downloadVerified(opts: DownloadOptions): Promise<string> {
   mkdirSync(dirname(opts.dest), { recursive: true });
   if (existsSync(opts.dest) && opts.sha256) {
-    if ((await sha256File(opts.dest)) === opts.sha256) return opts.dest;
+    if ((await sha256File(opts.dest)) === opts.sha256) {
+      markUsed(opts.dest);
+      return opts.dest;
+    }
     rmSync(opts.dest, { force: true });
   }
   requireNetwork(opts.network ?? true, `the download of ${opts.what}`, opts.urls, opts.offlineFix ?? 'fetch it once with the network into this cache, or give a local file');

@@ -2,7 +2,7 @@ import { copyFileSync, existsSync, mkdirSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GuestError } from '../model/errors.js';
-import { checkSha256, downloadVerified } from './download.js';
+import { checkSha256, downloadVerified, markUsed } from './download.js';
 
 /**
  * A remote input as the cache keeps it, by sha256: `downloads/<sha256>-<name>` (kernel tarballs,
@@ -67,7 +67,10 @@ export async function fetchIntoStore(cacheDir: string, files: StoreFile[], opts:
       copyFileSync(fileURLToPath(local), part);
       renameSync(part, dest);
     }
-    if (local) await checkSha256(dest, f.sha256, f.what, local);
+    if (local) {
+      await checkSha256(dest, f.sha256, f.what, local);
+      markUsed(dest);
+    }
     else await downloadVerified({ urls: f.urls, dest, sha256: f.sha256, what: f.what, signal, log: opts.log, network: opts.network, offlineFix: opts.offlineFix });
   };
   const worker = async () => {

@@ -99,4 +99,39 @@ describe('cache prune', () => {
     const refused = await run(cliBin, ['cache', 'prune', '--max-size', '1G', '--cache-dir', other]);
     expect([refused.code, refused.stderr]).toEqual([2, expect.stringMatching(/^error: E_CLEAN_REFUSED: refusing to prune .*not-a-cache: it is not a gpu-guest cache/)]);
   });
+
+  it("prunes the stores of fetched inputs (downloads/, debs/) by their last use too, never a download in progress, and a reuse counts as use", async () => {
+    const { root } = await cacheWith([{ key: '9'.repeat(64), mib: 1, daysAgo: 5 }]);
+    const put = (path: string, mib: number, daysAgo: number) => {
+      mkdirSync(join(root, path, '..'), { recursive: true });
+      writeFileSync(join(root, path), Buffer.alloc(mib * MiB, 2));
+      const when = new Date(Date.now() - daysAgo * DAY);
+      utimesSync(join(root, path), when, when);
+    };
+    const tarball = `downloads/${'a'.repeat(64)}-linux-6.1.192.tar.xz`;
+    put(tarball, 3, 40);
+    put(`debs/${'b'.repeat(64)}_kmod_30+20221128-1_amd64.deb`, 1, 20);
+    put(`debs/${'c'.repeat(64)}_dkms_3.0.10-8_all.deb`, 1, 1);
+    put(`downloads/${'d'.repeat(64)}-NVIDIA.run.part`, 1, 0);
+    const list = await run(cliBin, ['cache', 'list', '--cache-dir', root]);
+    expect(list.stdout).toMatch(/ {2}downloads\/ +2 stored files \(fetched inputs; cache prune removes them by last use too\)\n/);
+    expect(list.stdout).toMatch(/ {2}debs\/ +2 stored files /);
+    expect(list.stdout).toMatch(/1 entry and 4 stored files, 7\.\d MiB in /);
+
+    const byAge = pruneCache(root, { olderThanMs: 10 * DAY });
+    expect(byAge.removed.map((e) => e.key)).toEqual([tarball, `debs/${'b'.repeat(64)}_kmod_30+20221128-1_amd64.deb`]);
+    expect(existsSync(join(root, tarball))).toBe(false);
+    // by size: the least recently used first, entries and files alike; the .part being written stays
+    const bySize = pruneCache(root, { maxBytes: 0 });
+    expect(bySize.removed.map((e) => e.key)).toEqual(['9'.repeat(64), `debs/${'c'.repeat(64)}_dkms_3.0.10-8_all.deb`]);
+    expect(bySize.busy.map((b) => [b.entry.key, b.why])).toEqual([[`downloads/${'d'.repeat(64)}-NVIDIA.run.part`, 'a download in progress']]);
+
+    // a build that finds a stored file makes it recently used
+    const { downloadVerified } = await import('../../src/sys/download.js');
+    const { sha256File } = await import('../../src/sys/hash.js');
+    put(tarball, 1, 30);
+    const file = join(root, tarball);
+    await downloadVerified({ urls: ['http://127.0.0.1:9/unused'], dest: file, sha256: await sha256File(file), what: 'the tarball', network: false });
+    expect(Date.now() - statSync(file).mtimeMs).toBeLessThan(60_000);
+  });
 });

@@ -10,7 +10,7 @@ import type { KernelSourceResult } from '../../model/results.js';
 import { aptShow } from '../../sys/apt.js';
 import { readAptSources } from '../../sys/apt-sources.js';
 import { requireNetwork } from '../../sys/offline.js';
-import { checkPinnedFile, checkSha256, downloadVerified, stepDownloadOptions, fetchText } from '../../sys/download.js';
+import { checkPinnedFile, checkSha256, downloadVerified, markUsed, stepDownloadOptions, fetchText } from '../../sys/download.js';
 import { redact } from '../../model/redact.js';
 import { runLogged } from '../../sys/exec.js';
 import { requireHostTools } from '../../sys/host-tools.js';
@@ -175,6 +175,7 @@ async function fromAptPackage(ctx: StepContext<SourceParams>, pkg: string, p: So
   if (stored && existsSync(join(ctx.cacheDir, stored.path))) {
     // fetched earlier into the cache (a bundle, or an earlier build): no apt-get, no network
     deb = join(ctx.cacheDir, stored.path);
+    markUsed(deb);
     ctx.log.info(`apt package ${pkg}=${version} from the cache's ${stored.path}`);
   } else {
     requireNetwork(ctx.network, `apt-get download ${pkg}=${version}`, readAptSources().map((s) => s.uri), `set kernel.source.tarball to the tarball ${pkg} installs under /usr/src`);
