@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -80,6 +80,15 @@ export function start(script: string, args: string[], options: { cwd?: string; e
 
 export function run(script: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Proc> {
   return start(script, args, options).done;
+}
+
+/** gpu-guest in a network namespace of its own: only a loopback that is down, no route anywhere. */
+export function runWithoutNetwork(args: string[]): Promise<Proc> {
+  return new Promise((done) => {
+    execFile('unshare', ['--net', '--', process.execPath, cliBin, ...args], { env: { ...process.env, CI: 'true' }, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      done({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
 }
 
 export interface ExecTask {

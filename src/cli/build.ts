@@ -1,5 +1,5 @@
 import { appendFileSync, existsSync, renameSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { GuestError } from '../model/errors.js';
 import { EventBus } from '../engine/events.js';
 import { planRun, type Selection } from '../engine/plan.js';
@@ -24,7 +24,7 @@ import { assertOutUsable, checkOutputFile, openCache, prepareOut, type CliEnv, t
 import { abortOnSignals } from './signals.js';
 import { pushEntry, type PushOptions } from './push.js';
 import { TaskLog } from '../sys/task-log.js';
-import { lockForBuild } from './lock.js';
+import { lockForBuild, withBundledPipeline } from './lock.js';
 import { bundleForBuild } from './fetch.js';
 
 export interface BuildOptions extends PipelineOptions, Selection, PushOptions {
@@ -46,23 +46,26 @@ export interface BuildOptions extends PipelineOptions, Selection, PushOptions {
   updateLock?: boolean;
   /** A bundle from `gpu-guest fetch --bundle`: verified, its files put into the cache, its lock used. */
   bundle?: string;
+  /** With bundle: the public key it must be signed with. */
+  trustedKey?: string;
 }
 
 /** gpu-guest build: plan, run what is not cached, lay the outputs out. Returns the exit status. */
 export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<number> {
   const jobs = parseJobs(opts.jobs);
   if (opts.summary !== undefined) checkOutputFile('--summary', opts.summary);
-  const loaded = env.loadGraph(opts);
+  const loaded = env.loadGraph(await withBundledPipeline(opts));
   assertOutUsable(loaded.pipelineOut);
   const remote = remoteCacheOptions(opts, env);
   const offline = opts.offline ?? false;
   if (offline) refuseNetworkOptions(opts, remote);
+  if (opts.trustedKey && !opts.bundle) throw new GuestError('E_USAGE', '--trusted-key checks a bundle: give --bundle FILE too');
   if (opts.bundle && (opts.lock || opts.updateLock)) throw new GuestError('E_USAGE', `--bundle ${opts.bundle} carries its own lock: drop ${opts.lock ? '--lock' : '--update-lock'}`);
   const { store: local, memo } = openCache(opts, env.env, env.stderr);
   const store = remote ? new RemoteCacheStore(local, remote) : local;
   const signals = abortOnSignals(() => env.stderr('still cleaning up after the interrupt (mounts, scratch folders); please wait\n'));
   try {
-    const lock = opts.bundle ? await bundleForBuild(opts.bundle, loaded, env, local, signals.signal) : await lockForBuild(opts, loaded, env, signals.signal);
+    const lock = opts.bundle ? await bundleForBuild(opts.bundle, loaded, env, local, signals.signal, opts.trustedKey) : await lockForBuild(opts, loaded, env, signals.signal);
     // the plan checks every input it can (preflight) before the out folder is even created
     const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal, network: !offline, offline, lock });
     memo.save();
@@ -120,7 +123,11 @@ export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<num
 /** The pipeline file's and the lock's digests for the manifest (the lock as read, or as the bundle carried it). */
 async function provenanceOf(loaded: { pipelineFile?: string }, opts: BuildOptions, lock: LockFile | undefined): Promise<Provenance> {
   const out: Provenance = {};
-  if (loaded.pipelineFile && existsSync(loaded.pipelineFile)) out.pipelineFile = { path: loaded.pipelineFile, sha256: await sha256File(loaded.pipelineFile) };
+  if (loaded.pipelineFile && existsSync(loaded.pipelineFile)) {
+    // a pipeline the bundle carried is named inside the bundle, not by the folder it was unpacked to for the run
+    const fromBundle = opts.bundle && !opts.pipeline && !opts.vendor ? `${resolve(opts.bundle)}:pipeline/${basename(loaded.pipelineFile)}` : undefined;
+    out.pipelineFile = { path: fromBundle ?? loaded.pipelineFile, sha256: await sha256File(loaded.pipelineFile) };
+  }
   if (lock) out.lock = { sha256: sha256Hex(canonicalJson(lock as unknown as Json)), ...(opts.bundle ? { bundle: resolve(opts.bundle) } : { path: resolve(opts.lock!) }) };
   return out;
 }

@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { GuestError } from '../model/errors.js';
 import { canonicalJson, type Json } from '../model/json.js';
-import { lockGraph, readCheckedLock, writeLock, type LockFile, type LockedTask } from '../engine/lock.js';
+import { checkLock, lockGraph, readCheckedLock, writeLock, type LockFile, type LockedTask } from '../engine/lock.js';
 import { defaultCacheDir } from '../paths.js';
 import { redact } from '../model/redact.js';
 import { checkOutputFile, type CliEnv, type Loaded, type PipelineOptions } from './context.js';
@@ -47,6 +47,30 @@ export async function lockForBuild(opts: PipelineOptions & { lock?: string; upda
   return readCheckedLock(file, loaded.graph, env.steps, loaded.sourceDate);
 }
 
+/**
+ * The lock `plan` and `verify` look up keys with: `--lock FILE`, or the lock inside `--bundle FILE`
+ * (read without unpacking the rest), checked against the loaded pipeline; none without either.
+ */
+export async function lockOfRun(opts: { lock?: string; bundle?: string }, loaded: Loaded, env: CliEnv): Promise<LockFile | undefined> {
+  if (opts.lock && opts.bundle) throw new GuestError('E_USAGE', '--lock and --bundle: a bundle carries its own lock; give one of them');
+  if (opts.lock) return readCheckedLock(resolve(opts.lock), loaded.graph, env.steps, loaded.sourceDate);
+  if (!opts.bundle) return undefined;
+  const { readBundleLock } = await import('../sys/bundle.js');
+  const lock = await readBundleLock(resolve(opts.bundle));
+  checkLock(`the lock in ${opts.bundle}`, lock, loaded.graph, env.steps, loaded.sourceDate);
+  return lock;
+}
+
+/**
+ * `--bundle FILE` without `--vendor` or `--pipeline`: the pipeline the bundle carries (unpacked for
+ * this run, checked against its index) is the one loaded. Otherwise the options as given.
+ */
+export async function withBundledPipeline<T extends PipelineOptions & { bundle?: string }>(opts: T): Promise<T> {
+  if (!opts.bundle || opts.pipeline || opts.vendor) return opts;
+  const { extractBundledPipeline } = await import('../sys/bundle.js');
+  return { ...opts, pipeline: await extractBundledPipeline(resolve(opts.bundle)) };
+}
+
 async function refreshLock(file: string, loaded: Loaded, opts: PipelineOptions, env: CliEnv, signal: AbortSignal): Promise<LockFile> {
   checkOutputFile('--lock', file);
   const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir(env.env));
@@ -76,8 +100,9 @@ function describeTask(task: LockedTask): string {
  */
 export function describeResolved(key: string, value: Json): string {
   if (key === 'locked' && value && typeof value === 'object' && !Array.isArray(value)) {
-    const { packages, release } = value as { packages?: unknown[]; release?: { sha256?: string } };
-    return `${packages?.length ?? 0} packages pinned by sha256 (InRelease ${release?.sha256?.slice(0, 12) ?? '?'}…)`;
+    const { packages, release, releases } = value as { packages?: unknown[]; release?: { sha256?: string }; releases?: { sha256?: string }[] };
+    const signed = (releases ?? (release ? [release] : [])).map((r) => `${r.sha256?.slice(0, 12) ?? '?'}…`);
+    return `${packages?.length ?? 0} packages pinned by sha256 (InRelease ${signed.join(', ') || '?'})`;
   }
   return `${key} ${typeof value === 'string' && /^[0-9a-f]{64}$/.test(value) ? `${value.slice(0, 12)}…` : JSON.stringify(value)}`;
 }

@@ -55,6 +55,7 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .option('--lock <file>', 'build exactly what this lock pins (from `gpu-guest lock`); fails with E_LOCK_MISMATCH when the pipeline no longer matches it')
     .option('--update-lock', 'with --lock: resolve every remote input again and rewrite the lock before building', false)
     .option('--bundle <file>', 'a bundle from `gpu-guest fetch --bundle`: checked whole, its files put into the cache, its lock used (with --offline: build on a machine without a network)')
+    .option('--trusted-key <file>', "with --bundle: the public key the bundle must be signed with, instead of the bundle's own")
     .option('--offline', 'use no network at all: a task whose input is neither cached nor a local file fails with E_OFFLINE instead of fetching it', false)
     .option('--push', 'nvidia-vgpu: push the image after a successful build (same flags as push)', false)
     .option('--registry-auth <file>', 'with --push: a Docker config.json with the registry credentials')
@@ -66,6 +67,7 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .option('--json', 'print the plan as JSON', false)
     .option('--dot', 'print the task graph as Graphviz dot', false)
     .option('--lock <file>', 'plan with the resolutions this lock pins (checked against the pipeline)')
+    .option('--bundle <file>', 'plan with the lock this bundle carries')
     .option('--resolve', 'ask the mirrors for exact versions and sha256 of version ranges (reads only; without it plan uses no network)', false)
     .action(async (opts) => setStatus(await (await import('./plan.js')).planCommand(opts, env)));
 
@@ -77,6 +79,7 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
   addPipelineOptions(program.command('fetch').description('download and verify every remote input the lock pins into the cache; with --bundle also into one file to carry to a machine without a network'), env)
     .option('--lock <file>', 'the lock whose inputs to fetch (default: resolve the pipeline now, and bundle that lock)')
     .option('--bundle <file>', 'also write a bundle (tar): the lock, the downloads, a signed Debian repository of the locked packages')
+    .option('--signing-key <file>', 'sign the bundle with this OpenPGP secret key (gpg --export-secret-keys, no passphrase) instead of a key made for it')
     .action(async (opts) => setStatus(await (await import('./fetch.js')).fetchCommand(opts, env)));
 
   program
@@ -86,6 +89,7 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .description('check every file of a bundle against its index, the repository signature, and the locked packages')
     .option('--cache-dir <dir>', 'cache folder whose scratch space the check unpacks into', defaultCacheDir(env.env))
     .option('--json', 'print the result as JSON', false)
+    .option('--trusted-key <file>', "the public key the bundle must be signed with (who made it), instead of the bundle's own")
     .action(async (file: string, opts) => setStatus(await (await import('./fetch.js')).bundleVerifyCommand(file, opts, env)));
 
   addPipelineOptions(program.command('doctor').description('check the host tools the pipeline needs and print the apt-get line that installs the missing ones'), env)
@@ -105,6 +109,8 @@ export function createProgram(env: CliEnv, setStatus: (n: number) => void): Comm
     .option('--json', 'print the check results as JSON', false)
     .option('--kernel-arg <param>', 'an extra kernel parameter for the boot, e.g. module.sig_enforce=1, repeatable', collect, [])
     .addOption(new Option('--hotplug <slots>', 'q35 guests: prove hot-plug into a PCIe root port (large BAR, native pciehp), a PCI bridge (small BAR, ACPI hotplug; a second boot), both, or none').choices(['both', 'root-port', 'bridge', 'none']).default('both'))
+    .option('--lock <file>', 'the lock the build used (build --lock): the guest built with it is the one booted')
+    .option('--bundle <file>', 'the bundle the build used (build --bundle): its lock picks the guest booted')
     .action(async (opts) => setStatus(await (await import('./verify.js')).verifyCommand(opts, env)));
 
   addPipelineOptions(program.command('clean').description('remove the pipeline\'s out folder (all of the out folder without --vendor/--pipeline)'), env)

@@ -3,9 +3,7 @@ import { planRun, type Plan, type Selection } from '../engine/plan.js';
 import { abortOnSignals } from './signals.js';
 import { redact, redactJson } from '../model/redact.js';
 import type { Json } from '../model/json.js';
-import { resolve } from 'node:path';
-import { readCheckedLock } from '../engine/lock.js';
-import { describeResolved } from './lock.js';
+import { describeResolved, lockOfRun, withBundledPipeline } from './lock.js';
 
 export interface PlanOptions extends PipelineOptions, Selection {
   json?: boolean;
@@ -14,15 +12,17 @@ export interface PlanOptions extends PipelineOptions, Selection {
   resolve?: boolean;
   /** Plan with the lock's resolutions (checked against the pipeline first). */
   lock?: string;
+  /** Plan with the lock a bundle carries. */
+  bundle?: string;
 }
 
 /** gpu-guest plan: what build would do, and why, without doing it. */
 export async function planCommand(opts: PlanOptions, env: CliEnv): Promise<number> {
-  const loaded = env.loadGraph(opts);
+  const loaded = env.loadGraph(await withBundledPipeline(opts));
   const { store, memo } = openCacheReadOnly(opts, env.env);
   const signals = abortOnSignals(() => undefined);
   try {
-    const lock = opts.lock ? readCheckedLock(resolve(opts.lock), loaded.graph, env.steps, loaded.sourceDate) : undefined;
+    const lock = await lockOfRun(opts, loaded, env);
     const plan = await planRun(loaded.graph, opts, { steps: env.steps, store, memo, signal: signals.signal, network: opts.resolve ?? false, lock });
     if (opts.json) env.stdout(`${JSON.stringify(redactJson({ pipeline: plan.pipeline, tasks: plan.tasks } as unknown as Json), null, 2)}\n`);
     else if (opts.dot) env.stdout(planToDot(plan));

@@ -1,3 +1,4 @@
+import { lockOfRun, withBundledPipeline } from './lock.js';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,6 +33,9 @@ export interface VerifyOptions extends PipelineOptions {
   kernelArg?: string[];
   /** q35 guests: which hotplug topologies to prove. Default both. */
   hotplug?: HotplugMode;
+  /** The lock (or the bundle carrying it) the build used: the locked tasks' keys come from it. */
+  lock?: string;
+  bundle?: string;
 }
 
 /** One kernel parameter each: no blank, no quote (QEMU's -append takes them space-separated). */
@@ -50,7 +54,7 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
   const kernelArgs = checkKernelArgs(opts.kernelArg ?? []);
   const hotplug = opts.hotplug ?? 'both';
   if (!['both', 'root-port', 'bridge', 'none'].includes(hotplug)) throw new GuestError('E_USAGE', `--hotplug ${hotplug}: expected both, root-port, bridge or none`);
-  const loaded = env.loadGraph(opts);
+  const loaded = env.loadGraph(await withBundledPipeline(opts));
   if (!loaded.graph.tasks.some((t) => t.kind === 'kernel-build')) {
     throw new GuestError('E_USAGE', `verify boots a guest, and pipeline ${loaded.graph.pipeline} builds none (for the vGPU manager image use push, or skopeo inspect)`);
   }
@@ -60,7 +64,8 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
   const work = mkdtempSync(join(tmpdir(), 'gpu-guest-verify-'));
   try {
     await requireHostTools('verify');
-    const plan = await planRun(loaded.graph, {}, { steps: env.steps, store, memo, signal: signals.signal, network: false });
+    const lock = await lockOfRun(opts, loaded, env);
+    const plan = await planRun(loaded.graph, {}, { steps: env.steps, store, memo, signal: signals.signal, network: false, lock });
     const [build, config, image, driverRun, driverPackages, toolkit] = await Promise.all([
       builtEntryOfKind(plan, store, 'kernel-build'),
       builtEntryOfKind(plan, store, 'kernel-config'),
@@ -72,7 +77,7 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
     const driver = driverRun ?? driverPackages;
     if (!build || !image) {
       const missing = [build ? '' : 'kernel', image ? '' : 'image'].filter(Boolean);
-      throw new GuestError('E_NOT_CACHED', `verify needs the built ${missing.join(' and ')} of ${plan.pipeline}: run gpu-guest build with the same pipeline and flags first`);
+      throw new GuestError('E_NOT_CACHED', `verify needs the built ${missing.join(' and ')} of ${plan.pipeline}: run gpu-guest build with the same pipeline and flags first${lock ? '' : ' (a build with --lock or --bundle: verify with the same flag)'}`);
     }
     const release = build.result.kernelRelease;
     const format = image.result.format;

@@ -31,17 +31,32 @@ export function isLockable(task: TaskSpec, steps: StepRegistry): boolean {
   return Boolean(step?.resolve || step?.lock);
 }
 
-/** Resolves every lockable task with the network, as a build would, then pins what its step locks. */
+/**
+ * Resolves every lockable task with the network, as a build would, then pins what its step locks.
+ * A task's lock hook sees the locked parameters of the lockable tasks it reads (a driver's package
+ * set is what apt adds to the locked rootfs), so those are locked first; the rest in parallel.
+ */
 export async function lockGraph(graph: TaskGraph, steps: StepRegistry, sourceDate: number, ctx: ResolveContext): Promise<LockFile> {
   const lockable = graph.tasks.filter((t) => isLockable(t, steps));
-  const entries = await Promise.all(
-    lockable.map(async (task): Promise<[string, LockedTask]> => {
+  const locking = new Map<string, Promise<LockedTask>>();
+  const lockTask = (task: TaskSpec): Promise<LockedTask> => {
+    let pending = locking.get(task.id);
+    if (pending) return pending;
+    pending = (async () => {
+      const upstream: { [role: string]: JsonObject } = {};
+      for (const [role, id] of Object.entries(task.upstream)) {
+        const up = lockable.find((t) => t.id === id);
+        if (up) upstream[role] = (await lockTask(up)).resolved;
+      }
       const step = steps.get(task.kind)!;
       let params = step.resolve ? ((await step.resolve(task.params, task.files, ctx)) as JsonObject) : task.params;
-      if (step.lock) params = (await step.lock(params, task.files, ctx)) as JsonObject;
-      return [task.id, { kind: task.kind, declared: task.params, resolved: params }];
-    }),
-  );
+      if (step.lock) params = (await step.lock(params, task.files, ctx, upstream)) as JsonObject;
+      return { kind: task.kind, declared: task.params, resolved: params };
+    })();
+    locking.set(task.id, pending);
+    return pending;
+  };
+  const entries = await Promise.all(lockable.map(async (task): Promise<[string, LockedTask]> => [task.id, await lockTask(task)]));
   return { gpuGuestLock: LOCK_FORMAT, pipeline: graph.pipeline, sourceDate, tasks: Object.fromEntries(entries.sort(([a], [b]) => a.localeCompare(b))) };
 }
 

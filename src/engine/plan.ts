@@ -175,7 +175,7 @@ async function resolveParams(step: AnyStep, task: TaskSpec, ctx: PlanContext): P
   const id = sha256Hex(canonicalJson({ kind: task.kind, version: step.version, params: task.params }));
   const locked = ctx.lock?.tasks[task.id];
   if (locked && (step.resolve || step.lock)) {
-    // recorded like a resolution, so verify and push (which take no lock) find what a locked build made
+    // recorded like a resolution: a later plan or offline build without the lock resolves as this build did
     if (ctx.network || ctx.offline) ctx.store.rememberResolution(id, locked.resolved);
     return { params: locked.resolved, note: 'resolved from the lock' };
   }

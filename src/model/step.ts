@@ -114,8 +114,9 @@ export interface StepDefinition<P extends object = JsonObject, U extends Upstrea
    * For `gpu-guest lock`: pins what the resolved parameters still leave to the mirror at build time
    * (the exact package set a mirror gives now, each .deb by sha256). Needs the network. The result
    * is recorded in the lock and replaces params in `build --lock`; run() must then use exactly it.
+   * `upstream`: the locked parameters of the lockable tasks this one reads, by role.
    */
-  lock?(params: P, files: TaskSpec['files'], ctx: ResolveContext): Promise<P>;
+  lock?(params: P, files: TaskSpec['files'], ctx: ResolveContext, upstream: { [role: string]: JsonObject }): Promise<P>;
   /**
    * The remote files run() would fetch with these (resolved or locked) parameters, where the cache
    * keeps them (sys/store): `gpu-guest fetch` gathers them into a bundle, `build --bundle` puts them

@@ -99,7 +99,8 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
     tasks.push({
       id: 'toolkit',
       kind: 'toolkit',
-      upstream: { driver: 'driver' },
+      // from a repository, the lock pins what apt adds to the base rootfs
+      upstream: { driver: 'driver', ...(t.repository && !t.debs?.length ? { base: 'rootfs' } : {}) },
       title: `install the NVIDIA container toolkit ${t.version}`,
       params: {
         version: t.version,

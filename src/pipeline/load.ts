@@ -376,40 +376,53 @@ function resolvePaths(p: Pipeline, baseDir: string, cwd: string, overrides: Over
     }
     return abs;
   };
-  if (p.vgpu) {
-    if (p.vgpu.path) p.vgpu.path = mustExist(p.vgpu.path, ['vgpu', 'path']);
-    if (p.vgpu.baseImage) p.vgpu.baseImage = mustExist(p.vgpu.baseImage, ['vgpu', 'baseImage']);
-    if (p.vgpu.dockerfileDir) p.vgpu.dockerfileDir = mustExist(p.vgpu.dockerfileDir, ['vgpu', 'dockerfileDir']);
+  if (p.kernel) {
+    if (p.kernel.baseConfig) p.kernel.profileFragments = [];
+    else {
+      p.kernel.profile ??= 'kata';
+      Object.assign(p.kernel, kernelProfileFiles(p.kernel.profile));
+    }
   }
-  if (!p.kernel) return;
-  if (p.kernel.baseConfig) {
-    p.kernel.baseConfig = mustExist(p.kernel.baseConfig, ['kernel', 'baseConfig']);
-    p.kernel.profileFragments = [];
-  } else {
-    p.kernel.profile ??= 'kata';
-    Object.assign(p.kernel, kernelProfileFiles(p.kernel.profile));
-  }
-  p.kernel.fragments = p.kernel.fragments.map((f, i) => mustExist(f, ['kernel', 'fragments', i]));
-  if (p.kernel.keyring) p.kernel.keyring = mustExist(p.kernel.keyring, ['kernel', 'keyring']);
-  const signing = p.kernel.moduleSigning;
+  visitLocalPaths(p, mustExist);
+  const signing = p.kernel?.moduleSigning;
   if (signing) {
-    signing.key = mustExist(signing.key, ['kernel', 'moduleSigning', 'key']);
-    signing.certificate = mustExist(signing.certificate, ['kernel', 'moduleSigning', 'certificate']);
     try {
       signing.identity = readSigningIdentity(signing.key, signing.certificate);
     } catch (err) {
       throw new GuestError('E_PIPELINE_INVALID', `${where(['kernel', 'moduleSigning'])}: ${(err as Error).message}`, { cause: err });
     }
   }
-  const tarball = p.kernel.source.tarball;
-  if (tarball && !/^(https?:\/\/|apt:)/.test(tarball)) p.kernel.source.tarball = mustExist(tarball, ['kernel', 'source', 'tarball']);
-  if (p.driver?.path) p.driver.path = mustExist(p.driver.path, ['driver', 'path']);
-  if (p.driver?.moduleSource?.path) p.driver.moduleSource.path = mustExist(p.driver.moduleSource.path, ['driver', 'moduleSource', 'path']);
-  if (p.driver) p.driver.patches = p.driver.patches.map((f, i) => mustExist(f, ['driver', 'patches', i]));
-  if (p.driver?.repository) p.driver.repository.key = mustExist(p.driver.repository.key, ['driver', 'repository', 'key']);
+}
+
+/**
+ * Every key of a pipeline that names a local file or folder (not a URL, not `apt:`), with its value:
+ * `visit` returns the value to put there (resolvePaths makes them absolute; `fetch --bundle` copies
+ * the files and points the bundled pipeline at the copies).
+ */
+export function visitLocalPaths(p: Pipeline, visit: (value: string, path: KeyPath) => string): void {
+  if (p.vgpu) {
+    if (p.vgpu.path) p.vgpu.path = visit(p.vgpu.path, ['vgpu', 'path']);
+    if (p.vgpu.baseImage) p.vgpu.baseImage = visit(p.vgpu.baseImage, ['vgpu', 'baseImage']);
+    if (p.vgpu.dockerfileDir) p.vgpu.dockerfileDir = visit(p.vgpu.dockerfileDir, ['vgpu', 'dockerfileDir']);
+  }
+  if (!p.kernel) return;
+  if (p.kernel.baseConfig) p.kernel.baseConfig = visit(p.kernel.baseConfig, ['kernel', 'baseConfig']);
+  if (p.kernel.fragments) p.kernel.fragments = p.kernel.fragments.map((f, i) => visit(f, ['kernel', 'fragments', i]));
+  if (p.kernel.keyring) p.kernel.keyring = visit(p.kernel.keyring, ['kernel', 'keyring']);
+  const signing = p.kernel.moduleSigning;
+  if (signing) {
+    signing.key = visit(signing.key, ['kernel', 'moduleSigning', 'key']);
+    signing.certificate = visit(signing.certificate, ['kernel', 'moduleSigning', 'certificate']);
+  }
+  const tarball = p.kernel.source?.tarball;
+  if (tarball && !/^(https?:\/\/|apt:)/.test(tarball)) p.kernel.source.tarball = visit(tarball, ['kernel', 'source', 'tarball']);
+  if (p.driver?.path) p.driver.path = visit(p.driver.path, ['driver', 'path']);
+  if (p.driver?.moduleSource?.path) p.driver.moduleSource.path = visit(p.driver.moduleSource.path, ['driver', 'moduleSource', 'path']);
+  if (p.driver?.patches) p.driver.patches = p.driver.patches.map((f, i) => visit(f, ['driver', 'patches', i]));
+  if (p.driver?.repository?.key) p.driver.repository.key = visit(p.driver.repository.key, ['driver', 'repository', 'key']);
   if (p.toolkit) {
-    p.toolkit.debs = p.toolkit.debs.map((d, i) => mustExist(d, ['toolkit', 'debs', i]));
+    if (p.toolkit.debs) p.toolkit.debs = p.toolkit.debs.map((d, i) => visit(d, ['toolkit', 'debs', i]));
     const repo = p.toolkit.repository;
-    if (repo && !/^https?:\/\//.test(repo.key)) repo.key = mustExist(repo.key, ['toolkit', 'repository', 'key']);
+    if (repo && !/^https?:\/\//.test(repo.key)) repo.key = visit(repo.key, ['toolkit', 'repository', 'key']);
   }
 }

@@ -178,3 +178,9 @@ export async function withChroot<T>(rootDir: string, ctx: { log: StepLog; cacheD
   await session.close();
   return result;
 }
+
+/** The packages dpkg has installed in a chroot, `name` → `version`. */
+export async function installedPackages(chroot: ChrootSession): Promise<Map<string, string>> {
+  const listed = await chroot.run('dpkg-query', ['-W', '-f=${db:Status-Abbrev}\\t${Package}\\t${Version}\\n'], { capture: true });
+  return new Map(listed.split('\n').map((l) => l.split('\t')).filter(([status, name]) => status?.startsWith('ii') && name).map(([, name, version]) => [name!, version!]));
+}

@@ -6,7 +6,7 @@ import { DEBIAN_REVISION, dkmsMarkerPatch, moduleImports, NVIDIA_VERSION } from 
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
 import { TEST_SIGNER } from '../fixtures/signing.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
-import { cliBin, leakedMounts, run, sharedCacheDir, suiteDir, writeAptPipeline } from '../helpers.js';
+import { cliBin, leakedMounts, run, runWithoutNetwork, sharedCacheDir, suiteDir, writeAptPipeline } from '../helpers.js';
 
 const version = debianKernelVersion();
 const release = `${version}-nvidia-gpu`;
@@ -18,11 +18,18 @@ let out: string;
 let build: Awaited<ReturnType<typeof run>>;
 let verify: Awaited<ReturnType<typeof run>>;
 let listing: string;
+let lock: Awaited<ReturnType<typeof run>>;
+let fetched: Awaited<ReturnType<typeof run>>;
+let lockFile: string;
 
 // driver.source: apt, the distribution's way: Debian's real NVIDIA packages (contrib/non-free of the
 // host's mirror, signed by Debian's archive key), DKMS compiling NVIDIA's proprietary modules for
 // the shared kernel build inside the chroot, then DKMS, the compiler and the headers purged. A patch
 // in DKMS's layout (a modinfo field added to nvidia.ko) is applied to /usr/src before DKMS builds.
+// Built the way an air-gapped site does: locked (apt's own choice of every package DKMS and the
+// driver add, pinned by sha256), fetched, then built in a network namespace with no route, so
+// every package comes from the cache's store through a local repository of exactly the locked set
+// (the unlocked apt path runs in test/steps/guest-failures.test.ts).
 beforeAll(async () => {
   const dir = suiteDir('gpu-guest-apt-');
   server = await startKernelOrg([{ path: `v6.x/linux-${version}.tar.xz`, file: DEBIAN_TARBALL }]);
@@ -31,16 +38,43 @@ beforeAll(async () => {
   const patch = dkmsMarkerPatch(sharedCacheDir(), dir);
   const file = writeAptPipeline(dir, `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`, `  version: "${NVIDIA_VERSION}"\n  source: apt\n  moduleType: proprietary\n  packages: [${PACKAGES.join(', ')}]\n  patches: [${patch}]\n`);
   const args = ['--pipeline', file, '--cache-dir', sharedCacheDir(), '--out-dir', out, '--set', `toolkit.debs=${debs}`];
-  build = await run(cliBin, ['build', ...args]);
-  verify = await run(cliBin, ['verify', ...args, '--hotplug', 'root-port']);
+  lockFile = join(dir, 'nvidia-test.lock.json');
+  lock = await run(cliBin, ['lock', ...args, '--lock', lockFile]);
+  fetched = lock.code === 0 ? await run(cliBin, ['fetch', ...args, '--lock', lockFile]) : lock;
+  build = fetched.code === 0 ? await runWithoutNetwork(['build', '--offline', '--lock', lockFile, ...args]) : fetched;
+  verify = await run(cliBin, ['verify', ...args, '--lock', lockFile, '--hotplug', 'root-port']);
   listing = build.code === 0 ? execFileSync('tar', ['-tvf', join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar')], { encoding: 'utf8', maxBuffer: 1 << 26 }) : '';
 }, 2_400_000);
 afterAll(async () => server?.close());
 
 describe('driver.source: apt (DKMS builds Debian’s NVIDIA packages in the chroot)', () => {
+  it('locks what apt adds to the locked rootfs for the driver: the pins, DKMS, the compiler, each .deb by sha256 from the signed InRelease', () => {
+    expect(lock.code, `${lock.stdout}\n${lock.stderr}`).toBe(0);
+    expect(lock.stdout).toMatch(/^ {2}driver +\d+ packages pinned by sha256 \(InRelease [0-9a-f]{12}…\)$/m);
+    const locked = JSON.parse(readFileSync(lockFile, 'utf8')).tasks.driver.resolved.locked;
+    const rootfs = JSON.parse(readFileSync(lockFile, 'utf8')).tasks.rootfs.resolved.locked;
+    const names = locked.packages.map((p: { name: string; version: string }) => `${p.name}=${p.version}`);
+    expect(names).toEqual(expect.arrayContaining(PACKAGES));
+    for (const name of ['dkms', 'make', 'libelf1', 'nvidia-kernel-support']) expect(names.some((n: string) => n.startsWith(`${name}=`))).toBe(true);
+    expect(names.some((n: string) => /^gcc-\d+=/.test(n))).toBe(true);
+    // apt adds only what the locked rootfs lacks
+    const inRootfs = new Set(rootfs.packages.map((p: { name: string; version: string }) => `${p.name}=${p.version}`));
+    expect(names.filter((n: string) => inRootfs.has(n))).toEqual([]);
+    for (const p of locked.packages) {
+      expect(p.sha256).toMatch(/^[0-9a-f]{64}$/);
+      expect(p.filename).toMatch(/^pool\/(main|contrib|non-free|non-free-firmware)\//);
+      expect(p.mirror).toBe(rootfs.packages[0].mirror ?? JSON.parse(readFileSync(lockFile, 'utf8')).tasks.rootfs.resolved.mirror);
+    }
+    expect(locked.releases).toEqual([rootfs.release]);
+    expect(fetched.code, `${fetched.stdout}\n${fetched.stderr}`).toBe(0);
+  });
+
+
   it('installs the pinned packages, applies the patch to the DKMS source, builds the modules for the guest kernel, and leaves nothing mounted', () => {
     expect(build.code, `${build.stdout}\n${build.stderr}`).toBe(0);
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
+    // installed offline from the local repository of the locked .debs, exactly the locked set
+    expect(readFileSync(join(out, 'nvidia-test/logs/driver.log'), 'utf8')).toMatch(/^.*apt installs the driver from a local repository of the \d+ locked packages$/m);
     const manifest = JSON.parse(readFileSync(join(out, 'nvidia-test/manifest.json'), 'utf8'));
     const driver = manifest.tasks.find((t: { id: string }) => t.id === 'driver');
     expect(driver.kind).toBe('driver-packages');
@@ -67,7 +101,10 @@ describe('driver.source: apt (DKMS builds Debian’s NVIDIA packages in the chro
     expect(listing).not.toMatch(/\.\/usr\/(s?bin\/(gcc|cc|make|dkms)|bin\/x86_64-linux-gnu-gcc-12)( -> .*)?$/m);
     expect(listing).not.toMatch(/\.\/usr\/src\/(linux-headers-|nvidia-current-)/m);
     expect(listing).not.toMatch(/\.\/var\/lib\/dkms\/nvidia/m);
-    expect(listing).not.toMatch(/gpu-guest-driver|var\/tmp\/gpu-guest|framework\.conf\.d\/gpu-guest|var\/lib\/dkms\/mok/m);
+    expect(listing).not.toMatch(/gpu-guest-driver|var\/tmp\/gpu-guest|framework\.conf\.d\/gpu-guest|var\/lib\/dkms\/mok|gpu-guest-locked|lists\/.*gpu-guest/m);
+    // the runtime packages at their locked versions, as dpkg knows them in the guest
+    const status = execFileSync('tar', ['-xOf', join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar'), './var/lib/dpkg/status'], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    for (const pin of ['nvidia-smi', 'libnvidia-ml1', 'libcuda1', 'firmware-nvidia-gsp']) expect(status).toMatch(new RegExp(`^Package: ${pin}\nStatus: install ok installed\n(?:.+\n)*?Version: ${pinned.replace(/[.+]/g, '\\$&')}$`, 'm'));
   });
 
   it("boots in QEMU: modprobe nvidia (Debian's install line) reaches 'No NVIDIA GPU found', nvidia-smi matches the modules", () => {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEBIAN_TARBALL, debianKernelVersion, startKernelOrg, type KernelOrg } from '../fixtures/kernel-org.js';
-import { cliBin, leakedMounts, run, sharedCacheDir, suiteDir, writePipeline, type Proc } from '../helpers.js';
+import { cliBin, leakedMounts, run, runWithoutNetwork, sharedCacheDir, suiteDir, writePipeline } from '../helpers.js';
 import { sha256File } from '../../src/sys/hash.js';
 import { aptShow } from '../../src/sys/apt.js';
 
@@ -13,16 +13,6 @@ let server: KernelOrg;
 let dir: string;
 let cache: string;
 let file: string;
-
-/** gpu-guest in a network namespace of its own: only a loopback that is down, no route anywhere. */
-async function runWithoutNetwork(args: string[]): Promise<Proc> {
-  const argv = ['--net', '--', process.execPath, cliBin, ...args];
-  const r = await promisify(execFile)('unshare', argv, { env: { ...process.env, CI: 'true' }, maxBuffer: 16 << 20 }).then(
-    (ok) => ({ code: 0, ...ok }),
-    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
-  );
-  return r;
-}
 
 // The kernel path's inputs through a kernel.org-style mirror on 127.0.0.1, into a cache of this
 // file's own (the shared one is not for dropping entries); the rootfs from the shared cache.
@@ -134,14 +124,18 @@ describe('gpu-guest lock, fetch --bundle, build --offline --bundle', () => {
     bundle = join(dir, 'intel-test.bundle.tar');
     const fetched = await run(cliBin, ['fetch', '--pipeline', aptPipeline, '--cache-dir', sharedCacheDir(), '--lock', lockFile, '--bundle', bundle]);
     expect(fetched.code, fetched.stderr).toBe(0);
-    expect(fetched.stdout).toMatch(new RegExp(`wrote \\S+intel-test\\.bundle\\.tar: \\d+ files, [\\d.]+ MiB \\(the lock, 1 download\\(s\\), a Debian repository of ${packagesOf(lock).length} locked package\\(s\\)\\)`));
+    expect(fetched.stdout).toMatch(new RegExp(`wrote \\S+intel-test\\.bundle\\.tar: \\d+ files, [\\d.]+ MiB \\(the pipeline pipeline/intel-test\\.yaml and its local inputs, the lock, 1 download\\(s\\), a Debian repository of ${packagesOf(lock).length} locked package\\(s\\)\\)`));
     const verified = await run(cliBin, ['bundle', 'verify', bundle, '--cache-dir', sharedCacheDir()]);
     expect(verified.code, verified.stderr).toBe(0);
-    expect(verified.stdout).toMatch(/: \d+ files verified \([\d.]+ MiB\), pipeline intel-test, \d+ locked package\(s\), repository signature good/);
+    expect(verified.stdout).toMatch(/: \d+ files verified \([\d.]+ MiB\), pipeline intel-test, \d+ locked package\(s\), signatures good against the bundle's own key/);
     // the bundle's repository is a Debian repository apt's own tools accept: its InRelease verifies against the bundled key
     const listing = (await promisify(execFile)('tar', ['-tf', bundle])).stdout;
     expect(listing).toMatch(/^\.\/dists\/bookworm\/InRelease$/m);
     expect(listing).toMatch(/^\.\/pool\/main\/kmod_\S+_amd64\.deb$/m);
+    // the pipeline, its paths pointing at the copies of its local inputs beside it (the shipped fragment)
+    const carried = (await promisify(execFile)('tar', ['-xOf', bundle, './pipeline/intel-test.yaml'])).stdout;
+    expect(carried).toMatch(/^ {4}- \.\/files\/01\/intel\.conf$/m);
+    expect(listing).toMatch(/^\.\/pipeline\/files\/01\/intel\.conf$/m);
 
     // one byte changed in the middle of the bundle (inside one of its .debs)
     const damaged = join(dir, 'damaged.tar');
@@ -158,14 +152,15 @@ describe('gpu-guest lock, fetch --bundle, build --offline --bundle', () => {
     expect(refused.stderr).toMatch(/^error: E_BUNDLE_CORRUPT: /m);
     expect(existsSync(join(offlineCache, 'debs'))).toBe(false);
 
-    for (const until of ['kernel-source', 'image']) {
-      const built = await runWithoutNetwork(['build', '--offline', '--bundle', bundle, '--until', until, '--progress', 'plain', '--pipeline', aptPipeline, '--cache-dir', offlineCache, '--out-dir', join(dir, 'bundled')]);
+    // the pipeline named as when it was fetched; then the bundle alone, with the pipeline it carries
+    for (const [until, pipeline] of [['kernel-source', ['--pipeline', aptPipeline]], ['image', []]] as const) {
+      const built = await runWithoutNetwork(['build', '--offline', '--bundle', bundle, '--until', until, '--progress', 'plain', ...pipeline, '--cache-dir', offlineCache, '--out-dir', join(dir, 'bundled')]);
       expect(built.code, `${built.stdout}\n${built.stderr}`).toBe(0);
-      expect(built.stderr).toMatch(/^bundle \S+: \d+ files verified, \d+ put into the cache$/m);
+      expect(built.stderr).toMatch(/^bundle \S+: \d+ files verified, signatures good against the bundle's own key \(--trusted-key checks who made it\), \d+ put into the cache$/m);
     }
-    // the manifest names what the build was made from: the pipeline file and the bundle's lock, by sha256
+    // the manifest names what the build was made from: the pipeline (here the bundle's) and the bundle's lock, by sha256
     const manifest = JSON.parse(readFileSync(join(dir, 'bundled/intel-test/manifest.json'), 'utf8'));
-    expect(manifest.pipelineFile).toEqual({ path: aptPipeline, sha256: await sha256File(aptPipeline) });
+    expect(manifest.pipelineFile).toEqual({ path: `${bundle}:pipeline/intel-test.yaml`, sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
     expect(manifest.lock).toEqual({ sha256: expect.stringMatching(/^[0-9a-f]{64}$/), bundle: bundle });
     const plan = JSON.parse((await run(cliBin, ['plan', '--json', ...locked('plan', lockFile, offlineCache)])).stdout) as { tasks: { id: string; key: string; status: string; reasons: string[] }[] };
     const rootfs = plan.tasks.find((t) => t.id === 'rootfs')!;

@@ -94,4 +94,52 @@ describe('lock files', () => {
     expect(unlocked.tasks.find((t) => t.id === 'source')!.params).toMatchObject({ exact: '1.2.4' });
     expect(unlocked.tasks.find((t) => t.id === 'source')!.key).not.toBe(source.key);
   });
+
+  it("a task's lock sees the locked parameters of the lockable tasks it reads (a driver's packages are what apt adds to the locked rootfs)", async () => {
+    const seen: JsonObject[] = [];
+    let rootfsDone = false;
+    const chained = createStepRegistry([
+      {
+        kind: 'rootfs',
+        version: 1,
+        resources: { cpu: 1 },
+        lock: async (p: JsonObject) => {
+          // slower than the driver's own start: the driver must wait for it, not race it
+          await new Promise((r) => setTimeout(r, 30));
+          rootfsDone = true;
+          return { ...p, locked: ['libc6=2.36'] };
+        },
+        run: async () => ({}),
+      },
+      {
+        kind: 'driver',
+        version: 1,
+        resources: { cpu: 1 },
+        lock: async (p: JsonObject, _files, _ctx, upstream) => {
+          expect(rootfsDone).toBe(true);
+          seen.push(upstream);
+          return { ...p, locked: ['dkms=3'] };
+        },
+        run: async () => ({}),
+      },
+      { kind: 'plain', version: 1, resources: { cpu: 1 }, run: async () => ({}) },
+    ]);
+    const lock = await lockGraph(
+      {
+        pipeline: 'p',
+        tasks: [
+          { id: 'driver', kind: 'driver', upstream: { rootfs: 'rootfs', debs: 'debs' }, params: { pins: ['a'] }, files: {}, title: 'driver' },
+          { id: 'debs', kind: 'plain', upstream: {}, params: {}, files: {}, title: 'debs' },
+          { id: 'rootfs', kind: 'rootfs', upstream: {}, params: { suite: 's' }, files: {}, title: 'rootfs' },
+        ],
+      },
+      chained,
+      1700000000,
+      ctx,
+    );
+    // only lockable upstreams are passed, by their role; each task is locked once
+    expect(seen).toEqual([{ rootfs: { suite: 's', locked: ['libc6=2.36'] } }]);
+    expect(Object.keys(lock.tasks)).toEqual(['driver', 'rootfs']);
+    expect(lock.tasks.driver!.resolved).toEqual({ pins: ['a'], locked: ['dkms=3'] });
+  });
 });

@@ -246,10 +246,36 @@ describe('guest bad inputs through the CLI', () => {
       const r = await run(cliBin, ['build', '--until', 'toolkit', '--pipeline', file, ...common(dir), ...goodDriver()]);
       expect(r.code, r.stderr).toBe(0);
       const manifest = JSON.parse(readFileSync(join(dir, 'out/nvidia-test/manifest.json'), 'utf8'));
-      expect(manifest.tasks.find((t: { id: string }) => t.id === 'toolkit').result.packages).toEqual(['libnvidia-container-tools=1.17.3-1', 'libnvidia-container1=1.17.3-1', 'nvidia-container-toolkit-base=1.17.3-1', 'nvidia-container-toolkit=1.17.3-1']);
+      const installed = ['libnvidia-container-tools=1.17.3-1', 'libnvidia-container1=1.17.3-1', 'nvidia-container-toolkit-base=1.17.3-1', 'nvidia-container-toolkit=1.17.3-1'];
+      expect(manifest.tasks.find((t: { id: string }) => t.id === 'toolkit').result.packages).toEqual(installed);
+      expect(leakedMounts(sharedCacheDir())).toEqual([]);
+
+      // locked: what apt adds to the locked base rootfs, each .deb by sha256 and with its repository
+      const lockFile = join(dir, 'nvidia-test.lock.json');
+      const locked = await run(cliBin, ['lock', '--pipeline', file, ...common(dir), ...goodDriver(), '--lock', lockFile]);
+      expect(locked.code, locked.stderr).toBe(0);
+      const params = JSON.parse(readFileSync(lockFile, 'utf8')).tasks.toolkit.resolved;
+      expect(params.locked.packages.map((p: { name: string; version: string }) => `${p.name}=${p.version}`).sort()).toEqual(installed.sort());
+      for (const p of params.locked.packages) expect(p).toMatchObject({ mirror: repo.url.replace(/\/$/, ''), sha256: createHash('sha256').update(readFileSync(join(dir, 'repo', p.filename))).digest('hex') });
+      expect(params.locked.releases.map((r: { url: string }) => r.url)).toEqual([`${repo.url.replace(/\/$/, '')}/dists/stable/InRelease`, expect.stringMatching(/\/dists\/bookworm\/InRelease$/)]);
+      const fetched = await run(cliBin, ['fetch', '--pipeline', file, ...common(dir), ...goodDriver(), '--lock', lockFile]);
+      expect(fetched.code, fetched.stderr).toBe(0);
+      await repo.close();
+      // the locked step, with the repository gone and no network: the packages come from the cache's store
+      const plan = JSON.parse((await run(cliBin, ['plan', '--json', '--pipeline', file, ...common(dir), ...goodDriver()])).stdout);
+      const driverEntry = { dir: join(sharedCacheDir(), 'entries', plan.tasks.find((t: { id: string }) => t.id === 'driver').key, 'out'), result: manifest.tasks.find((t: { id: string }) => t.id === 'driver').result };
+      const stepDir = testDir();
+      const ctx = stepContext(stepDir, { params, files: { repositoryKey: repo.keyring, recipe: join(repoRoot, 'rootfs/debian') }, upstream: { driver: driverEntry }, cacheDir: sharedCacheDir(), network: false });
+      mkdirSync(ctx.outDir, { recursive: true });
+      mkdirSync(ctx.workDir, { recursive: true });
+      const result = await toolkit.run(ctx);
+      expect(result.packages).toEqual(installed);
+      expect(readFileSync(join(stepDir, 'task.log'), 'utf8')).toContain('apt installs the toolkit from a local repository of the 4 locked packages');
+      const listing = execFileSync('tar', ['-tf', join(ctx.outDir, 'rootfs.tar')], { encoding: 'utf8', maxBuffer: 1 << 26 });
+      expect(listing).not.toMatch(/gpu-guest-locked|lists\/.*gpu-guest|var\/tmp\/gpu-guest/);
       expect(leakedMounts(sharedCacheDir())).toEqual([]);
     } finally {
-      await repo.close();
+      await repo.close().catch(() => undefined);
     }
   }, 1_800_000);
 

@@ -11,14 +11,14 @@ const lock: LockFile = { gpuGuestLock: 1, pipeline: 'p', sourceDate: 1704067200,
 const log = memoryLog;
 
 /** A bundle of the lock and two downloads; returns it and a folder to unpack into. */
-async function makeBundle() {
+async function makeBundle(signingKey?: string) {
   const dir = testDir();
   const a = join(dir, 'linux-6.1.192.tar.xz');
   const b = join(dir, 'NVIDIA.run');
   writeFileSync(a, 'kernel bytes');
   writeFileSync(b, 'driver bytes');
   const file = join(dir, 'p.bundle.tar');
-  const index = await writeBundle(file, join(dir, 'stage'), { lock, downloads: [{ file: a, path: 'downloads/aa-linux-6.1.192.tar.xz' }, { file: b, path: 'downloads/bb-NVIDIA.run' }], debs: [], log: log() });
+  const index = await writeBundle(file, join(dir, 'stage'), { lock, downloads: [{ file: a, path: 'downloads/aa-linux-6.1.192.tar.xz' }, { file: b, path: 'downloads/bb-NVIDIA.run' }], debs: [], signingKey, log: log() });
   return { dir, file, index };
 }
 
@@ -36,12 +36,14 @@ function repack(dir: string, file: string, change: (root: string) => void): stri
 describe('bundles', () => {
   it('index every file by size and sha256, as a sorted tar dated the source date; unpack checks them and import moves the downloads into the cache', async () => {
     const { dir, file, index } = await makeBundle();
-    expect(index.files.map((f) => f.path)).toEqual(['downloads/aa-linux-6.1.192.tar.xz', 'downloads/bb-NVIDIA.run', 'lock.json']);
+    expect(index.files.map((f) => f.path)).toEqual(['bundle-key.gpg', 'downloads/aa-linux-6.1.192.tar.xz', 'downloads/bb-NVIDIA.run', 'lock.json']);
+    expect(execFileSync('tar', ['-tf', file], { encoding: 'utf8' })).toMatch(/^\.\/bundle\.json\.asc$/m);
     const listing = execFileSync('tar', ['--full-time', '-tvf', file], { encoding: 'utf8' });
     expect(listing).toMatch(/ 0\/0 .* 2024-01-01 00:00:00 \.\/bundle\.json$/m);
     const into = join(dir, 'into');
     const unpacked = await unpackBundle(file, into, log());
     expect(unpacked.lock).toEqual(lock);
+    expect(unpacked.signedBy).toBe('bundled key');
     const cache = join(dir, 'cache');
     expect(importBundle(into, unpacked.index, unpacked.lock, cache)).toBe(2);
     expect(readFileSync(join(cache, 'downloads/aa-linux-6.1.192.tar.xz'), 'utf8')).toBe('kernel bytes');
@@ -66,5 +68,37 @@ describe('bundles', () => {
     writeFileSync(notTar, 'not a tar archive at all');
     await expect(unpackBundle(notTar, join(dir, 'u6'), log())).rejects.toMatchObject({ message: expect.stringMatching(/is not a readable tar archive \(tar: This does not look like a tar archive\)/) });
     await expect(unpackBundle(join(dir, 'none.tar'), join(dir, 'u7'), log())).rejects.toMatchObject({ code: 'E_USAGE' });
+  });
+
+  it("signs the index and the repository with the user's key, and a trusted key vouches for who made the bundle", async () => {
+    const keys = testDir();
+    const gpg = (home: string, args: string[]) => execFileSync('gpg', ['--homedir', home, '--batch', '--pinentry-mode', 'loopback', '--passphrase', '', ...args], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const key = (name: string) => {
+      const home = join(keys, name);
+      mkdirSync(home, { mode: 0o700 });
+      gpg(home, ['--quick-gen-key', `${name} <${name}@example.invalid>`, 'ed25519', 'sign', 'never']);
+      writeFileSync(join(keys, `${name}.secret.gpg`), gpg(home, ['--export-secret-keys']));
+      writeFileSync(join(keys, `${name}.asc`), gpg(home, ['--export', '--armor']));
+      return { secret: join(keys, `${name}.secret.gpg`), public: join(keys, `${name}.asc`) };
+    };
+    const release = key('release');
+    const other = key('other');
+    const { dir, file } = await makeBundle(release.secret);
+    // the armored public key, as a release engineer hands it out
+    await expect(unpackBundle(file, join(dir, 't1'), log(), undefined, release.public)).resolves.toMatchObject({ signedBy: 'trusted key' });
+    await expect(unpackBundle(file, join(dir, 't2'), log(), undefined, other.public)).rejects.toMatchObject({ code: 'E_BUNDLE_CORRUPT', message: expect.stringMatching(/bundle\.json's signature does not verify against --trusted-key \S+other\.asc/) });
+    // re-indexed after a change: the digests agree, the signature does not
+    const reindexed = repack(dir, file, (root) => {
+      writeFileSync(join(root, 'downloads/bb-NVIDIA.run'), 'driver bytez');
+      const index = JSON.parse(readFileSync(join(root, 'bundle.json'), 'utf8'));
+      index.files.find((f: { path: string }) => f.path === 'downloads/bb-NVIDIA.run').sha256 = execFileSync('sha256sum', [join(root, 'downloads/bb-NVIDIA.run')], { encoding: 'utf8' }).split(' ')[0];
+      writeFileSync(join(root, 'bundle.json'), JSON.stringify(index));
+    });
+    await expect(unpackBundle(reindexed, join(dir, 't3'), log())).rejects.toMatchObject({ message: expect.stringMatching(/bundle\.json's signature does not verify against the bundle's key/) });
+    const unsigned = repack(dir, file, (root) => execFileSync('rm', [join(root, 'bundle.json.asc')]));
+    await expect(unpackBundle(unsigned, join(dir, 't4'), log())).resolves.toMatchObject({ signedBy: 'unsigned' });
+    await expect(unpackBundle(unsigned, join(dir, 't5'), log(), undefined, release.public)).rejects.toMatchObject({ message: expect.stringMatching(/its bundle\.json is not signed, so --trusted-key \S+ cannot vouch for it/) });
+    // a public key cannot sign
+    await expect(makeBundle(release.public)).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringMatching(/--signing-key \S+release\.asc: it holds no secret key/) });
   });
 });

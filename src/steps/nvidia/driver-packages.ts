@@ -4,9 +4,13 @@ import { requireNetwork } from '../../sys/offline.js';
 import { GuestError } from '../../model/errors.js';
 import type { DriverResult, KernelBuildResult, KernelPackagesResult, RootfsResult } from '../../model/results.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
-import { withChroot, type ChrootSession } from '../../sys/chroot.js';
+import { installedPackages, withChroot, type ChrootSession } from '../../sys/chroot.js';
 import { packRootfs, unpackRootfs } from '../../sys/rootfs-tar.js';
 import { readRecipe, type Recipe } from '../rootfs/recipe.js';
+import { lockedRootfs } from '../rootfs/rootfs.js';
+import { lockAddedPackages, type LockedPackages } from '../../sys/apt-private.js';
+import { checkAddedPackages, fetchPinnedDebs, pinnedDebFiles, stageLockedRepository } from '../../sys/local-repo.js';
+import type { JsonObject } from '../../model/json.js';
 import { applyPatches, checkBuiltModule, findModules, firstCompilerError, signModules, stripModules, type ModuleSigningParams } from './driver-tree.js';
 
 type PackagesParams = {
@@ -18,6 +22,12 @@ type PackagesParams = {
   repository: { url: string; suite: string; components: string[] } | null;
   /** kernel.moduleSigning: the modules signed after stripping, on the host (DKMS does not sign). */
   signing?: ModuleSigningParams;
+  /**
+   * Set by `gpu-guest lock`: exactly what apt adds to the locked rootfs for the driver (the pins,
+   * DKMS, the compiler, their dependencies), each .deb by sha256, and the InRelease files they were
+   * resolved from. The packages are then installed from a local repository of exactly those.
+   */
+  locked?: LockedPackages;
 };
 type PackagesInputs = { packages: KernelPackagesResult; rootfs: RootfsResult; build?: KernelBuildResult };
 
@@ -50,12 +60,33 @@ export const driverPackages: StepDefinition<PackagesParams, PackagesInputs, Driv
   kind: 'driver-packages',
   version: 1,
   resources: { cpu: 'all' },
+  lock: (p, files, ctx, upstream) => lockDriverPackages(p, files, upstream.rootfs, ctx.signal),
+  // every locked package names the repository it comes from
+  downloads: (p) => (p.locked ? pinnedDebFiles(p.locked.packages) : []),
   run: (ctx) => installDriverPackages(ctx),
 };
 
+/**
+ * What apt adds to the locked rootfs when the driver's pins (and the headers' host packages) are
+ * installed, exactly: apt's own choice, simulated with the locked rootfs as its dpkg status and the
+ * repositories the build's chroot has (the rootfs mirror's components and the driver's), each
+ * version pinned by the .deb's sha256 from the signed indices.
+ */
+async function lockDriverPackages(p: PackagesParams, files: Record<string, string | string[]>, rootfs: JsonObject | undefined, signal: AbortSignal): Promise<PackagesParams> {
+  const base = lockedRootfs(rootfs, 'driver.source: apt');
+  const recipe = readRecipe(files.recipe as string);
+  if (!p.repository && !recipe.driverComponents.length) throw new GuestError('E_PIPELINE_INVALID', `driver.source: apt: the ${recipe.distro} recipe names no mirror components for NVIDIA's packages: give driver.repository (url, suite, components, key)`);
+  const components = [...new Set([...base.components, ...(p.repository ? [] : recipe.driverComponents)])];
+  const sources = [{ mirror: base.mirror, suite: base.suite, components, keyring: recipe.keyring }, ...(p.repository ? [{ ...p.repository, mirror: p.repository.url, keyring: files.repositoryKey as string }] : [])];
+  const locked = await lockAddedPackages(sources, base.packages, [...p.packages, ...recipe.headerPackages], signal, (said, err) => new GuestError('E_DRIVER_INSTALL', `apt cannot install driver.packages ${p.packages.join(' ')} into the locked rootfs: ${said} (check the versions with apt-cache policy against the repository)`, { cause: err, details: err.details }));
+  return { ...p, locked };
+}
+
 async function installDriverPackages(ctx: StepContext<PackagesParams, PackagesInputs>): Promise<DriverResult> {
   const p = ctx.params;
-  requireNetwork(ctx.network, `driver.source: apt (apt-get install ${p.packages.join(' ')} in the chroot)`, [p.repository?.url ?? ctx.upstream.rootfs.result.mirror], 'build the driver once with the network into this cache, or use driver.source: run with a local driver.path');
+  if (!p.locked) requireNetwork(ctx.network, `driver.source: apt (apt-get install ${p.packages.join(' ')} in the chroot)`, [p.repository?.url ?? ctx.upstream.rootfs.result.mirror], 'lock the pipeline (`gpu-guest lock`) and fetch its packages, build the driver once with the network into this cache, or use driver.source: run with a local driver.path');
+  // the locked packages are checked before the rootfs is unpacked: a missing or wrong .deb fails in seconds
+  const lockedDebs = p.locked ? await fetchPinnedDebs(ctx, ctx.upstream.rootfs.result.mirror, p.locked.packages) : undefined;
   const debs = ctx.upstream.packages;
   const release = debs.result.kernelRelease;
   const image = debs.result.packages.find((d) => d.package === `linux-image-${release}`);
@@ -69,7 +100,14 @@ async function installDriverPackages(ctx: StepContext<PackagesParams, PackagesIn
   const stage = join(root, STAGE);
   mkdirSync(stage, { recursive: true });
   for (const d of [image, headers]) copyFileSync(join(debs.dir, d.file), join(stage, d.file));
-  writeFileSync(join(root, LIST), `${repositoryLine(ctx, recipe, root)}\n`);
+  let unstage: (() => void) | undefined;
+  if (lockedDebs) {
+    // apt in the chroot sees only a repository of exactly the locked .debs (the guest's own sources stay as they are)
+    unstage = await stageLockedRepository(root, STAGE, lockedDebs, ctx.log, ctx.signal);
+    ctx.log.info(`apt installs the driver from a local repository of the ${lockedDebs.length} locked packages`);
+  } else {
+    writeFileSync(join(root, LIST), `${repositoryLine(ctx, recipe, root)}\n`);
+  }
   // DKMS would sign with a key it makes up (/var/lib/dkms/mok.key); the modules are signed after stripping instead
   mkdirSync(join(root, 'etc/dkms/framework.conf.d'), { recursive: true });
   writeFileSync(join(root, DKMS_CONF), 'sign_file="/nonexistent/gpu-guest-signs-after-stripping"\n');
@@ -87,10 +125,12 @@ async function installDriverPackages(ctx: StepContext<PackagesParams, PackagesIn
       // installed ones only: a package left with its config files (rc) is no package apt can mark
       await chroot.run('sh', ['-c', 'dpkg-query -W -f=\'${db:Status-Abbrev} ${Package}\\n\' | awk \'$1 == "ii" { print $2 }\' | xargs apt-mark manual >/dev/null']);
       await chroot.run('apt-get', ['update'], { explain: aptErrors });
+      const before = p.locked ? await installedPackages(chroot) : undefined;
       await aptInstall(chroot, p.packages);
       const modules = await registeredModules(chroot, dkmsPackage);
       for (const m of modules) await applyPatches(ctx, ctx.files.patches, join(root, 'usr/src', `${m.name}-${m.version}`), `${m.name}-${m.version} (${dkmsPackage})`);
       await installHeaders(chroot, `/${STAGE}/${headers.file}`, recipe.headerPackages);
+      if (p.locked && before) checkAddedPackages('the driver', before, await installedPackages(chroot), p.locked.packages, { ignore: [image.package, headers.package] });
       for (const m of modules) await dkmsBuild(chroot, m, release);
       // kept across the purge: removing the DKMS package runs `dkms remove`, which deletes them
       const built = findModules(modulesDir);
@@ -108,6 +148,7 @@ async function installDriverPackages(ctx: StepContext<PackagesParams, PackagesIn
     });
   } finally {
     for (const f of [LIST, KEYRING, DKMS_CONF, 'etc/resolv.conf']) rmSync(join(root, f), { force: true });
+    unstage?.();
   }
   rmSync(stage, { recursive: true, force: true });
 

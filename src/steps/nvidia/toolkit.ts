@@ -3,12 +3,16 @@ import { basename, join } from 'node:path';
 import { requireNetwork } from '../../sys/offline.js';
 import { GuestError } from '../../model/errors.js';
 import type { DriverResult, ToolkitResult } from '../../model/results.js';
-import { withChroot, type ChrootSession } from '../../sys/chroot.js';
+import { installedPackages, withChroot, type ChrootSession } from '../../sys/chroot.js';
+import { lockAddedPackages, type LockedPackages, type PinnedPackage } from '../../sys/apt-private.js';
+import { checkAddedPackages, fetchPinnedDebs, pinnedDebFiles, stageLockedRepository } from '../../sys/local-repo.js';
+import type { JsonObject } from '../../model/json.js';
 import { applyCleanupList, treeSize } from '../../sys/cleanup.js';
 import { readDebFields } from '../../sys/deb.js';
 import { packRootfs, unpackRootfs } from '../../sys/rootfs-tar.js';
 import type { StepContext, StepDefinition, StepLog } from '../../model/step.js';
 import { readRecipe } from '../rootfs/recipe.js';
+import { lockedRootfs } from '../rootfs/rootfs.js';
 
 /** The four packages of the NVIDIA container toolkit; all must have one version. */
 export const TOOLKIT_PACKAGES = ['nvidia-container-toolkit', 'nvidia-container-toolkit-base', 'libnvidia-container1', 'libnvidia-container-tools'];
@@ -23,6 +27,11 @@ type ToolkitParams = {
   purge: string[];
   /** rootfs.keepBuildPackages: keep the kernel headers too. */
   keepHeaders: boolean;
+  /**
+   * Set by `gpu-guest lock` for toolkit.repository: the four packages and what they need that the
+   * locked base rootfs lacks, each .deb by sha256, with the InRelease files they were resolved from.
+   */
+  locked?: LockedPackages;
 };
 
 /**
@@ -35,8 +44,26 @@ export const toolkit: StepDefinition<ToolkitParams, { driver: DriverResult }, To
   resources: { cpu: 1 },
   // the package set is checked before the kernel is built, not after
   preflight: async (p, files, ctx) => void (await chooseToolkitDebs(ctx.log, files, p)),
+  lock: (p, files, ctx, upstream) => lockToolkit(p, files, upstream.base, ctx.signal),
+  downloads: (p) => (p.locked ? pinnedDebFiles(p.locked.packages) : []),
   run: (ctx) => installToolkit(ctx),
 };
+
+/**
+ * toolkit.repository: the four packages at toolkit.version and what apt adds for them to the
+ * locked base rootfs (from the toolkit's repository and the rootfs mirror), each pinned by sha256.
+ * Local toolkit.debs are their own pin: nothing to lock.
+ */
+async function lockToolkit(p: ToolkitParams, files: Record<string, string | string[]>, rootfs: JsonObject | undefined, signal: AbortSignal): Promise<ToolkitParams> {
+  if (!p.repository || (files.debs as string[] | undefined)?.length) return p;
+  const base = lockedRootfs(rootfs, 'toolkit.repository');
+  const key = files.repositoryKey as string | undefined;
+  if (!key) throw new GuestError('E_PIPELINE_INVALID', 'toolkit.repository.key must be a local keyring file');
+  const recipe = readRecipe(files.recipe as string);
+  const sources = [{ mirror: p.repository.url, suite: p.repository.suite, components: p.repository.components, keyring: key }, { mirror: base.mirror, suite: base.suite, components: base.components, keyring: recipe.keyring }];
+  const locked = await lockAddedPackages(sources, base.packages, TOOLKIT_PACKAGES.map((n) => `${n}=${p.version}`), signal, (said, err) => new GuestError('E_TOOLKIT_INSTALL', `apt cannot install the toolkit ${p.version} from ${p.repository!.url}: ${said}`, { cause: err, details: err.details }));
+  return { ...p, locked };
+}
 
 interface LocalDeb {
   file: string;
@@ -76,7 +103,8 @@ export function checkToolkitSet(debs: LocalDeb[], version: string): LocalDeb[] {
 async function installToolkit(ctx: StepContext<ToolkitParams, { driver: DriverResult }>): Promise<ToolkitResult> {
   const p = ctx.params;
   const debs = await chooseToolkitDebs(ctx.log, ctx.files, p);
-  if (!debs.length) requireNetwork(ctx.network, `the toolkit from toolkit.repository`, [String(p.repository?.url)], 'set toolkit.debs to a folder of the toolkit .debs');
+  if (!debs.length && !p.locked) requireNetwork(ctx.network, `the toolkit from toolkit.repository`, [String(p.repository?.url)], 'lock the pipeline (`gpu-guest lock`) and fetch its packages, or set toolkit.debs to a folder of the toolkit .debs');
+  const lockedDebs = p.locked && !debs.length ? await fetchPinnedDebs(ctx, String(p.repository?.url), p.locked.packages) : undefined;
   const recipe = readRecipe(ctx.files.recipe as string);
   const root = join(ctx.workDir, 'root');
   const driver = ctx.upstream.driver;
@@ -90,6 +118,7 @@ async function installToolkit(ctx: StepContext<ToolkitParams, { driver: DriverRe
   let installed: string[] = [];
   await withChroot(root, ctx, async (chroot) => {
     if (debs.length) await chroot.run('dpkg', ['-i', ...debs.map((d) => `/${STAGE}/${basename(d.file)}`)]);
+    else if (lockedDebs) await installLocked(chroot, root, p, lockedDebs, ctx);
     else await installFromRepository(chroot, root, p, ctx);
     // asked inside the chroot: the postinst's link is absolute
     const hook = await chroot.run('sh', ['-c', 'test -x /usr/bin/nvidia-container-toolkit && echo ok || echo missing'], { capture: true });
@@ -122,6 +151,21 @@ async function installFromRepository(chroot: ChrootSession, root: string, p: Too
     await chroot.run('apt-get', ['install', '-y', '--no-install-recommends', ...TOOLKIT_PACKAGES.map((n) => `${n}=${p.version}`)]);
   } finally {
     rmSync(join(root, 'etc/resolv.conf'), { force: true });
+  }
+}
+
+/** The locked packages from a local repository of exactly them; what apt adds must be among them. */
+async function installLocked(chroot: ChrootSession, root: string, p: ToolkitParams, debs: { file: string; pkg: PinnedPackage }[], ctx: StepContext<ToolkitParams, { driver: DriverResult }>): Promise<void> {
+  const unstage = await stageLockedRepository(root, STAGE, debs, ctx.log, ctx.signal);
+  ctx.log.info(`apt installs the toolkit from a local repository of the ${debs.length} locked packages`);
+  try {
+    await chroot.run('apt-get', ['update']);
+    const before = await installedPackages(chroot);
+    await chroot.run('apt-get', ['install', '-y', '--no-install-recommends', ...TOOLKIT_PACKAGES.map((n) => `${n}=${p.version}`)]);
+    // locked against the base rootfs: the driver step may have brought some of them already
+    checkAddedPackages('the toolkit', before, await installedPackages(chroot), p.locked!.packages, { subset: true });
+  } finally {
+    unstage();
   }
 }
 

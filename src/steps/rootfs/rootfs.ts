@@ -1,12 +1,12 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { findOnPath } from '../../sys/which.js';
 import { GuestError } from '../../model/errors.js';
 import { redact } from '../../model/redact.js';
-import { PrivateApt, type PinnedPackage } from '../../sys/apt-private.js';
-import { fetchIntoStore, type StoreFile } from '../../sys/store.js';
-import { debStoreName, writeLocalRepository } from '../../sys/local-repo.js';
+import { instLines, PrivateApt, type PinnedPackage } from '../../sys/apt-private.js';
+import { fetchPinnedDebs, pinnedDebFiles, writeLocalRepository } from '../../sys/local-repo.js';
 import type { RootfsResult } from '../../model/results.js';
+import type { JsonObject } from '../../model/json.js';
 import { hostMirror } from '../../sys/apt-sources.js';
 import { requireNetwork } from '../../sys/offline.js';
 import { runLogged } from '../../sys/exec.js';
@@ -43,9 +43,16 @@ export const rootfs: StepDefinition<RootfsParams, Record<string, never>, RootfsR
   // `host` becomes the host's actual mirror URL, which is part of the key
   resolve: async (params) => ({ ...params, mirror: params.mirror === 'host' ? hostMirror(params.distro) : params.mirror }),
   lock: (params, files, ctx) => lockPackages(params, readRecipe(files.recipe as string), ctx.signal),
-  downloads: (params) => (params.locked ? lockedDebs(params.mirror, params.locked.packages) : []),
+  downloads: (params) => (params.locked ? pinnedDebFiles(params.locked.packages, params.mirror) : []),
   run: (ctx) => (ctx.params.locked ? createLockedRootfs(ctx, ctx.params.locked) : createRootfs(ctx)),
 };
+
+/** The locked rootfs a later step installs into, from the locked parameters the lock hands it (`what` names the step for the error). */
+export function lockedRootfs(params: JsonObject | undefined, what: string): { mirror: string; suite: string; components: string[]; packages: PinnedPackage[] } {
+  const p = params as Partial<RootfsParams> | undefined;
+  if (!p?.mirror || !p.suite || !p.components || !p.locked) throw new GuestError('E_STEP_FAILED', `locking ${what} needs the locked rootfs it installs into, and the lock gave it none`);
+  return { mirror: p.mirror, suite: p.suite, components: p.components, packages: p.locked.packages };
+}
 
 /** What mmdebstrap installs: the recipe's base packages and the pipeline's, build-only ones included. */
 function includedPackages(p: RootfsParams, recipe: Recipe): string[] {
@@ -79,16 +86,9 @@ async function simulatedSelection(p: RootfsParams, recipe: Recipe, signal: Abort
   const log = { write: (c: string | Buffer) => void lines.push(...c.toString().split('\n')), info: () => {}, tail: (n: number) => lines.filter(Boolean).slice(-n) };
   const args = ['--simulate', '--verbose', ...selectionOptions(p, recipe), `--components=${p.components.join(',')}`, `--keyring=${recipe.keyring}`, p.suite, '/dev/null', p.mirror];
   await runLogged(log, 'mmdebstrap', args, { signal, env: { ...process.env, LC_ALL: 'C' }, explain: (tail) => mirrorErrors(tail, p) });
-  const chosen = new Map<string, string>();
-  for (const line of lines) {
-    const m = /^Inst (\S+?)(?::\S+)? (?:\[[^\]]*\] )?\((\S+) /.exec(line);
-    if (!m) continue;
-    const [, name, version] = m as unknown as [string, string, string];
-    if (chosen.has(name) && chosen.get(name) !== version) throw new GuestError('E_STEP_FAILED', `mmdebstrap chose ${name} in two versions (${chosen.get(name)}, ${version}) while simulating`);
-    chosen.set(name, version);
-  }
-  if (chosen.size === 0) throw new GuestError('E_STEP_FAILED', `mmdebstrap --simulate named no package for ${p.suite} from ${redact(p.mirror)}`, { details: lines.filter(Boolean).slice(-8) });
-  return [...chosen].map(([name, version]) => ({ name, version }));
+  const chosen = instLines(lines.join('\n'));
+  if (chosen.length === 0) throw new GuestError('E_STEP_FAILED', `mmdebstrap --simulate named no package for ${p.suite} from ${redact(p.mirror)}`, { details: lines.filter(Boolean).slice(-8) });
+  return chosen;
 }
 
 async function createRootfs(ctx: StepContext<RootfsParams>): Promise<RootfsResult> {
@@ -161,21 +161,6 @@ async function createLockedRootfs(ctx: StepContext<RootfsParams>, locked: NonNul
   await runLogged(ctx.log, 'mmdebstrap', [...selectionOptions(p, recipe), ...hooks.map((h) => `--customize-hook=${h}`), p.suite, out, source], { env, signal: ctx.signal, explain: (tail) => mirrorErrors(tail, { ...p, mirror: source }) });
   compareInstalled(readFileSync(installed, 'utf8'), locked.packages);
   return { distro: p.distro, suite: p.suite, mirror: p.mirror, packages, builder: 'mmdebstrap', tarball: 'rootfs.tar' };
-}
-
-/** The locked .debs as the cache's store keeps them (`debs/<sha256>_<file>`), fetched from the locked mirror. */
-function lockedDebs(mirror: string, pinned: PinnedPackage[]): StoreFile[] {
-  const base = mirror.replace(/\/$/, '');
-  return pinned.map((pkg) => ({ path: `debs/${debStoreName(pkg)}`, urls: [`${base}/${pkg.filename}`], sha256: pkg.sha256, what: `${pkg.name} ${pkg.version} (${pkg.filename})` }));
-}
-
-/** The locked .debs in the cache's store, fetched where missing, each checked against its sha256. */
-async function fetchPinnedDebs(ctx: StepContext<RootfsParams>, mirror: string, pinned: PinnedPackage[]): Promise<{ file: string; pkg: PinnedPackage }[]> {
-  const files = lockedDebs(mirror, pinned);
-  const missing = files.filter((f) => !existsSync(join(ctx.cacheDir, f.path))).length;
-  if (missing) ctx.log.info(`fetching ${missing} of ${files.length} locked .debs from ${redact(mirror)}`);
-  const paths = await fetchIntoStore(ctx.cacheDir, files, { network: ctx.network, signal: ctx.signal, log: (l) => ctx.log.info(l), offlineFix: 'build once with the network into this cache, or build from a bundle (`build --bundle`)' });
-  return paths.map((file, i) => ({ file, pkg: pinned[i]! }));
 }
 
 /** The installed set (dpkg-query's `name version` lines) must be the locked set, exactly. */
