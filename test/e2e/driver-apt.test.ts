@@ -21,6 +21,7 @@ let listing: string;
 let lock: Awaited<ReturnType<typeof run>>;
 let fetched: Awaited<ReturnType<typeof run>>;
 let lockFile: string;
+let args: string[];
 
 // driver.source: apt, the distribution's way: Debian's real NVIDIA packages (contrib/non-free of the
 // host's mirror, signed by Debian's archive key), DKMS compiling NVIDIA's proprietary modules for
@@ -37,7 +38,7 @@ beforeAll(async () => {
   const debs = buildToolkitDebs(dir, '1.17.3-1');
   const patch = dkmsMarkerPatch(sharedCacheDir(), dir);
   const file = writeAptPipeline(dir, `  version: "6.1"\n  source:\n    mirrors: [${server.mirror}]\n`, `  version: "${NVIDIA_VERSION}"\n  source: apt\n  moduleType: proprietary\n  packages: [${PACKAGES.join(', ')}]\n  patches: [${patch}]\n`);
-  const args = ['--pipeline', file, '--cache-dir', sharedCacheDir(), '--out-dir', out, '--set', `toolkit.debs=${debs}`];
+  args = ['--pipeline', file, '--cache-dir', sharedCacheDir(), '--out-dir', out, '--set', `toolkit.debs=${debs}`];
   lockFile = join(dir, 'nvidia-test.lock.json');
   lock = await run(cliBin, ['lock', ...args, '--lock', lockFile]);
   fetched = lock.code === 0 ? await run(cliBin, ['fetch', ...args, '--lock', lockFile]) : lock;
@@ -74,7 +75,10 @@ describe('driver.source: apt (DKMS builds Debian’s NVIDIA packages in the chro
     expect(build.code, `${build.stdout}\n${build.stderr}`).toBe(0);
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
     // installed offline from the local repository of the locked .debs, exactly the locked set
-    expect(readFileSync(join(out, 'nvidia-test/logs/driver.log'), 'utf8')).toMatch(/^.*apt installs the driver from a local repository of the \d+ locked packages$/m);
+    // (the task's log as its cache entry keeps it: a warm cache runs nothing)
+    const plan = JSON.parse(execFileSync(process.execPath, [cliBin, 'plan', '--json', ...args, '--lock', lockFile], { encoding: 'utf8', maxBuffer: 1 << 26 }));
+    const key = plan.tasks.find((t: { id: string }) => t.id === 'driver').key;
+    expect(readFileSync(join(sharedCacheDir(), 'entries', key, 'log.txt'), 'utf8')).toMatch(/apt installs the driver from a local repository of the \d+ locked packages$/m);
     const manifest = JSON.parse(readFileSync(join(out, 'nvidia-test/manifest.json'), 'utf8'));
     const driver = manifest.tasks.find((t: { id: string }) => t.id === 'driver');
     expect(driver.kind).toBe('driver-packages');

@@ -120,7 +120,7 @@ describe('gpu-guest lock, fetch --bundle, build --offline --bundle', () => {
     for (const p of packagesOf(lock)) expect(p).toMatchObject({ sha256: expect.stringMatching(/^[0-9a-f]{64}$/), filename: expect.stringMatching(/^pool\/.+\.deb$/) });
   }, 300_000);
 
-  it('fetch --bundle carries every locked input; bundle verify names a damaged file; build --offline --bundle makes the locked rootfs and kernel source in a network namespace from an empty cache', async () => {
+  it('fetch --bundle carries every locked input; bundle verify names a damaged file; build --offline --bundle makes the kernel source and config and the locked rootfs in a network namespace from an empty cache, the second time from the bundle alone', async () => {
     bundle = join(dir, 'intel-test.bundle.tar');
     const fetched = await run(cliBin, ['fetch', '--pipeline', aptPipeline, '--cache-dir', sharedCacheDir(), '--lock', lockFile, '--bundle', bundle]);
     expect(fetched.code, fetched.stderr).toBe(0);
@@ -153,7 +153,8 @@ describe('gpu-guest lock, fetch --bundle, build --offline --bundle', () => {
     expect(existsSync(join(offlineCache, 'debs'))).toBe(false);
 
     // the pipeline named as when it was fetched; then the bundle alone, with the pipeline it carries
-    for (const [until, pipeline] of [['kernel-source', ['--pipeline', aptPipeline]], ['image', []]] as const) {
+    // the kernel path up to the merged .config (kernel-build is make on that tree: no input from anywhere)
+    for (const [until, pipeline] of [['kernel-config', ['--pipeline', aptPipeline]], ['image', []]] as const) {
       const built = await runWithoutNetwork(['build', '--offline', '--bundle', bundle, '--until', until, '--progress', 'plain', ...pipeline, '--cache-dir', offlineCache, '--out-dir', join(dir, 'bundled')]);
       expect(built.code, `${built.stdout}\n${built.stderr}`).toBe(0);
       expect(built.stderr).toMatch(/^bundle \S+: \d+ files verified, signatures good against the bundle's own key \(--trusted-key checks who made it\), \d+ put into the cache$/m);
@@ -166,6 +167,7 @@ describe('gpu-guest lock, fetch --bundle, build --offline --bundle', () => {
     const rootfs = plan.tasks.find((t) => t.id === 'rootfs')!;
     expect(rootfs).toMatchObject({ status: 'cached', reasons: ['resolved from the lock'] });
     expect(plan.tasks.find((t) => t.id === 'kernel-source')).toMatchObject({ status: 'cached' });
+    expect(plan.tasks.find((t) => t.id === 'kernel-config')).toMatchObject({ status: 'cached' });
     const tarball = join(offlineCache, 'entries', rootfs.key, 'out/rootfs.tar');
     const tar = promisify(execFile);
     const status = (await tar('tar', ['-xOf', tarball, './var/lib/dpkg/status'], { maxBuffer: 64 << 20 })).stdout;
