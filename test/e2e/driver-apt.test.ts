@@ -22,15 +22,18 @@ let lock: Awaited<ReturnType<typeof run>>;
 let fetched: Awaited<ReturnType<typeof run>>;
 let lockFile: string;
 let args: string[];
+let bundle: string;
 
 // driver.source: apt, the distribution's way: Debian's real NVIDIA packages (contrib/non-free of the
 // host's mirror, signed by Debian's archive key), DKMS compiling NVIDIA's proprietary modules for
 // the shared kernel build inside the chroot, then DKMS, the compiler and the headers purged. A patch
 // in DKMS's layout (a modinfo field added to nvidia.ko) is applied to /usr/src before DKMS builds.
 // Built the way an air-gapped site does: locked (apt's own choice of every package DKMS and the
-// driver add, pinned by sha256), fetched, then built in a network namespace with no route, so
-// every package comes from the cache's store through a local repository of exactly the locked set
-// (the unlocked apt path runs in test/steps/guest-failures.test.ts).
+// driver add, pinned by sha256), fetched into a bundle (the pipeline with its patch and toolkit
+// debs, the kernel tarball, the locked packages), then built from the bundle alone in a network
+// namespace with no route, so every package comes through a local repository of exactly the
+// locked set; verify boots it by the same bundle (the unlocked apt path runs in
+// test/steps/guest-failures.test.ts).
 beforeAll(async () => {
   const dir = suiteDir('gpu-guest-apt-');
   server = await startKernelOrg([{ path: `v6.x/linux-${version}.tar.xz`, file: DEBIAN_TARBALL }]);
@@ -41,9 +44,11 @@ beforeAll(async () => {
   args = ['--pipeline', file, '--cache-dir', sharedCacheDir(), '--out-dir', out, '--set', `toolkit.debs=${debs}`];
   lockFile = join(dir, 'nvidia-test.lock.json');
   lock = await run(cliBin, ['lock', ...args, '--lock', lockFile]);
-  fetched = lock.code === 0 ? await run(cliBin, ['fetch', ...args, '--lock', lockFile]) : lock;
-  build = fetched.code === 0 ? await runWithoutNetwork(['build', '--offline', '--lock', lockFile, ...args]) : fetched;
-  verify = await run(cliBin, ['verify', ...args, '--lock', lockFile, '--hotplug', 'root-port']);
+  bundle = join(dir, 'nvidia-test.bundle.tar');
+  fetched = lock.code === 0 ? await run(cliBin, ['fetch', ...args, '--lock', lockFile, '--bundle', bundle]) : lock;
+  const fromBundle = ['--bundle', bundle, '--cache-dir', sharedCacheDir(), '--out-dir', out];
+  build = fetched.code === 0 ? await runWithoutNetwork(['build', '--offline', ...fromBundle]) : fetched;
+  verify = await run(cliBin, ['verify', ...fromBundle, '--hotplug', 'root-port']);
   listing = build.code === 0 ? execFileSync('tar', ['-tvf', join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.tar')], { encoding: 'utf8', maxBuffer: 1 << 26 }) : '';
 }, 2_400_000);
 afterAll(async () => server?.close());
@@ -68,6 +73,7 @@ describe('driver.source: apt (DKMS builds Debian’s NVIDIA packages in the chro
     }
     expect(locked.releases).toEqual([rootfs.release]);
     expect(fetched.code, `${fetched.stdout}\n${fetched.stderr}`).toBe(0);
+    expect(fetched.stdout).toMatch(new RegExp(`a Debian repository of ${rootfs.packages.length + locked.packages.length} locked package\\(s\\)`));
   });
 
 
@@ -76,7 +82,7 @@ describe('driver.source: apt (DKMS builds Debian’s NVIDIA packages in the chro
     expect(leakedMounts(sharedCacheDir())).toEqual([]);
     // installed offline from the local repository of the locked .debs, exactly the locked set
     // (the task's log as its cache entry keeps it: a warm cache runs nothing)
-    const plan = JSON.parse(execFileSync(process.execPath, [cliBin, 'plan', '--json', ...args, '--lock', lockFile], { encoding: 'utf8', maxBuffer: 1 << 26 }));
+    const plan = JSON.parse(execFileSync(process.execPath, [cliBin, 'plan', '--json', '--bundle', bundle, '--cache-dir', sharedCacheDir()], { encoding: 'utf8', maxBuffer: 1 << 26 }));
     const key = plan.tasks.find((t: { id: string }) => t.id === 'driver').key;
     expect(readFileSync(join(sharedCacheDir(), 'entries', key, 'log.txt'), 'utf8')).toMatch(/apt installs the driver from a local repository of the \d+ locked packages$/m);
     const manifest = JSON.parse(readFileSync(join(out, 'nvidia-test/manifest.json'), 'utf8'));
