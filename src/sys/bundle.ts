@@ -128,7 +128,7 @@ function listFiles(dir: string, root = dir): string[] {
  * bundle that fails is used.
  */
 export async function unpackBundle(file: string, into: string, log: StepLog, signal?: AbortSignal, trustedKey?: string): Promise<{ index: BundleIndex; lock: LockFile; signedBy: 'trusted key' | 'bundled key' | 'unsigned' }> {
-  if (!existsSync(file) || !statSync(file).isFile()) throw new GuestError('E_USAGE', `bundle ${file}: no such file (make one with \`gpu-guest fetch --bundle ${basename(file)}\`)`);
+  assertBundleFile(file);
   mkdirSync(into, { recursive: true });
   try {
     // GNU tar refuses members with `..` and strips a leading /: nothing lands outside `into`
@@ -185,17 +185,11 @@ async function checkIndexSignature(file: string, into: string, trustedKey?: stri
  * bundle's index. For build, plan and verify given --bundle without --vendor or --pipeline.
  */
 export async function extractBundledPipeline(file: string): Promise<string> {
-  if (!existsSync(file) || !statSync(file).isFile()) throw new GuestError('E_USAGE', `bundle ${file}: no such file (make one with \`gpu-guest fetch --bundle ${basename(file)}\`)`);
+  assertBundleFile(file);
   const dir = mkdtempSync(join(tmpdir(), 'gpu-guest-bundled-pipeline-'));
   process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-  let index: BundleIndex;
-  try {
-    await run('tar', ['-xf', file, '-C', dir, `./${BUNDLE_INDEX}`]);
-    index = readIndex(file, dir);
-  } catch (err) {
-    if (err instanceof GuestError) throw err;
-    throw new GuestError('E_BUNDLE_CORRUPT', `${file}: no ${BUNDLE_INDEX} could be read from it (${((err as { stderr?: string }).stderr ?? '').trim().split('\n')[0]}): is it a bundle from \`gpu-guest fetch --bundle\`?`, { cause: err });
-  }
+  await extractMember(file, BUNDLE_INDEX, dir);
+  const index = readIndex(file, dir);
   const pipeline = bundledPipelinePath(index.files.map((f) => f.path));
   if (!pipeline) throw new GuestError('E_USAGE', `bundle ${file} carries no pipeline (an older gpu-guest made it): give --vendor or --pipeline as when it was fetched`);
   const members = index.files.filter((f) => f.path.startsWith(`${BUNDLED_PIPELINE_DIR}/`));
@@ -211,19 +205,27 @@ export async function extractBundledPipeline(file: string): Promise<string> {
 
 /** The lock a bundle carries, read straight from the tar (nothing else is unpacked or checked). */
 export async function readBundleLock(file: string): Promise<LockFile> {
-  if (!existsSync(file) || !statSync(file).isFile()) throw new GuestError('E_USAGE', `bundle ${file}: no such file (make one with \`gpu-guest fetch --bundle ${basename(file)}\`)`);
+  assertBundleFile(file);
   const dir = mkdtempSync(join(tmpdir(), 'gpu-guest-bundle-lock-'));
   try {
-    try {
-      const { stdout } = await run('tar', ['-xOf', file, `./${BUNDLE_LOCK}`], { maxBuffer: 256 << 20 });
-      writeFileSync(join(dir, BUNDLE_LOCK), stdout);
-    } catch (err) {
-      const said = ((err as { stderr?: string }).stderr ?? '').trim().split('\n')[0];
-      throw new GuestError('E_BUNDLE_CORRUPT', `${file}: no ${BUNDLE_LOCK} could be read from it (${said || (err as Error).message}): is it a bundle from \`gpu-guest fetch --bundle\`?`, { cause: err });
-    }
+    await extractMember(file, BUNDLE_LOCK, dir);
     return readLock(join(dir, BUNDLE_LOCK));
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function assertBundleFile(file: string): void {
+  if (!existsSync(file) || !statSync(file).isFile()) throw new GuestError('E_USAGE', `bundle ${file}: no such file (make one with \`gpu-guest fetch --bundle ${basename(file)}\`)`);
+}
+
+/** One file of a bundle unpacked into dir, without the rest; a tar that has none is no bundle. */
+async function extractMember(file: string, member: string, dir: string): Promise<void> {
+  try {
+    await run('tar', ['-xf', file, '-C', dir, '--no-same-owner', `./${member}`]);
+  } catch (err) {
+    const said = ((err as { stderr?: string }).stderr ?? '').trim().split('\n')[0];
+    throw new GuestError('E_BUNDLE_CORRUPT', `${file}: no ${member} could be read from it (${said || (err as Error).message}): is it a bundle from \`gpu-guest fetch --bundle\`?`, { cause: err });
   }
 }
 
@@ -249,27 +251,27 @@ async function checkSignature(file: string, into: string, suite: string, trusted
 async function gpgvCheck(file: string, keyring: string, args: string[], what: string, trustedKey?: string): Promise<void> {
   if (!(await findOnPath('gpgv'))) throw new GuestError('E_MISSING_TOOL', 'checking the bundle\'s signatures needs gpgv, which is not installed (apt-get install gpgv)');
   if (trustedKey && !existsSync(keyring)) throw new GuestError('E_USAGE', `--trusted-key ${trustedKey}: no such file`);
-  const scratch = mkdtempSync(join(tmpdir(), 'gpu-guest-keyring-'));
+  const binary = binaryKeyring(keyring);
   try {
-    await run('gpgv', ['--keyring', binaryKeyring(keyring, join(scratch, 'keyring.gpg')), ...args]);
+    await run('gpgv', ['--keyring', binary.path, ...args]);
   } catch (err) {
     const why = ((err as { stderr?: string }).stderr ?? '').trim().split('\n').pop();
     throw new GuestError('E_BUNDLE_CORRUPT', `${file}: ${what} does not verify against ${trustedKey ? `--trusted-key ${trustedKey}` : "the bundle's key"} (${why})`, { cause: err });
   } finally {
-    rmSync(scratch, { recursive: true, force: true });
+    binary.dispose();
   }
 }
 
-/** gpgv reads binary keyrings only: an ASCII-armored key (`gpg --export --armor`) is decoded to `scratch` first. */
-function binaryKeyring(file: string, scratch: string): string {
-  const text = readFileSync(file);
-  const armored = /^-----BEGIN PGP PUBLIC KEY BLOCK-----\r?\n([\s\S]*?)-----END PGP PUBLIC KEY BLOCK-----/m.exec(text.toString('latin1'));
-  if (!armored) return file;
+/** gpgv reads binary keyrings only: an ASCII-armored key (`gpg --export --armor`) is decoded into a temporary file first. */
+function binaryKeyring(file: string): { path: string; dispose: () => void } {
+  const armored = /^-----BEGIN PGP PUBLIC KEY BLOCK-----\r?\n([\s\S]*?)-----END PGP PUBLIC KEY BLOCK-----/m.exec(readFileSync(file).toString('latin1'));
+  if (!armored) return { path: file, dispose: () => undefined };
   // the body follows the first blank line; a line starting with = is the checksum
   const body = armored[1]!.split(/\r?\n/);
   const from = body.findIndex((l) => l.trim() === '');
-  writeFileSync(scratch, Buffer.from(body.slice(from + 1).filter((l) => !l.startsWith('=')).join(''), 'base64'));
-  return scratch;
+  const dir = mkdtempSync(join(tmpdir(), 'gpu-guest-keyring-'));
+  writeFileSync(join(dir, 'keyring.gpg'), Buffer.from(body.slice(from + 1).filter((l) => !l.startsWith('=')).join(''), 'base64'));
+  return { path: join(dir, 'keyring.gpg'), dispose: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
 function corrupt(file: string, problems: string[]): GuestError {
