@@ -8,4 +8,4 @@ apt-get install -y -qq --no-install-recommends \
   binutils debian-archive-keyring \
   linux-source-6.1 gpgv gnupg wget \
   mmdebstrap debootstrap makeself e2fsprogs erofs-utils qemu-system-x86 busybox-static \
-  skopeo docker-registry buildah bsdutils ca-certificates rpm cryptsetup-bin ccache >/dev/null
+  skopeo docker-registry buildah bsdutils ca-certificates rpm cryptsetup-bin ccache crun >/dev/null

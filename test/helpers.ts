@@ -131,6 +131,9 @@ export function sharedCacheDir(): string {
 
 export const FAKE_SHA = 'c'.repeat(64);
 
+/** The nvidia test kernel's fragment for verify's container checks (the minimal profile lacks what they need). */
+export const CONTAINER_FRAGMENT = join(repoRoot, 'test/fixtures/kernel/container.conf');
+
 /**
  * A pipeline file for tests: the shipped base and GPU fragment, with sections replaced as given.
  * `kernelOf` gives the pipeline another vendor's kernel section (fragment, local version, signing):
@@ -144,7 +147,7 @@ export function writePipeline(dir: string, vendor: 'nvidia' | 'intel', kernel: s
   const signingLines = signing ? `  moduleSigning:\n    key: ${signing.key}\n    certificate: ${signing.certificate}\n` : '';
   writeFileSync(
     file,
-    `name: ${vendor}-test\nvendor: ${vendor}\nkernel:\n  profile: minimal\n  fragments: [kernel-configs/fragments/gpu/${kernelOf}.conf]\n  localVersion: -${kernelOf}-gpu\n${kernel}${signingLines}rootfs:\n  distro: debian\n  suite: bookworm\n${vendor === 'nvidia' ? '  extraPackages: [gcc, make, libelf1]\n' : ''}${nvidia}${extra}`,
+    `name: ${vendor}-test\nvendor: ${vendor}\nkernel:\n  profile: minimal\n  fragments: [kernel-configs/fragments/gpu/${kernelOf}.conf${kernelOf === 'nvidia' ? `, ${CONTAINER_FRAGMENT}` : ''}]\n  localVersion: -${kernelOf}-gpu\n${kernel}${signingLines}rootfs:\n  distro: debian\n  suite: bookworm\n${vendor === 'nvidia' ? '  extraPackages: [gcc, make, libelf1]\n' : ''}${nvidia}${extra}`,
   );
   return file;
 }

@@ -15,6 +15,8 @@ import { formatValue, parseRequested } from '../sys/kconfig/options.js';
 import { openCache, prepareOut, type CliEnv, type PipelineOptions } from './context.js';
 import { abortOnSignals } from './signals.js';
 import { guestChecks, hotplugChecks, parseChecks, verifyInit, type CheckResult, type GuestCheck } from './verify-init.js';
+import { containerChecks, containerChecksNotRun, missingContainerOptions, prepareContainerShare, SHARE_TAG, vsockCheck } from './verify-container.js';
+import { kernelProfileFiles } from '../paths.js';
 
 /** The BAR of the device verify hot-plugs into the root port: several GiB, as a datacenter GPU's (the port reserves 32). */
 const ROOT_PORT_BAR = 16 * 2 ** 30;
@@ -87,6 +89,9 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
     const hook = toolkit && toolkit.result.mode === 'oci-hook' ? HOOK_PATH : undefined;
     const sigEnforced = options.includes('CONFIG_MODULE_SIG_FORCE=y') || kernelArgs.some((a) => /^module\.sig_enforce=(1|y|Y)$/.test(a));
     const checks = guestChecks({ release, options: [...new Set(options)], modules, loadNames: driver?.result.loadNames, signer: driver?.result.signer, hook, driverVersion: driver?.result.driverVersion, sigEnforced });
+    // Kata's way into the guest: a share with the container's files, overlays, an OCI runtime
+    const containers = await planContainerChecks(loaded.graph.tasks, config ? readFileSync(join(config.outDir, 'config'), 'utf8') : '', hook, work, signals.signal);
+    checks.push(...containers.checks);
     const machine = loaded.graph.tasks.some((t) => t.id === 'driver') ? 'q35' : 'pc';
     // the NVIDIA topologies Kata uses on q35: a PCIe root port with native hotplug for a large BAR
     // (pcie_root_port), a PCI bridge with ACPI hotplug for a small one (hotplug_vfio_on_root_bus = false)
@@ -94,11 +99,11 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
     const plugs = machine === 'q35' && hotplug !== 'none';
     if (plugs) checks.push(...hotplugChecks(mainSlots, mainSlots === 'bridge' ? BRIDGE_BAR : ROOT_PORT_BAR));
     const boot = (slots: HotplugSlots, bootChecks: GuestCheck[], log: string) =>
-      bootVerify({ kernel: join(build.outDir, build.result.image), disk: join(image.outDir, image.result.image), format, kernelArgs, opts, machine, slots, plugs, checks: bootChecks, work: join(work, slots), log, signal: signals.signal });
+      bootVerify({ kernel: join(build.outDir, build.result.image), disk: join(image.outDir, image.result.image), format, kernelArgs, opts, machine, slots, plugs, checks: bootChecks, work: join(work, slots), log, signal: signals.signal, share: bootChecks === checks ? containers.share : undefined, vsockCid: bootChecks === checks ? containers.vsockCid : undefined });
     const consoleLog = join(logs, 'verify.log');
     env.stdout(`booting ${release} with ${image.result.image} in qemu (${opts.accel}, at most ${timeoutS} s)${kernelArgs.length ? ` with ${kernelArgs.join(' ')}` : ''}\n`);
     const main = await boot(mainSlots, checks, consoleLog);
-    const results = [await publishedSumsResult(loaded.pipelineOut), ...parseChecks(main.console, checks.map((c) => c.name))];
+    const results = [await publishedSumsResult(loaded.pipelineOut), ...parseChecks(main.console, checks.map((c) => c.name)), ...containers.results];
     let second: { console: string; timedOut: boolean } | undefined;
     if (machine === 'q35' && hotplug === 'both') {
       // ACPI hotplug on q35 would also take the root ports from pciehp: the bridge needs a boot of its own
@@ -130,7 +135,7 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
 }
 
 /** One boot of the verify initramfs with the built kernel and image, in one hotplug topology. */
-async function bootVerify(o: { kernel: string; disk: string; format: string; kernelArgs: string[]; opts: VerifyOptions; machine: 'q35' | 'pc'; slots: HotplugSlots; plugs: boolean; checks: GuestCheck[]; work: string; log: string; signal: AbortSignal }) {
+async function bootVerify(o: { kernel: string; disk: string; format: string; kernelArgs: string[]; opts: VerifyOptions; machine: 'q35' | 'pc'; slots: HotplugSlots; plugs: boolean; checks: GuestCheck[]; work: string; log: string; signal: AbortSignal; share?: string; vsockCid?: number }) {
   mkdirSync(o.work, { recursive: true });
   const bar = o.slots === 'bridge' ? BRIDGE_BAR : ROOT_PORT_BAR;
   return bootGuest({
@@ -142,12 +147,37 @@ async function bootVerify(o: { kernel: string; disk: string; format: string; ker
     machine: o.machine,
     slots: o.slots,
     hotplug: o.machine === 'q35' && o.plugs ? { qmpSocket: join(o.work, 'qmp.sock'), memPath: join(o.work, 'bar.mem'), barBytes: bar } : undefined,
+    share: o.share ? { dir: o.share, tag: SHARE_TAG } : undefined,
+    vsockCid: o.vsockCid,
     memoryMiB: Number(o.opts.memory),
     timeoutMs: Number(o.opts.timeout) * 1000,
     logFile: o.log,
     signal: o.signal,
     doneMarker: /^GG-DONE/m,
   });
+}
+
+/**
+ * The vsock check where the host can give the guest one, and the container checks when the guest
+ * kernel can run containers (a share, the runtime and its bundles prepared on the host); what
+ * cannot run is reported with its reason.
+ */
+async function planContainerChecks(tasks: { kind: string; files: Record<string, unknown> }[], config: string, hook: string | undefined, work: string, signal: AbortSignal): Promise<{ checks: GuestCheck[]; results: CheckResult[]; share?: string; vsockCid?: number }> {
+  const minimal = tasks.find((t) => t.kind === 'kernel-config')?.files.baseConfig === kernelProfileFiles('minimal').baseConfig;
+  const checks: GuestCheck[] = [];
+  const results: CheckResult[] = [];
+  const vsock = vsockCheck(config, existsSync('/dev/vhost-vsock'));
+  if ('check' in vsock) checks.push(vsock.check);
+  else results.push({ name: 'vsock', pass: true, skipped: true, detail: vsock.why });
+  const missing = config ? missingContainerOptions(config) : ['the built kernel config'];
+  if (!missing.length) {
+    await requireHostTools('verify-containers');
+    const share = await prepareContainerShare(work, { hook: hook ? { path: hook } : undefined }, signal);
+    checks.push(...containerChecks({ marker: share.marker, hook: hook ? { path: hook } : undefined }));
+    return { checks, results, share: share.dir, vsockCid: 'cid' in vsock ? vsock.cid : undefined };
+  }
+  results.push(...containerChecksNotRun(missing, minimal, Boolean(hook)));
+  return { checks, results, vsockCid: 'cid' in vsock ? vsock.cid : undefined };
 }
 
 /** On the host: out/<pipeline>/ holds what the build published, file by file (SHA256SUMS). */

@@ -42,6 +42,9 @@ export const HOST_TOOLS: HostTool[] = [
   { name: 'veritysetup', probe: 'veritysetup', aptPackage: 'cryptsetup-bin', neededBy: ['image-verity'] },
   { name: 'qemu-system-x86_64', probe: 'qemu-system-x86_64', aptPackage: 'qemu-system-x86', neededBy: ['verify'] },
   { name: 'busybox (static)', probe: '/bin/busybox', aptPackage: 'busybox-static', neededBy: ['verify'] },
+  // the container checks of a guest whose kernel can run containers: the OCI runtime and an erofs layer
+  { name: 'crun', probe: 'crun', aptPackage: 'crun', neededBy: ['verify-containers'] },
+  { name: 'mkfs.erofs', probe: 'mkfs.erofs', aptPackage: 'erofs-utils', neededBy: ['verify-containers'] },
   { name: 'unshare', probe: 'unshare', aptPackage: 'util-linux', neededBy: ['kernel-build', 'kernel-debs'] },
   { name: 'chroot', probe: 'chroot', aptPackage: 'coreutils', neededBy: ['driver', 'driver-packages', 'toolkit'] },
   { name: 'skopeo', probe: 'skopeo', aptPackage: 'skopeo', neededBy: ['vgpu-image'] },

@@ -31,6 +31,10 @@ export interface BootOptions {
    * (q35 only).
    */
   hotplug?: BarHotplug;
+  /** A host folder shared read-only over virtio 9p under this mount tag (how Kata shares a container's files without virtio-fs). */
+  share?: { dir: string; tag: string };
+  /** A vsock with this guest CID (vhost-vsock-pci: needs the host's /dev/vhost-vsock). */
+  vsockCid?: number;
 }
 
 export type HotplugSlots = 'root-port' | 'bridge';
@@ -68,6 +72,8 @@ export function bootGuest(o: BootOptions): Promise<{ console: string; timedOut: 
     ...(o.disk ? ['-drive', `file=${o.disk},format=raw,if=virtio,readonly=on`] : []),
     // the slot a GPU would be hot-plugged into (q35 only)
     ...(o.machine === 'q35' ? slotArgs(o.slots ?? 'root-port') : []),
+    ...(o.share ? ['-fsdev', `local,id=gg-share,path=${o.share.dir},security_model=none,readonly=on`, '-device', `virtio-9p-pci,fsdev=gg-share,mount_tag=${o.share.tag}`] : []),
+    ...(o.vsockCid ? ['-device', `vhost-vsock-pci,guest-cid=${o.vsockCid}`] : []),
     ...(o.hotplug ? ['-qmp', `unix:${o.hotplug.qmpSocket},server=on,wait=off`] : []),
   ];
   return new Promise((resolve, reject) => {
@@ -87,8 +93,8 @@ export function bootGuest(o: BootOptions): Promise<{ console: string; timedOut: 
       log.write(`\n[gpu-guest] ${what} through QEMU's monitor\n`);
       qmp(o.hotplug!.qmpSocket, commands).catch((err: Error) => log.write(`\n[gpu-guest] ${what} failed: ${err.message}\n`));
     };
-    const take = (d: Buffer) => {
-      output += d.toString();
+    const take = (d: string) => {
+      output += d;
       log.write(d);
       if (o.hotplug && !stage.plugged && /^GG-HOTPLUG-READY/m.test(output)) {
         stage.plugged = true;
@@ -104,8 +110,9 @@ export function bootGuest(o: BootOptions): Promise<{ console: string; timedOut: 
       }
       if (o.doneMarker.test(output)) setTimeout(stop, 200);
     };
-    child.stdout.on('data', take);
-    child.stderr.on('data', take);
+    // decoded as a stream: a character split between two reads must not become two U+FFFD
+    child.stdout.setEncoding('utf8').on('data', take);
+    child.stderr.setEncoding('utf8').on('data', take);
     child.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       reject(new GuestError('E_MISSING_TOOL', `cannot run qemu-system-x86_64: ${err.message} (apt-get install qemu-system-x86)`));

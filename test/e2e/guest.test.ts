@@ -11,6 +11,7 @@ import { spdxValidator } from '../fixtures/spdx.js';
 import { guestChecks, hotplugChecks, parseChecks, verifyInit } from '../../src/cli/verify-init.js';
 import { buildVerifyInitrd } from '../../src/cli/verify.js';
 import { bootGuest, BRIDGE_PREF64_MIB, ROOT_PORT_PREF64_GIB } from '../../src/sys/qemu.js';
+import { containerChecks, prepareContainerShare, SHARE_TAG } from '../../src/cli/verify-container.js';
 
 /** A module as it was before signing: the appended signature, its descriptor and the marker cut off. */
 function stripSignature(ko: Buffer): Buffer {
@@ -155,6 +156,21 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
       expect(verify.stdout).toContain(check);
     }
     expect(verify.stdout).toMatch(/pass {2}module-deps:nvidia-uvm {2}needs: \S+\/nvidia\.ko/);
+    // a container the way Kata runs one: files over 9p, overlays, crun in every namespace, the guest hook
+    for (const check of [
+      'pass  share-9p  9p share gg-share mounted, marker read back',
+      'pass  container-run  crun version 1.8.1 ran a container from the share (exit 0)',
+      'pass  container-cgroup-limits  memory.max 67108864, pids.max 64, cpu.max 50000 100000',
+      "pass  container-seccomp  Seccomp: 2 (2 = filter); mkdir: mkdir: can't create directory '/tmp/gg-dir': Host is down",
+      'pass  oci-hook-chain  runtime -> /usr/share/oci/hooks/prestart/nvidia-container-toolkit.sh -> nvidia-container-toolkit -> nvidia-container-cli: initialization error: nvml error: driver not loaded (no NVIDIA GPU in this VM)',
+    ]) {
+      expect(verify.stdout).toContain(check);
+    }
+    expect(verify.stdout).toMatch(/^pass {2}erofs-mount {2}erofs layer mounted through \/dev\/loop\d+$/m);
+    expect(verify.stdout).toMatch(/^pass {2}overlay-mount {2}/m);
+    expect(verify.stdout).toMatch(/^pass {2}cgroup2 {2}cgroup2 controllers: .*\bmemory\b.*\bpids\b/m);
+    expect(verify.stdout).toMatch(/^pass {2}container-namespaces {2}pid net ipc uts mnt cgroup user all new; pid 1, hostname gg-verify, uid 0 = 100000 outside, network devices: lo\b/m);
+    expect(verify.stdout).toMatch(existsSync('/dev/vhost-vsock') ? /^pass {2}vsock {2}virtio vsock transport bound/m : /^skip {2}vsock {2}this host has no \/dev\/vhost-vsock/m);
     // Kata's GPU topology: a 16 GiB prefetchable BAR hot-plugged into the root port lands above 4 GiB, and goes away again
     expect(verify.stdout).toMatch(/^pass {2}pcie-hotplug {2}0000:\S+ BAR2 0x0*[1-9a-f][0-9a-f]{8}-0x[0-9a-f]+ \(16 GiB, prefetchable 1\)$/m);
     expect(verify.stdout).toMatch(/^pass {2}pcie-hot-unplug {2}0000:\S+ removed$/m);
@@ -191,6 +207,41 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
     expect(await plugTooLarge('root-port', 2 * ROOT_PORT_PREF64_GIB * 2 ** 30)).toMatchObject({ pass: false, detail: expect.stringMatching(/BAR2 was not assigned/) });
     // the same on the bridge of the small-BAR topology: a BAR twice its window gets no space
     expect(await plugTooLarge('bridge', 2 * BRIDGE_PREF64_MIB * 2 ** 20)).toMatchObject({ pass: false, detail: expect.stringMatching(/0000:01:00\.0: BAR2 was not assigned.*can't assign; no space/) });
+  }, 400_000);
+
+  it('fails the container checks when the runtime does not apply what they prove, or the hook does not reach the toolkit', async () => {
+    // one boot of the container checks on the built guest: a bundle without user namespace, limits
+    // and seccomp, and a "hook" that is no NVIDIA hook (true)
+    const work = suiteDir('gpu-guest-containers-');
+    const hook = { path: 'usr/bin/true' };
+    const share = await prepareContainerShare(work, { hook }, new AbortController().signal);
+    const spec = JSON.parse(readFileSync(join(share.dir, 'ctr/config.json'), 'utf8'));
+    spec.linux.namespaces = spec.linux.namespaces.filter((n: { type: string }) => n.type !== 'user');
+    delete spec.linux.uidMappings;
+    delete spec.linux.gidMappings;
+    delete spec.linux.seccomp;
+    delete spec.linux.resources.memory;
+    writeFileSync(join(share.dir, 'ctr/config.json'), JSON.stringify(spec));
+    const checks = containerChecks({ marker: share.marker, hook });
+    const boot = await bootGuest({
+      kernel: join(out, 'nvidia-test/kernel', `vmlinuz-${release}`),
+      initrd: await buildVerifyInitrd(work, verifyInit(checks, 'ext4'), new AbortController().signal),
+      disk: join(out, 'nvidia-test/rootfs/kata-containers-nvidia-gpu.img'),
+      append: 'console=ttyS0 panic=-1 loglevel=4',
+      accel: 'tcg',
+      machine: 'q35',
+      memoryMiB: 512,
+      timeoutMs: 300_000,
+      logFile: join(work, 'console.log'),
+      doneMarker: /^GG-DONE/m,
+      share: { dir: share.dir, tag: SHARE_TAG },
+    });
+    const results = new Map(parseChecks(boot.console, checks.map((c) => c.name)).map((r) => [r.name, r]));
+    expect(results.get('container-run')).toMatchObject({ pass: true });
+    expect(results.get('container-namespaces')).toMatchObject({ pass: false, detail: expect.stringMatching(/^user namespace not new/) });
+    expect(results.get('container-cgroup-limits')).toMatchObject({ pass: false, detail: 'memory.max max, pids.max 64, cpu.max 50000 100000' });
+    expect(results.get('container-seccomp')).toMatchObject({ pass: false, detail: expect.stringMatching(/^Seccomp: 0 \(2 = filter\); mkdir:$/) });
+    expect(results.get('oci-hook-chain')).toMatchObject({ pass: false, detail: expect.stringMatching(/^the prestart hook did not run nvidia-container-toolkit \(crun exit 0\)/) });
   }, 400_000);
 
   it('verifies the guest with signature enforcement on (--kernel-arg module.sig_enforce=1): signed modules load', async () => {
