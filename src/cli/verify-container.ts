@@ -38,12 +38,13 @@ export function missingContainerOptions(config: string): string[] {
  * for the minimal profile (the smallest guest, chosen knowingly), failed for any other kernel,
  * naming the options it lacks.
  */
-export function containerChecksNotRun(missing: string[], minimalProfile: boolean, hook: boolean): CheckResult[] {
+export function containerChecksNotRun(missing: string[], minimalProfile: boolean, gpu: 'oci-hook' | 'cdi' | undefined): CheckResult[] {
   const lacks = `the kernel lacks ${missing.join(', ')}`;
   const detail = minimalProfile
     ? `${lacks} (kernel.profile: minimal; the kata profile runs containers)`
     : `${lacks}: Kata cannot share or run a container in this guest (use kernel.profile: kata, or add them to a fragment)`;
-  return [...CONTAINER_CHECKS, ...(hook ? ['oci-hook-chain'] : [])].map((name) => ({ name, pass: minimalProfile, ...(minimalProfile ? { skipped: true } : {}), detail }));
+  const toolkit = gpu === 'oci-hook' ? ['oci-hook-chain'] : gpu === 'cdi' ? ['cdi-spec'] : [];
+  return [...CONTAINER_CHECKS, ...toolkit].map((name) => ({ name, pass: minimalProfile, ...(minimalProfile ? { skipped: true } : {}), detail }));
 }
 
 /**
@@ -201,7 +202,7 @@ async function copyRuntime(dir: string, log: TaskLog, signal: AbortSignal): Prom
 }
 
 /** The guest's side: mounts the share, an erofs layer, the overlays, cgroup2; runs the containers. */
-export function containerChecks(o: { marker: string; hook?: GuestHook }): GuestCheck[] {
+export function containerChecks(o: { marker: string; hook?: GuestHook; cdiUnit?: string }): GuestCheck[] {
   // the runtime's root made the root of a mount namespace of its own, as switch_root does, not a
   // chroot: the kernel refuses a user namespace to a chrooted process (clone: EPERM)
   const crun = (bundle: string, id: string, out: string) =>
@@ -277,7 +278,28 @@ export function containerChecks(o: { marker: string; hook?: GuestHook }): GuestC
     },
   ];
   if (o.hook) checks.push(hookChainCheck(o.hook, crun));
+  if (o.cdiUnit) checks.push(cdiSpecCheck(o.cdiUnit));
   return checks;
+}
+
+/**
+ * The toolkit's `cdi` mode: the unit that writes the CDI spec at boot (Kata's agent reads it to
+ * give a container its GPUs) is run as systemd would, in the runtime's root. With a GPU it writes a
+ * spec of nvidia.com/gpu devices; without one NVML must be what refused (the driver not loaded),
+ * never a missing library.
+ */
+function cdiSpecCheck(unit: string): GuestCheck {
+  return {
+    name: 'cdi-spec',
+    script: [
+      `u=${G}/${unit}; [ -f $u ] || ${fail(`no /${unit} in the image`)}`,
+      `c=$(sed -n 's/^ExecStart=//p' $u); f=$(echo "$c" | sed -n 's/.*--output[= ]\\([^ ]*\\).*/\\1/p'); [ -n "$c" ] && [ -n "$f" ] || ${fail(`/${unit} has no ExecStart with --output`)}`,
+      `mkdir -p ${G}$(dirname $f); o=$(chroot ${G} $c 2>&1); r=$?`,
+      `if [ $r -eq 0 ] && grep -q '^cdiVersion' ${G}$f && grep -q 'nvidia.com/gpu' ${G}$f; then echo "$c wrote $f, nvidia.com/gpu devices"; exit 0; fi`,
+      `e=$(echo "$o" | grep -m1 -oE 'failed to initialize NVML: [A-Za-z_ ]+')`,
+      `if [ $r -ne 0 ] && echo "$e" | grep -qE 'DRIVER_NOT_LOADED|Driver Not Loaded'; then echo "$c ran: $e (no NVIDIA GPU in this VM)"; else echo "$c: exit $r, $(echo "$o" | tail -n 2)"; exit 1; fi`,
+    ].join('; '),
+  };
 }
 
 /**

@@ -9,7 +9,7 @@ import { checkPublishedSums, SHA256SUMS } from '../engine/publish.js';
 import { packInitramfs } from '../sys/rootfs-tar.js';
 import { requireHostTools } from '../sys/host-tools.js';
 import { bootGuest, type HotplugSlots } from '../sys/qemu.js';
-import { HOOK_PATH } from '../steps/nvidia/toolkit.js';
+import { CDI_UNIT_PATH, HOOK_PATH } from '../steps/nvidia/toolkit.js';
 import { TaskLog } from '../sys/task-log.js';
 import { formatValue, parseRequested } from '../sys/kconfig/options.js';
 import { openCache, prepareOut, type CliEnv, type PipelineOptions } from './context.js';
@@ -90,7 +90,8 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
     const sigEnforced = options.includes('CONFIG_MODULE_SIG_FORCE=y') || kernelArgs.some((a) => /^module\.sig_enforce=(1|y|Y)$/.test(a));
     const checks = guestChecks({ release, options: [...new Set(options)], modules, loadNames: driver?.result.loadNames, signer: driver?.result.signer, hook, driverVersion: driver?.result.driverVersion, sigEnforced });
     // Kata's way into the guest: a share with the container's files, overlays, an OCI runtime
-    const containers = await planContainerChecks(loaded.graph.tasks, config ? readFileSync(join(config.outDir, 'config'), 'utf8') : '', hook, work, signals.signal);
+    const toolkitMode = toolkit?.result.mode as 'oci-hook' | 'cdi' | undefined;
+    const containers = await planContainerChecks(loaded.graph.tasks, config ? readFileSync(join(config.outDir, 'config'), 'utf8') : '', toolkitMode, work, signals.signal);
     checks.push(...containers.checks);
     const machine = loaded.graph.tasks.some((t) => t.id === 'driver') ? 'q35' : 'pc';
     // the NVIDIA topologies Kata uses on q35: a PCIe root port with native hotplug for a large BAR
@@ -162,7 +163,7 @@ async function bootVerify(o: { kernel: string; disk: string; format: string; ker
  * kernel can run containers (a share, the runtime and its bundles prepared on the host); what
  * cannot run is reported with its reason.
  */
-async function planContainerChecks(tasks: { kind: string; files: Record<string, unknown> }[], config: string, hook: string | undefined, work: string, signal: AbortSignal): Promise<{ checks: GuestCheck[]; results: CheckResult[]; share?: string; vsockCid?: number }> {
+async function planContainerChecks(tasks: { kind: string; files: Record<string, unknown> }[], config: string, toolkitMode: 'oci-hook' | 'cdi' | undefined, work: string, signal: AbortSignal): Promise<{ checks: GuestCheck[]; results: CheckResult[]; share?: string; vsockCid?: number }> {
   const minimal = tasks.find((t) => t.kind === 'kernel-config')?.files.baseConfig === kernelProfileFiles('minimal').baseConfig;
   const checks: GuestCheck[] = [];
   const results: CheckResult[] = [];
@@ -172,11 +173,12 @@ async function planContainerChecks(tasks: { kind: string; files: Record<string, 
   const missing = config ? missingContainerOptions(config) : ['the built kernel config'];
   if (!missing.length) {
     await requireHostTools('verify-containers');
-    const share = await prepareContainerShare(work, { hook: hook ? { path: hook } : undefined }, signal);
-    checks.push(...containerChecks({ marker: share.marker, hook: hook ? { path: hook } : undefined }));
+    const hook = toolkitMode === 'oci-hook' ? { path: HOOK_PATH } : undefined;
+    const share = await prepareContainerShare(work, { hook }, signal);
+    checks.push(...containerChecks({ marker: share.marker, hook, cdiUnit: toolkitMode === 'cdi' ? CDI_UNIT_PATH : undefined }));
     return { checks, results, share: share.dir, vsockCid: 'cid' in vsock ? vsock.cid : undefined };
   }
-  results.push(...containerChecksNotRun(missing, minimal, Boolean(hook)));
+  results.push(...containerChecksNotRun(missing, minimal, toolkitMode));
   return { checks, results, vsockCid: 'cid' in vsock ? vsock.cid : undefined };
 }
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CONTAINER_NEEDS, containerChecks, containerChecksNotRun, containerSpec, missingContainerOptions, prepareContainerShare, vsockCheck } from '../../src/cli/verify-container.js';
 import { verifyInit } from '../../src/cli/verify-init.js';
-import { HOOK_PATH } from '../../src/steps/nvidia/toolkit.js';
+import { CDI_UNIT_PATH, HOOK_PATH } from '../../src/steps/nvidia/toolkit.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
 import { testDir } from '../helpers.js';
 
@@ -19,10 +19,11 @@ describe('verify: the container checks, host side', () => {
   });
 
   it('a kernel without them: skipped on the minimal profile, failed on any other, the options named', () => {
-    const minimal = containerChecksNotRun(['CONFIG_OVERLAY_FS'], true, false);
+    const minimal = containerChecksNotRun(['CONFIG_OVERLAY_FS'], true, undefined);
     expect(minimal.map((r) => r.name)).toEqual(['share-9p', 'erofs-mount', 'overlay-mount', 'cgroup2', 'container-run', 'container-namespaces', 'container-cgroup-limits', 'container-seccomp']);
     expect(minimal[0]).toEqual({ name: 'share-9p', pass: true, skipped: true, detail: 'the kernel lacks CONFIG_OVERLAY_FS (kernel.profile: minimal; the kata profile runs containers)' });
-    const own = containerChecksNotRun(['CONFIG_OVERLAY_FS', 'CONFIG_USER_NS'], false, true);
+    const own = containerChecksNotRun(['CONFIG_OVERLAY_FS', 'CONFIG_USER_NS'], false, 'oci-hook');
+    expect(containerChecksNotRun(['CONFIG_USER_NS'], false, 'cdi').at(-1)?.name).toBe('cdi-spec');
     expect(own.at(-1)).toEqual({ name: 'oci-hook-chain', pass: false, detail: 'the kernel lacks CONFIG_OVERLAY_FS, CONFIG_USER_NS: Kata cannot share or run a container in this guest (use kernel.profile: kata, or add them to a fragment)' });
   });
 
@@ -55,7 +56,7 @@ describe('verify: the container checks, host side', () => {
     expect(readFileSync(join(share.dir, 'layer.erofs')).readUInt32LE(1024)).toBe(0xe0f5e1e2);
     expect(existsSync(join(share.dir, 'ctr/rootfs/bin/busybox')) && existsSync(join(share.dir, 'ctr/config-gpu.json'))).toBe(true);
     const init = join(dir, 'init');
-    writeFileSync(init, verifyInit(containerChecks({ marker: share.marker, hook: { path: HOOK_PATH } }), 'ext4'));
+    writeFileSync(init, verifyInit(containerChecks({ marker: share.marker, hook: { path: HOOK_PATH }, cdiUnit: CDI_UNIT_PATH }), 'ext4'));
     const parsed = spawnSync('/bin/busybox', ['sh', '-n', init], { encoding: 'utf8' });
     expect(parsed.stderr).toBe('');
     expect(parsed.status).toBe(0);
@@ -82,6 +83,16 @@ describe('the toolkit fixture behaves as NVIDIA hook and CLI do in a VM without 
     const r = hookRun(['NVIDIA_VISIBLE_DEVICES=all']);
     expect(r.stderr.trim()).toBe('nvidia-container-cli: initialization error: nvml error: driver not loaded');
     expect(r.status).toBe(1);
+  });
+
+  it('nvidia-ctk cdi generate fails on NVML, naming what NVML lacks (here the library), and writes no spec', () => {
+    const dir = testDir();
+    buildToolkitDebs(dir, '1.17.3-1');
+    const ctk = join(dir, 'toolkit-src/nvidia-container-toolkit-base/usr/bin/nvidia-ctk');
+    const r = spawnSync('sh', [ctk, 'cdi', 'generate', `--output=${join(dir, 'nvidia.yaml')}`], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/level=error msg="failed to generate CDI spec: failed to create device CDI specs: failed to initialize NVML: ERROR_LIBRARY_NOT_FOUND"$/m);
+    expect(existsSync(join(dir, 'nvidia.yaml'))).toBe(false);
   });
 
   it('a container asking for none (or void) passes untouched', () => {

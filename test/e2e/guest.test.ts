@@ -244,6 +244,18 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
     expect(results.get('oci-hook-chain')).toMatchObject({ pass: false, detail: expect.stringMatching(/^the prestart hook did not run nvidia-container-toolkit \(crun exit 0\)/) });
   }, 400_000);
 
+  it("toolkit.mode cdi: the image's CDI unit runs in the guest and fails only for want of a driver", async () => {
+    const cdiOut = join(suiteDir('gpu-guest-cdi-'), 'out');
+    const cdiArgs = [...args.map((a) => (a === out ? cdiOut : a)), '--set', 'toolkit.mode=cdi'];
+    const built = await run(cliBin, ['build', ...cdiArgs]);
+    expect(built.code, `${built.stdout}\n${built.stderr}`).toBe(0);
+    const checked = await run(cliBin, ['verify', ...cdiArgs, '--hotplug', 'none']);
+    expect(checked.code, `${checked.stdout}\n${checked.stderr}`).toBe(0);
+    expect(checked.stdout).toContain('pass  cdi-spec  /usr/bin/nvidia-ctk cdi generate --output=/var/run/cdi/nvidia.yaml ran: failed to initialize NVML: ERROR_DRIVER_NOT_LOADED (no NVIDIA GPU in this VM)');
+    expect(checked.stdout).not.toContain('oci-hook-chain');
+    expect(checked.stdout).toContain('pass  container-run  ');
+  }, 600_000);
+
   it('verifies the guest with signature enforcement on (--kernel-arg module.sig_enforce=1): signed modules load', async () => {
     const enforced = await run(cliBin, ['verify', ...args, '--kernel-arg', 'module.sig_enforce=1', '--hotplug', 'none']);
     expect(enforced.code, `${enforced.stdout}\n${enforced.stderr}`).toBe(0);

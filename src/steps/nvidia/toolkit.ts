@@ -18,6 +18,8 @@ import { lockedRootfs } from '../rootfs/rootfs.js';
 export const TOOLKIT_PACKAGES = ['nvidia-container-toolkit', 'nvidia-container-toolkit-base', 'libnvidia-container1', 'libnvidia-container-tools'];
 
 export const HOOK_PATH = 'usr/share/oci/hooks/prestart/nvidia-container-toolkit.sh';
+/** `cdi` mode: the unit that generates the CDI spec at boot, before the kata-agent starts. */
+export const CDI_UNIT_PATH = 'etc/systemd/system/nvidia-cdi-generate.service';
 const STAGE = 'var/tmp/gpu-guest-toolkit';
 
 type ToolkitParams = {
@@ -189,7 +191,7 @@ function writeHookOrCdi(root: string, mode: ToolkitParams['mode']): void {
     chmodSync(hook, 0o755);
     return;
   }
-  const unit = join(root, 'etc/systemd/system/nvidia-cdi-generate.service');
+  const unit = join(root, CDI_UNIT_PATH);
   mkdirSync(join(unit, '..'), { recursive: true });
   writeFileSync(unit, '[Unit]\nDescription=Generate the NVIDIA CDI specification\nBefore=kata-agent.service\n\n[Service]\nType=oneshot\nExecStart=/usr/bin/nvidia-ctk cdi generate --output=/var/run/cdi/nvidia.yaml\n\n[Install]\nWantedBy=multi-user.target\n');
   mkdirSync(join(root, 'etc/systemd/system/multi-user.target.wants'), { recursive: true });
