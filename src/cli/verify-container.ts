@@ -1,14 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
-import { GuestError } from '../model/errors.js';
-import { runLogged } from '../sys/exec.js';
-import { TaskLog } from '../sys/task-log.js';
-import { findOnPath } from '../sys/which.js';
+import { BUNDLE, HOSTNAME, ID_BASE, LIMITS, SHARE_TAG, VIRTIOFS_TAG, type GuestHook } from './verify-share.js';
 import { quote, type CheckResult, type GuestCheck } from './verify-init.js';
 
-/** The 9p share's mount tag: QEMU exports the share under it, the guest mounts it by it. */
-export const SHARE_TAG = 'gg-share';
+// The guest's side of verify's container checks: what the kernel needs, and the checks that mount
+// the shares and run the containers the way Kata's agent does.
+
+/** What virtio-fs needs of the guest kernel besides CONTAINER_NEEDS. */
+export const VIRTIOFS_NEEDS = ['FUSE_FS', 'VIRTIO_FS'];
 
 /**
  * What the container checks need of the guest kernel, by what Kata does with it: the container's
@@ -24,13 +22,18 @@ export const CONTAINER_NEEDS = [
   'EROFS_FS', 'BLK_DEV_LOOP',
 ];
 
-/** The checks the container share enables, in the order the guest runs them. */
-export const CONTAINER_CHECKS = ['share-9p', 'erofs-mount', 'overlay-mount', 'cgroup2', 'container-run', 'container-namespaces', 'container-cgroup-limits', 'container-seccomp'];
+/** The checks the container share enables, in the order the guest runs them; then the toolkit's. */
+export const CONTAINER_CHECKS = ['share-9p', 'share-virtiofs', 'erofs-mount', 'overlay-mount', 'cgroup2', 'container-run', 'container-namespaces', 'container-cgroup-limits', 'container-seccomp'];
 
-/** The options of CONTAINER_NEEDS a built kernel config lacks. */
-export function missingContainerOptions(config: string): string[] {
+/** The check of the NVIDIA toolkit's mode: the prestart hook chain, or the CDI spec. */
+export function toolkitCheck(mode: 'oci-hook' | 'cdi' | undefined): string[] {
+  return mode === 'oci-hook' ? ['oci-hook-chain'] : mode === 'cdi' ? ['cdi-spec'] : [];
+}
+
+/** The options of `needs` (default CONTAINER_NEEDS) a built kernel config lacks. */
+export function missingContainerOptions(config: string, needs = CONTAINER_NEEDS): string[] {
   const on = new Set([...config.matchAll(/^CONFIG_([A-Za-z0-9_]+)=y$/gm)].map((m) => m[1]!));
-  return CONTAINER_NEEDS.filter((o) => !on.has(o)).map((o) => `CONFIG_${o}`);
+  return needs.filter((o) => !on.has(o)).map((o) => `CONFIG_${o}`);
 }
 
 /**
@@ -38,13 +41,12 @@ export function missingContainerOptions(config: string): string[] {
  * for the minimal profile (the smallest guest, chosen knowingly), failed for any other kernel,
  * naming the options it lacks.
  */
-export function containerChecksNotRun(missing: string[], minimalProfile: boolean, gpu: 'oci-hook' | 'cdi' | undefined): CheckResult[] {
+export function containerChecksNotRun(names: string[], missing: string[], minimalProfile: boolean): CheckResult[] {
   const lacks = `the kernel lacks ${missing.join(', ')}`;
   const detail = minimalProfile
     ? `${lacks} (kernel.profile: minimal; the kata profile runs containers)`
     : `${lacks}: Kata cannot share or run a container in this guest (use kernel.profile: kata, or add them to a fragment)`;
-  const toolkit = gpu === 'oci-hook' ? ['oci-hook-chain'] : gpu === 'cdi' ? ['cdi-spec'] : [];
-  return [...CONTAINER_CHECKS, ...toolkit].map((name) => ({ name, pass: minimalProfile, ...(minimalProfile ? { skipped: true } : {}), detail }));
+  return names.map((name) => ({ name, pass: minimalProfile, ...(minimalProfile ? { skipped: true } : {}), detail }));
 }
 
 /**
@@ -66,143 +68,13 @@ export function vsockCheck(config: string, hostHasVsock: boolean): { check: Gues
   };
 }
 
-/** The limits the container runs under, and what the container must read back from its cgroup. */
-const LIMITS = { memory: 64 * 2 ** 20, pids: 64, cpuQuota: 50_000, cpuPeriod: 100_000 };
-/** The container's root maps to this host uid (and gid), 65536 of them: a user namespace. */
-const ID_BASE = 100_000;
-/** seccomp makes mkdir fail with this errno (EHOSTDOWN, "Host is down"): nothing else would. */
-const SECCOMP_ERRNO = 112;
-const HOSTNAME = 'gg-verify';
-const APPLETS = ['sh', 'cat', 'readlink', 'ls', 'grep', 'touch', 'mkdir', 'hostname'];
-
-/** In the guest: the runtime's root (the image under a tmpfs overlay) and the container's bundles. */
+/** In the guest: the runtime's root (the image under a tmpfs overlay), the GPU bundle, the runtime. */
 const G = '/run/gg/guest';
-const BUNDLE = '/run/gg-ctr';
 const GPU_BUNDLE = '/run/gg-ctr-gpu';
 const RUNTIME = '/run/gg-rt';
 
-/** Where Kata's agent finds guest hooks (guest_hook_path) and how it calls one: its name, then the stage. */
-export interface GuestHook {
-  /** Inside the image, e.g. usr/share/oci/hooks/prestart/nvidia-container-toolkit.sh. */
-  path: string;
-}
-
-/** An OCI runtime-spec config.json for the verify container: every namespace, cgroup v2 limits, a seccomp filter. */
-export function containerSpec(o: { rootfs: string; hook?: GuestHook; gpu?: boolean; id: string }): object {
-  const hookPath = o.hook ? `/${o.hook.path}` : undefined;
-  return {
-    ociVersion: '1.0.2',
-    process: {
-      terminal: false,
-      user: { uid: 0, gid: 0 },
-      args: ['/bin/sh', '/gg/container.sh'],
-      env: ['PATH=/bin', ...(o.gpu ? ['NVIDIA_VISIBLE_DEVICES=all', 'NVIDIA_DRIVER_CAPABILITIES=compute,utility'] : [])],
-      cwd: '/',
-      noNewPrivileges: true,
-    },
-    root: { path: o.rootfs, readonly: false },
-    hostname: HOSTNAME,
-    mounts: [
-      { destination: '/proc', type: 'proc', source: 'proc' },
-      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
-      { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
-      { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
-      { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777'] },
-    ],
-    // as Kata's agent adds every hook of guest_hook_path/prestart: args are the hook's name and the stage
-    ...(hookPath ? { hooks: { prestart: [{ path: hookPath, args: [basename(hookPath), 'prestart'] }] } } : {}),
-    // crun writes what hooks print to these files (the agent keeps it in its log)
-    annotations: { 'run.oci.hooks.stdout': `/run/gg-hook-${o.id}.out`, 'run.oci.hooks.stderr': `/run/gg-hook-${o.id}.err` },
-    linux: {
-      namespaces: ['pid', 'network', 'ipc', 'uts', 'mount', 'cgroup', 'user'].map((type) => ({ type })),
-      uidMappings: [{ containerID: 0, hostID: ID_BASE, size: 65536 }],
-      gidMappings: [{ containerID: 0, hostID: ID_BASE, size: 65536 }],
-      cgroupsPath: `/gg-verify/${o.id}`,
-      resources: {
-        devices: [{ allow: false, access: 'rwm' }],
-        memory: { limit: LIMITS.memory },
-        pids: { limit: LIMITS.pids },
-        cpu: { quota: LIMITS.cpuQuota, period: LIMITS.cpuPeriod },
-      },
-      seccomp: {
-        defaultAction: 'SCMP_ACT_ALLOW',
-        architectures: ['SCMP_ARCH_X86_64'],
-        syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO', errnoRet: SECCOMP_ERRNO }],
-      },
-      maskedPaths: ['/proc/kcore', '/proc/keys', '/proc/timer_list'],
-      readonlyPaths: ['/proc/sys', '/proc/sysrq-trigger'],
-    },
-  };
-}
-
-/** What the container prints: the guest's checks read it back line by line (GG-CTR <what> <value>). */
-const CONTAINER_SCRIPT = `#!/bin/sh
-echo GG-CTR pid $$
-echo GG-CTR hostname $(hostname)
-echo GG-CTR uid_map $(cat /proc/self/uid_map)
-for n in pid net ipc uts mnt cgroup user; do echo GG-CTR ns $n $(readlink /proc/self/ns/$n); done
-echo GG-CTR net $(ls /sys/class/net)
-for f in memory.max pids.max cpu.max; do echo GG-CTR cgroup $f $(cat /sys/fs/cgroup/$f); done
-echo GG-CTR $(grep '^Seccomp:' /proc/self/status)
-touch /tmp/gg-file && echo GG-CTR touch ok
-echo GG-CTR mkdir $(mkdir /tmp/gg-dir 2>&1)
-[ -e /dev/nvidiactl ] && echo GG-CTR gpu /dev/nvidiactl
-echo GG-CTR done
-`;
-
-/**
- * On the host: the folder QEMU shares with the guest over 9p. It holds the OCI runtime (the host's
- * crun with its libraries and loader, so it runs whatever the guest's libc), the container's rootfs
- * (the host's static busybox and the script above), the bundles' config.json files, and an erofs
- * layer; a random marker proves the guest reads this very share.
- */
-export async function prepareContainerShare(work: string, o: { hook?: GuestHook }, signal: AbortSignal): Promise<{ dir: string; marker: string }> {
-  const dir = join(work, 'share');
-  const marker = randomBytes(8).toString('hex');
-  const log = new TaskLog(join(work, 'share.log'));
-  try {
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'MARKER'), `${marker}\n`);
-    await copyRuntime(join(dir, 'runtime'), log, signal);
-    const rootfs = join(dir, 'ctr', 'rootfs');
-    for (const d of ['bin', 'proc', 'sys', 'dev', 'tmp', 'gg']) mkdirSync(join(rootfs, d), { recursive: true });
-    copyFileSync('/bin/busybox', join(rootfs, 'bin/busybox'));
-    chmodSync(join(rootfs, 'bin/busybox'), 0o755);
-    for (const a of APPLETS) symlinkSync('busybox', join(rootfs, 'bin', a));
-    writeFileSync(join(rootfs, 'gg/container.sh'), CONTAINER_SCRIPT, { mode: 0o755 });
-    writeFileSync(join(dir, 'ctr', 'config.json'), JSON.stringify(containerSpec({ rootfs: 'rootfs', hook: o.hook, id: 'plain' }), null, 2));
-    if (o.hook) writeFileSync(join(dir, 'ctr', 'config-gpu.json'), JSON.stringify(containerSpec({ rootfs: `${BUNDLE}/rootfs`, hook: o.hook, gpu: true, id: 'gpu' }), null, 2));
-    const layer = join(work, 'layer');
-    mkdirSync(layer, { recursive: true });
-    writeFileSync(join(layer, 'MARKER'), `${marker}\n`);
-    await runLogged(log, 'mkfs.erofs', [join(dir, 'layer.erofs'), layer], { signal });
-  } finally {
-    log.close();
-  }
-  return { dir, marker };
-}
-
-/** crun, every library ldd names for it, and the loader: run as `ld.so --library-path lib crun`. */
-async function copyRuntime(dir: string, log: TaskLog, signal: AbortSignal): Promise<void> {
-  const crun = await findOnPath('crun');
-  if (!crun) throw new GuestError('E_MISSING_TOOL', 'verify runs a container in the guest with crun, not found on this host (run as root: apt-get install -y crun)');
-  mkdirSync(join(dir, 'lib'), { recursive: true });
-  copyFileSync(crun, join(dir, 'crun'));
-  chmodSync(join(dir, 'crun'), 0o755);
-  const ldd = await runLogged(log, 'ldd', [crun], { signal, capture: true });
-  let loader: string | undefined;
-  for (const line of ldd.split('\n')) {
-    const lib = /=>\s+(\/\S+)\s+\(/.exec(line);
-    if (lib) copyFileSync(realpathSync(lib[1]!), join(dir, 'lib', basename(lib[1]!)));
-    else if (/^\s*(\/\S+ld-linux\S*)\s+\(/.test(line)) loader = /^\s*(\/\S+)/.exec(line)![1];
-  }
-  if (!loader || !existsSync(loader)) throw new GuestError('E_MISSING_TOOL', `ldd ${crun} names no dynamic loader: verify needs a dynamically linked crun from Debian (apt-get install -y crun)`);
-  copyFileSync(realpathSync(loader), join(dir, 'ld.so'));
-  chmodSync(join(dir, 'ld.so'), 0o755);
-}
-
 /** The guest's side: mounts the share, an erofs layer, the overlays, cgroup2; runs the containers. */
-export function containerChecks(o: { marker: string; hook?: GuestHook; cdiUnit?: string }): GuestCheck[] {
+export function containerChecks(o: { marker: string; hook?: GuestHook; cdiUnit?: string; virtiofs?: boolean }): GuestCheck[] {
   // the runtime's root made the root of a mount namespace of its own, as switch_root does, not a
   // chroot: the kernel refuses a user namespace to a chrooted process (clone: EPERM)
   const crun = (bundle: string, id: string, out: string) =>
@@ -213,6 +85,12 @@ export function containerChecks(o: { marker: string; hook?: GuestHook; cdiUnit?:
       name: 'share-9p',
       script: `mkdir -p /share && mount -t 9p -o trans=virtio,version=9p2000.L,ro ${SHARE_TAG} /share || ${fail(`cannot mount the 9p share ${SHARE_TAG}`)}; m=$(cat /share/MARKER); [ "$m" = ${quote(o.marker)} ] || ${fail('the share does not hold the marker the host wrote')}; echo "9p share ${SHARE_TAG} mounted, marker read back"`,
     },
+    ...(o.virtiofs
+      ? [{
+          name: 'share-virtiofs',
+          script: `mkdir -p /vfs && mount -t virtiofs ${VIRTIOFS_TAG} /vfs || ${fail(`cannot mount the virtio-fs share ${VIRTIOFS_TAG}`)}; [ "$(cat /vfs/MARKER)" = ${quote(o.marker)} ] || ${fail('the virtio-fs share does not hold the marker the host wrote')}; echo "virtio-fs share ${VIRTIOFS_TAG} mounted, marker read back"`,
+        }]
+      : []),
     {
       name: 'erofs-mount',
       script: `mkdir -p /erofs && mount -t erofs -o ro,loop /share/layer.erofs /erofs || ${fail('cannot mount the erofs layer (a loop device on the share)')}; [ "$(cat /erofs/MARKER)" = ${quote(o.marker)} ] || ${fail('the erofs layer does not hold the marker')}; echo "erofs layer mounted through $(grep -m1 '/erofs ' /proc/mounts | cut -d' ' -f1)"`,
@@ -223,16 +101,18 @@ export function containerChecks(o: { marker: string; hook?: GuestHook; cdiUnit?:
         'mkdir -p /run/gg && mount -t tmpfs -o size=128m tmpfs /run/gg && mkdir -p /run/gg/gu /run/gg/gw /run/gg/cu /run/gg/cw ' + G,
         `mount -t overlay overlay -o lowerdir=/mnt,upperdir=/run/gg/gu,workdir=/run/gg/gw ${G} || ${fail('cannot mount an overlay with the image as its lower layer')}`,
         `mkdir -p ${G}${BUNDLE}/rootfs ${G}${GPU_BUNDLE} ${G}${RUNTIME} ${G}/run/gg-crun`,
-        `mount -t overlay overlay -o lowerdir=/share/ctr/rootfs,upperdir=/run/gg/cu,workdir=/run/gg/cw ${G}${BUNDLE}/rootfs || ${fail('cannot mount an overlay with the share as its lower layer')}`,
-        `echo upper > ${G}${BUNDLE}/rootfs/gg/upper && [ ! -e /share/ctr/rootfs/gg/upper ] && [ -x ${G}${BUNDLE}/rootfs/bin/busybox ] || ${fail('the overlay does not write to its upper layer alone')}`,
-        `echo "the container's rootfs: the share under a tmpfs overlay; the runtime's root: the image under one"`,
+        // the container's files come over virtio-fs where the guest has it (Kata's default), else 9p
+        `S=/share; t=9p; if grep -q ' /vfs virtiofs ' /proc/mounts; then S=/vfs; t=virtio-fs; fi`,
+        `mount -t overlay overlay -o lowerdir=$S/ctr/rootfs,upperdir=/run/gg/cu,workdir=/run/gg/cw ${G}${BUNDLE}/rootfs || { echo "cannot mount an overlay with the $t share as its lower layer"; exit 1; }`,
+        `echo upper > ${G}${BUNDLE}/rootfs/gg/upper && [ ! -e $S/ctr/rootfs/gg/upper ] && [ -x ${G}${BUNDLE}/rootfs/bin/busybox ] || ${fail('the overlay does not write to its upper layer alone')}`,
+        `echo "the container's rootfs: the $t share under a tmpfs overlay; the runtime's root: the image under one"`,
       ].join('; '),
     },
     {
       name: 'cgroup2',
       script: [
         `mount -t proc proc ${G}/proc && mount -t sysfs sysfs ${G}/sys && mount -t devtmpfs devtmpfs ${G}/dev || ${fail('cannot mount proc, sysfs and devtmpfs for the runtime')}`,
-        `mount -t cgroup2 cgroup2 ${G}/sys/fs/cgroup || ${fail('cannot mount cgroup2')}`,
+        `mount -t cgroup2 -o nsdelegate cgroup2 ${G}/sys/fs/cgroup || ${fail("cannot mount cgroup2 (nsdelegate, as Kata's agent does)")}`,
         `c=$(cat ${G}/sys/fs/cgroup/cgroup.controllers); for k in cpu memory pids; do case " $c " in *" $k "*) ;; *) echo "cgroup2 has no $k controller (it has: $c)"; exit 1;; esac; done`,
         'echo "cgroup2 controllers: $c"',
       ].join('; '),

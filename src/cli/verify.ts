@@ -15,7 +15,8 @@ import { formatValue, parseRequested } from '../sys/kconfig/options.js';
 import { openCache, prepareOut, type CliEnv, type PipelineOptions } from './context.js';
 import { abortOnSignals } from './signals.js';
 import { guestChecks, hotplugChecks, parseChecks, verifyInit, type CheckResult, type GuestCheck } from './verify-init.js';
-import { containerChecks, containerChecksNotRun, missingContainerOptions, prepareContainerShare, SHARE_TAG, vsockCheck } from './verify-container.js';
+import { CONTAINER_CHECKS, containerChecks, containerChecksNotRun, missingContainerOptions, toolkitCheck, VIRTIOFS_NEEDS, vsockCheck } from './verify-container.js';
+import { findVirtiofsd, prepareContainerShare, SHARE_TAG, startVirtiofsd, VIRTIOFS_TAG } from './verify-share.js';
 import { kernelProfileFiles } from '../paths.js';
 
 /** The BAR of the device verify hot-plugs into the root port: several GiB, as a datacenter GPU's (the port reserves 32). */
@@ -100,7 +101,7 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
     const plugs = machine === 'q35' && hotplug !== 'none';
     if (plugs) checks.push(...hotplugChecks(mainSlots, mainSlots === 'bridge' ? BRIDGE_BAR : ROOT_PORT_BAR));
     const boot = (slots: HotplugSlots, bootChecks: GuestCheck[], log: string) =>
-      bootVerify({ kernel: join(build.outDir, build.result.image), disk: join(image.outDir, image.result.image), format, kernelArgs, opts, machine, slots, plugs, checks: bootChecks, work: join(work, slots), log, signal: signals.signal, share: bootChecks === checks ? containers.share : undefined, vsockCid: bootChecks === checks ? containers.vsockCid : undefined });
+      bootVerify({ kernel: join(build.outDir, build.result.image), disk: join(image.outDir, image.result.image), format, kernelArgs, opts, machine, slots, plugs, checks: bootChecks, work: join(work, slots), log, signal: signals.signal, container: bootChecks === checks ? containers : undefined });
     const consoleLog = join(logs, 'verify.log');
     env.stdout(`booting ${release} with ${image.result.image} in qemu (${opts.accel}, at most ${timeoutS} s)${kernelArgs.length ? ` with ${kernelArgs.join(' ')}` : ''}\n`);
     const main = await boot(mainSlots, checks, consoleLog);
@@ -136,20 +137,34 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
 }
 
 /** One boot of the verify initramfs with the built kernel and image, in one hotplug topology. */
-async function bootVerify(o: { kernel: string; disk: string; format: string; kernelArgs: string[]; opts: VerifyOptions; machine: 'q35' | 'pc'; slots: HotplugSlots; plugs: boolean; checks: GuestCheck[]; work: string; log: string; signal: AbortSignal; share?: string; vsockCid?: number }) {
+async function bootVerify(o: { kernel: string; disk: string; format: string; kernelArgs: string[]; opts: VerifyOptions; machine: 'q35' | 'pc'; slots: HotplugSlots; plugs: boolean; checks: GuestCheck[]; work: string; log: string; signal: AbortSignal; container?: ContainerPlan }) {
   mkdirSync(o.work, { recursive: true });
   const bar = o.slots === 'bridge' ? BRIDGE_BAR : ROOT_PORT_BAR;
+  const c = o.container;
+  const initrd = await buildVerifyInitrd(o.work, verifyInit(o.checks, o.format), o.signal);
+  const socket = join(o.work, 'virtiofs.sock');
+  const virtiofsd = c?.virtiofsd && c.share ? await startVirtiofsd(c.virtiofsd, c.share, socket, join(o.work, 'virtiofsd.log')) : undefined;
+  try {
+    return await bootGuestWith(o, initrd, bar, c, virtiofsd ? socket : undefined);
+  } finally {
+    virtiofsd?.stop();
+  }
+}
+
+/** QEMU's part of one verify boot: the topology, the hotplug monitor, the shares, the vsock. */
+function bootGuestWith(o: Parameters<typeof bootVerify>[0], initrd: string, bar: number, c: ContainerPlan | undefined, virtiofsSocket: string | undefined) {
   return bootGuest({
     kernel: o.kernel,
-    initrd: await buildVerifyInitrd(o.work, verifyInit(o.checks, o.format), o.signal),
+    initrd,
     disk: o.disk,
     append: ['console=ttyS0 panic=-1 loglevel=4', ...o.kernelArgs].join(' '),
     accel: o.opts.accel as 'tcg' | 'kvm',
     machine: o.machine,
     slots: o.slots,
     hotplug: o.machine === 'q35' && o.plugs ? { qmpSocket: join(o.work, 'qmp.sock'), memPath: join(o.work, 'bar.mem'), barBytes: bar } : undefined,
-    share: o.share ? { dir: o.share, tag: SHARE_TAG } : undefined,
-    vsockCid: o.vsockCid,
+    share: c?.share ? { dir: c.share, tag: SHARE_TAG } : undefined,
+    virtiofs: virtiofsSocket ? { socket: virtiofsSocket, tag: VIRTIOFS_TAG } : undefined,
+    vsockCid: c?.vsockCid,
     memoryMiB: Number(o.opts.memory),
     timeoutMs: Number(o.opts.timeout) * 1000,
     logFile: o.log,
@@ -163,23 +178,39 @@ async function bootVerify(o: { kernel: string; disk: string; format: string; ker
  * kernel can run containers (a share, the runtime and its bundles prepared on the host); what
  * cannot run is reported with its reason.
  */
-async function planContainerChecks(tasks: { kind: string; files: Record<string, unknown> }[], config: string, toolkitMode: 'oci-hook' | 'cdi' | undefined, work: string, signal: AbortSignal): Promise<{ checks: GuestCheck[]; results: CheckResult[]; share?: string; vsockCid?: number }> {
+async function planContainerChecks(tasks: { kind: string; files: Record<string, unknown> }[], config: string, toolkitMode: 'oci-hook' | 'cdi' | undefined, work: string, signal: AbortSignal): Promise<ContainerPlan> {
   const minimal = tasks.find((t) => t.kind === 'kernel-config')?.files.baseConfig === kernelProfileFiles('minimal').baseConfig;
-  const checks: GuestCheck[] = [];
-  const results: CheckResult[] = [];
+  const plan: ContainerPlan = { checks: [], results: [] };
   const vsock = vsockCheck(config, existsSync('/dev/vhost-vsock'));
-  if ('check' in vsock) checks.push(vsock.check);
-  else results.push({ name: 'vsock', pass: true, skipped: true, detail: vsock.why });
+  if ('check' in vsock) {
+    plan.checks.push(vsock.check);
+    plan.vsockCid = vsock.cid;
+  } else plan.results.push({ name: 'vsock', pass: true, skipped: true, detail: vsock.why });
   const missing = config ? missingContainerOptions(config) : ['the built kernel config'];
-  if (!missing.length) {
-    await requireHostTools('verify-containers');
-    const hook = toolkitMode === 'oci-hook' ? { path: HOOK_PATH } : undefined;
-    const share = await prepareContainerShare(work, { hook }, signal);
-    checks.push(...containerChecks({ marker: share.marker, hook, cdiUnit: toolkitMode === 'cdi' ? CDI_UNIT_PATH : undefined }));
-    return { checks, results, share: share.dir, vsockCid: 'cid' in vsock ? vsock.cid : undefined };
+  if (missing.length) {
+    plan.results.push(...containerChecksNotRun([...CONTAINER_CHECKS, ...toolkitCheck(toolkitMode)], missing, minimal));
+    return plan;
   }
-  results.push(...containerChecksNotRun(missing, minimal, toolkitMode));
-  return { checks, results, vsockCid: 'cid' in vsock ? vsock.cid : undefined };
+  await requireHostTools('verify-containers');
+  const noVirtiofs = missingContainerOptions(config, VIRTIOFS_NEEDS);
+  const virtiofsd = findVirtiofsd();
+  if (noVirtiofs.length) plan.results.push(...containerChecksNotRun(['share-virtiofs'], noVirtiofs, minimal));
+  else if (!virtiofsd) plan.results.push({ name: 'share-virtiofs', pass: true, skipped: true, detail: "no virtiofsd on this host (QEMU's /usr/lib/qemu/virtiofsd, in Debian's qemu-system-common): the container's files come over 9p" });
+  const hook = toolkitMode === 'oci-hook' ? { path: HOOK_PATH } : undefined;
+  const share = await prepareContainerShare(work, { hook }, signal);
+  const virtiofs = !noVirtiofs.length && virtiofsd ? virtiofsd : undefined;
+  plan.checks.push(...containerChecks({ marker: share.marker, hook, cdiUnit: toolkitMode === 'cdi' ? CDI_UNIT_PATH : undefined, virtiofs: Boolean(virtiofs) }));
+  return { ...plan, share: share.dir, virtiofsd: virtiofs };
+}
+
+/** What the main boot adds for Kata's container path: checks, results known without a boot, the share. */
+interface ContainerPlan {
+  checks: GuestCheck[];
+  results: CheckResult[];
+  share?: string;
+  /** Serves the share over virtio-fs too. */
+  virtiofsd?: string;
+  vsockCid?: number;
 }
 
 /** On the host: out/<pipeline>/ holds what the build published, file by file (SHA256SUMS). */

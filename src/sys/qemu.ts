@@ -33,6 +33,11 @@ export interface BootOptions {
   hotplug?: BarHotplug;
   /** A host folder shared read-only over virtio 9p under this mount tag (how Kata shares a container's files without virtio-fs). */
   share?: { dir: string; tag: string };
+  /**
+   * A virtio-fs share served by a virtiofsd listening on `socket` (vhost-user-fs-pci; the guest's
+   * memory becomes a shared memfd, which vhost-user needs).
+   */
+  virtiofs?: { socket: string; tag: string };
   /** A vsock with this guest CID (vhost-vsock-pci: needs the host's /dev/vhost-vsock). */
   vsockCid?: number;
 }
@@ -66,7 +71,10 @@ function slotArgs(slots: HotplugSlots): string[] {
 /** Boots a kernel in QEMU with its serial console captured; always bounded in time. */
 export function bootGuest(o: BootOptions): Promise<{ console: string; timedOut: boolean }> {
   const args = [
-    '-accel', o.accel, '-machine', o.machine, '-m', String(o.memoryMiB), '-smp', '1',
+    '-accel', o.accel, '-machine', o.virtiofs ? `${o.machine},memory-backend=gg-mem` : o.machine, '-m', String(o.memoryMiB), '-smp', '1',
+    ...(o.virtiofs
+      ? ['-object', `memory-backend-memfd,id=gg-mem,size=${o.memoryMiB}M,share=on`, '-chardev', `socket,id=gg-vfs,path=${o.virtiofs.socket}`, '-device', `vhost-user-fs-pci,chardev=gg-vfs,tag=${o.virtiofs.tag}`]
+      : []),
     '-nodefaults', '-no-user-config', '-display', 'none', '-serial', 'stdio', '-no-reboot',
     '-kernel', o.kernel, '-initrd', o.initrd, '-append', o.append,
     ...(o.disk ? ['-drive', `file=${o.disk},format=raw,if=virtio,readonly=on`] : []),

@@ -2,7 +2,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CONTAINER_NEEDS, containerChecks, containerChecksNotRun, containerSpec, missingContainerOptions, prepareContainerShare, vsockCheck } from '../../src/cli/verify-container.js';
+import { CONTAINER_CHECKS, CONTAINER_NEEDS, containerChecks, containerChecksNotRun, toolkitCheck, missingContainerOptions, vsockCheck } from '../../src/cli/verify-container.js';
+import { containerSpec, findVirtiofsd, prepareContainerShare, startVirtiofsd } from '../../src/cli/verify-share.js';
 import { verifyInit } from '../../src/cli/verify-init.js';
 import { CDI_UNIT_PATH, HOOK_PATH } from '../../src/steps/nvidia/toolkit.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
@@ -19,12 +20,21 @@ describe('verify: the container checks, host side', () => {
   });
 
   it('a kernel without them: skipped on the minimal profile, failed on any other, the options named', () => {
-    const minimal = containerChecksNotRun(['CONFIG_OVERLAY_FS'], true, undefined);
-    expect(minimal.map((r) => r.name)).toEqual(['share-9p', 'erofs-mount', 'overlay-mount', 'cgroup2', 'container-run', 'container-namespaces', 'container-cgroup-limits', 'container-seccomp']);
+    const minimal = containerChecksNotRun([...CONTAINER_CHECKS, ...toolkitCheck(undefined)], ['CONFIG_OVERLAY_FS'], true);
+    expect(minimal.map((r) => r.name)).toEqual(['share-9p', 'share-virtiofs', 'erofs-mount', 'overlay-mount', 'cgroup2', 'container-run', 'container-namespaces', 'container-cgroup-limits', 'container-seccomp']);
     expect(minimal[0]).toEqual({ name: 'share-9p', pass: true, skipped: true, detail: 'the kernel lacks CONFIG_OVERLAY_FS (kernel.profile: minimal; the kata profile runs containers)' });
-    const own = containerChecksNotRun(['CONFIG_OVERLAY_FS', 'CONFIG_USER_NS'], false, 'oci-hook');
-    expect(containerChecksNotRun(['CONFIG_USER_NS'], false, 'cdi').at(-1)?.name).toBe('cdi-spec');
+    const own = containerChecksNotRun([...CONTAINER_CHECKS, ...toolkitCheck('oci-hook')], ['CONFIG_OVERLAY_FS', 'CONFIG_USER_NS'], false);
+    expect(toolkitCheck('cdi')).toEqual(['cdi-spec']);
     expect(own.at(-1)).toEqual({ name: 'oci-hook-chain', pass: false, detail: 'the kernel lacks CONFIG_OVERLAY_FS, CONFIG_USER_NS: Kata cannot share or run a container in this guest (use kernel.profile: kata, or add them to a fragment)' });
+  });
+
+  it.runIf(findVirtiofsd())('serves a folder over virtio-fs while a boot needs it, and says so when virtiofsd cannot start', async () => {
+    const dir = testDir();
+    const daemon = await startVirtiofsd(findVirtiofsd()!, dir, join(dir, 'vfs.sock'), join(dir, 'virtiofsd.log'));
+    expect(existsSync(join(dir, 'vfs.sock'))).toBe(true);
+    daemon.stop();
+    const err = await startVirtiofsd(findVirtiofsd()!, join(dir, 'no-such-folder'), join(dir, 'vfs2.sock'), join(dir, 'virtiofsd2.log')).catch((e: { code: string; message: string }) => e);
+    expect(err).toMatchObject({ code: 'E_COMMAND_FAILED', message: expect.stringMatching(/exited \(\d+\) before it listened on .*vfs2\.sock: verify cannot share the container's files over virtio-fs/) });
   });
 
   it('vsock: skipped with the reason where the host or the kernel cannot, a check with a CID where both can', () => {
@@ -56,7 +66,7 @@ describe('verify: the container checks, host side', () => {
     expect(readFileSync(join(share.dir, 'layer.erofs')).readUInt32LE(1024)).toBe(0xe0f5e1e2);
     expect(existsSync(join(share.dir, 'ctr/rootfs/bin/busybox')) && existsSync(join(share.dir, 'ctr/config-gpu.json'))).toBe(true);
     const init = join(dir, 'init');
-    writeFileSync(init, verifyInit(containerChecks({ marker: share.marker, hook: { path: HOOK_PATH }, cdiUnit: CDI_UNIT_PATH }), 'ext4'));
+    writeFileSync(init, verifyInit(containerChecks({ marker: share.marker, hook: { path: HOOK_PATH }, cdiUnit: CDI_UNIT_PATH, virtiofs: true }), 'ext4'));
     const parsed = spawnSync('/bin/busybox', ['sh', '-n', init], { encoding: 'utf8' });
     expect(parsed.stderr).toBe('');
     expect(parsed.status).toBe(0);

@@ -53,7 +53,7 @@ describe('intel guest end to end (kernel → rootfs → image → Kata topology 
     }
     expect(verify.stdout).not.toContain('booting it again');
     // a container as Kata runs one, on pc too; no guest hook in an intel image, so no hook chain
-    for (const check of ['share-9p', 'erofs-mount', 'overlay-mount', 'cgroup2', 'container-run', 'container-namespaces', 'container-cgroup-limits', 'container-seccomp']) {
+    for (const check of ['share-9p', 'share-virtiofs', 'erofs-mount', 'overlay-mount', 'cgroup2', 'container-run', 'container-namespaces', 'container-cgroup-limits', 'container-seccomp']) {
       expect(verify.stdout).toMatch(new RegExp(`^pass {2}${check} {2}`, 'm'));
     }
     expect(verify.stdout).not.toContain('oci-hook-chain');
