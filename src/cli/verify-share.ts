@@ -27,7 +27,7 @@ export function findVirtiofsd(): string | undefined {
  * virtiofsd of QEMU 7 and the Rust one take); resolves once it listens, rejects if it exits first.
  */
 export function startVirtiofsd(bin: string, dir: string, socket: string, logFile: string): Promise<{ stop: () => void }> {
-  const log = openSync(logFile, 'a');
+  const log = openSync(logFile, 'w');
   const child = spawn(bin, [`--socket-path=${socket}`, '-o', `source=${dir}`, '-o', 'cache=none', '-o', 'sandbox=chroot'], { stdio: ['ignore', log, log] });
   closeSync(log);
   const stop = () => child.kill('SIGTERM');

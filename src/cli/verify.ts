@@ -143,7 +143,7 @@ async function bootVerify(o: { kernel: string; disk: string; format: string; ker
   const c = o.container;
   const initrd = await buildVerifyInitrd(o.work, verifyInit(o.checks, o.format), o.signal);
   const socket = join(o.work, 'virtiofs.sock');
-  const virtiofsd = c?.virtiofsd && c.share ? await startVirtiofsd(c.virtiofsd, c.share, socket, join(o.work, 'virtiofsd.log')) : undefined;
+  const virtiofsd = c?.virtiofsd && c.share ? await startVirtiofsd(c.virtiofsd, c.share, socket, o.log.replace(/\.log$/, '-virtiofsd.log')) : undefined;
   try {
     return await bootGuestWith(o, initrd, bar, c, virtiofsd ? socket : undefined);
   } finally {
