@@ -33,8 +33,8 @@ describe('the pipeline a bundle carries', () => {
     const bundled = loadPipeline({ file: join(elsewhere, carried.path) }).pipeline;
     const original = loadPipeline({ file, sets: ['rootfs.packages=[jq]'] }).pipeline;
     expect(bundled.rootfs.packages).toEqual(['jq']);
-    expect(bundled.kernel!.fragments.map((f) => f.slice(elsewhere.length))).toEqual(['/pipeline/files/01/nvidia.conf', '/pipeline/files/05/extra.conf']);
-    expect(bundled.driver!.patches).toEqual([join(elsewhere, 'pipeline/files/03/fix.patch')]);
+    expect(bundled.kernel!.fragments.map((f) => f.slice(elsewhere.length))).toEqual(['/pipeline/files/01/nvidia.conf', '/pipeline/files/02/container.conf', '/pipeline/files/06/extra.conf']);
+    expect(bundled.driver!.patches).toEqual([join(elsewhere, 'pipeline/files/04/fix.patch')]);
     expect(readFileSync(join(bundled.toolkit!.debs[0]!, 'a.deb'), 'utf8')).toBe('deb bytes');
     expect(bundled.kernel!.moduleSigning!.key).toBe(signing.key);
     expect(readFileSync(bundled.kernel!.moduleSigning!.certificate, 'utf8')).toBe(readFileSync(signing.certificate, 'utf8'));
