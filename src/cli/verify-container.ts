@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { BUNDLE, HOSTNAME, ID_BASE, LIMITS, SHARE_TAG, VIRTIOFS_TAG, type GuestHook } from './verify-share.js';
 import { quote, type CheckResult, type GuestCheck } from './verify-init.js';
+import type { OptionValue } from '../sys/kconfig/options.js';
 
 // The guest's side of verify's container checks: what the kernel needs, and the checks that mount
 // the shares and run the containers the way Kata's agent does.
@@ -30,10 +31,9 @@ export function toolkitCheck(mode: 'oci-hook' | 'cdi' | undefined): string[] {
   return mode === 'oci-hook' ? ['oci-hook-chain'] : mode === 'cdi' ? ['cdi-spec'] : [];
 }
 
-/** The options of `needs` (default CONTAINER_NEEDS) a built kernel config lacks. */
-export function missingContainerOptions(config: string, needs = CONTAINER_NEEDS): string[] {
-  const on = new Set([...config.matchAll(/^CONFIG_([A-Za-z0-9_]+)=y$/gm)].map((m) => m[1]!));
-  return needs.filter((o) => !on.has(o)).map((o) => `CONFIG_${o}`);
+/** The options of `needs` (default CONTAINER_NEEDS) a built kernel config (parseDotConfig's) does not build in. */
+export function missingContainerOptions(config: Map<string, OptionValue>, needs = CONTAINER_NEEDS): string[] {
+  return needs.filter((o) => config.get(o) !== 'y').map((o) => `CONFIG_${o}`);
 }
 
 /**
@@ -54,9 +54,9 @@ export function containerChecksNotRun(names: string[], missing: string[], minima
  * /dev/vhost-vsock; the guest's virtio transport must then bind it. Returns the check with the CID
  * to give QEMU, or why it cannot run.
  */
-export function vsockCheck(config: string, hostHasVsock: boolean): { check: GuestCheck; cid: number } | { why: string } {
+export function vsockCheck(config: Map<string, OptionValue>, hostHasVsock: boolean): { check: GuestCheck; cid: number } | { why: string } {
   if (!hostHasVsock) return { why: 'this host has no /dev/vhost-vsock (modprobe vhost_vsock; a VM or container host may not offer it): QEMU cannot give the guest a vsock' };
-  if (!/^CONFIG_VIRTIO_VSOCKETS=y$/m.test(config)) return { why: 'the kernel lacks CONFIG_VIRTIO_VSOCKETS' };
+  if (config.get('VIRTIO_VSOCKETS') !== 'y') return { why: 'the kernel lacks CONFIG_VIRTIO_VSOCKETS' };
   const cid = 3 + randomBytes(2).readUInt16BE(0);
   const driver = '/sys/bus/virtio/drivers/vmw_vsock_virtio_transport';
   return {
@@ -75,22 +75,10 @@ const RUNTIME = '/run/gg-rt';
 
 /** The guest's side: mounts the share, an erofs layer, the overlays, cgroup2; runs the containers. */
 export function containerChecks(o: { marker: string; hook?: GuestHook; cdiUnit?: string; virtiofs?: boolean }): GuestCheck[] {
-  // the runtime's root made the root of a mount namespace of its own, as switch_root does, not a
-  // chroot: the kernel refuses a user namespace to a chrooted process (clone: EPERM)
-  const crun = (bundle: string, id: string, out: string) =>
-    `unshare -m --propagation private sh -c 'cd ${G} && mount --move . / && exec chroot . ${RUNTIME}/ld.so --library-path ${RUNTIME}/lib ${RUNTIME}/crun --root /run/gg-crun run --bundle ${bundle} ${id}' > ${out} 2>&1`;
   const line = (what: string) => `sed -n "s/^GG-CTR ${what} //p" /run/gg/ctr.out | head -n 1`;
   const checks: GuestCheck[] = [
-    {
-      name: 'share-9p',
-      script: `mkdir -p /share && mount -t 9p -o trans=virtio,version=9p2000.L,ro ${SHARE_TAG} /share || ${fail(`cannot mount the 9p share ${SHARE_TAG}`)}; m=$(cat /share/MARKER); [ "$m" = ${quote(o.marker)} ] || ${fail('the share does not hold the marker the host wrote')}; echo "9p share ${SHARE_TAG} mounted, marker read back"`,
-    },
-    ...(o.virtiofs
-      ? [{
-          name: 'share-virtiofs',
-          script: `mkdir -p /vfs && mount -t virtiofs ${VIRTIOFS_TAG} /vfs || ${fail(`cannot mount the virtio-fs share ${VIRTIOFS_TAG}`)}; [ "$(cat /vfs/MARKER)" = ${quote(o.marker)} ] || ${fail('the virtio-fs share does not hold the marker the host wrote')}; echo "virtio-fs share ${VIRTIOFS_TAG} mounted, marker read back"`,
-        }]
-      : []),
+    shareCheck('share-9p', '9p', '-t 9p -o trans=virtio,version=9p2000.L,ro', SHARE_TAG, '/share', o.marker),
+    ...(o.virtiofs ? [shareCheck('share-virtiofs', 'virtio-fs', '-t virtiofs', VIRTIOFS_TAG, '/vfs', o.marker)] : []),
     {
       name: 'erofs-mount',
       script: `mkdir -p /erofs && mount -t erofs -o ro,loop /share/layer.erofs /erofs || ${fail('cannot mount the erofs layer (a loop device on the share)')}; [ "$(cat /erofs/MARKER)" = ${quote(o.marker)} ] || ${fail('the erofs layer does not hold the marker')}; echo "erofs layer mounted through $(grep -m1 '/erofs ' /proc/mounts | cut -d' ' -f1)"`,
@@ -122,7 +110,7 @@ export function containerChecks(o: { marker: string; hook?: GuestHook; cdiUnit?:
       script: [
         `mount --bind /share/runtime ${G}${RUNTIME} && cp /share/ctr/config.json ${G}${BUNDLE}/ || ${fail('cannot place the runtime and the bundle')}`,
         `v=$(chroot ${G} ${RUNTIME}/ld.so --library-path ${RUNTIME}/lib ${RUNTIME}/crun --version | head -n 1)`,
-        `${crun(BUNDLE, 'gg-verify', '/run/gg/ctr.out')}; r=$?`,
+        `${runContainer(BUNDLE, 'gg-verify', '/run/gg/ctr.out')}; r=$?`,
         `if [ $r -eq 0 ] && grep -q '^GG-CTR done' /run/gg/ctr.out; then echo "$v ran a container from the share (exit 0)"; else echo "$v: exit $r"; tail -n 3 /run/gg/ctr.out; cat ${G}/run/gg-hook-plain.err 2>/dev/null | tail -n 3; exit 1; fi`,
       ].join('; '),
     },
@@ -157,7 +145,7 @@ export function containerChecks(o: { marker: string; hook?: GuestHook; cdiUnit?:
       ].join('; '),
     },
   ];
-  if (o.hook) checks.push(hookChainCheck(o.hook, crun));
+  if (o.hook) checks.push(hookChainCheck(o.hook));
   if (o.cdiUnit) checks.push(cdiSpecCheck(o.cdiUnit));
   return checks;
 }
@@ -188,14 +176,14 @@ function cdiSpecCheck(unit: string): GuestCheck {
  * NVIDIA_VISIBLE_DEVICES and calls nvidia-container-cli (libnvidia-container). With a GPU the
  * container sees /dev/nvidiactl; without one libnvidia-container must be what refused.
  */
-function hookChainCheck(hook: GuestHook, crun: (bundle: string, id: string, out: string) => string): GuestCheck {
+function hookChainCheck(hook: GuestHook): GuestCheck {
   const err = `${G}/run/gg-hook-gpu.err`;
   return {
     name: 'oci-hook-chain',
     script: [
       `[ -x ${G}/${hook.path} ] || ${fail(`no executable hook /${hook.path} in the image`)}`,
       `cp /share/ctr/config-gpu.json ${G}${GPU_BUNDLE}/config.json || ${fail('cannot place the GPU bundle')}`,
-      `${crun(GPU_BUNDLE, 'gg-verify-gpu', '/run/gg/ctr-gpu.out')}; r=$?`,
+      `${runContainer(GPU_BUNDLE, 'gg-verify-gpu', '/run/gg/ctr-gpu.out')}; r=$?`,
       `if [ $r -eq 0 ] && grep -q '^GG-CTR gpu ' /run/gg/ctr-gpu.out; then echo "the hook ran, the container sees /dev/nvidiactl"; exit 0; fi`,
       // what the hook printed: crun writes it to the annotation's file (or its own stderr)
       `h=$(cat ${err} /run/gg/ctr-gpu.out 2>/dev/null)`,
@@ -203,6 +191,23 @@ function hookChainCheck(hook: GuestHook, crun: (bundle: string, id: string, out:
       `e=$(echo "$h" | grep -m1 'nvidia-container-cli: ') || { echo "nvidia-container-toolkit did not reach nvidia-container-cli:"; echo "$h" | tail -n 3; exit 1; }`,
       `if [ $r -ne 0 ] && echo "$e" | grep -qE 'driver not loaded|no NVIDIA GPU'; then echo "runtime -> /${hook.path} -> nvidia-container-toolkit -> $e (no NVIDIA GPU in this VM)"; else echo "crun exit $r: $e"; exit 1; fi`,
     ].join('; '),
+  };
+}
+
+/**
+ * `crun run` of a bundle, its output into `out`. The runtime's root is made the root of a mount
+ * namespace of its own, as switch_root does, not a chroot: the kernel refuses a user namespace to
+ * a chrooted process (clone: EPERM).
+ */
+function runContainer(bundle: string, id: string, out: string): string {
+  return `unshare -m --propagation private sh -c 'cd ${G} && mount --move . / && exec chroot . ${RUNTIME}/ld.so --library-path ${RUNTIME}/lib ${RUNTIME}/crun --root /run/gg-crun run --bundle ${bundle} ${id}' > ${out} 2>&1`;
+}
+
+/** Mounts the host's share (by its tag) at `dir` and reads the host's marker back. */
+function shareCheck(name: string, what: string, mountArgs: string, tag: string, dir: string, marker: string): GuestCheck {
+  return {
+    name,
+    script: `mkdir -p ${dir} && mount ${mountArgs} ${tag} ${dir} || ${fail(`cannot mount the ${what} share ${tag}`)}; [ "$(cat ${dir}/MARKER)" = ${quote(marker)} ] || ${fail(`the ${what} share does not hold the marker the host wrote`)}; echo "${what} share ${tag} mounted, marker read back"`,
   };
 }
 

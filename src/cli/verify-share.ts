@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { GuestError } from '../model/errors.js';
+import { requireHostTools } from '../sys/host-tools.js';
 import { runLogged } from '../sys/exec.js';
 import { TaskLog } from '../sys/task-log.js';
 import { findOnPath } from '../sys/which.js';
@@ -144,6 +145,7 @@ echo GG-CTR done
 export async function prepareContainerShare(work: string, o: { hook?: GuestHook }, signal: AbortSignal): Promise<{ dir: string; marker: string }> {
   const dir = join(work, 'share');
   const marker = randomBytes(8).toString('hex');
+  await requireHostTools('verify-containers');
   const log = new TaskLog(join(work, 'share.log'));
   try {
     mkdirSync(dir, { recursive: true });
@@ -169,8 +171,8 @@ export async function prepareContainerShare(work: string, o: { hook?: GuestHook 
 
 /** crun, every library ldd names for it, and the loader: run as `ld.so --library-path lib crun`. */
 async function copyRuntime(dir: string, log: TaskLog, signal: AbortSignal): Promise<void> {
-  const crun = await findOnPath('crun');
-  if (!crun) throw new GuestError('E_MISSING_TOOL', 'verify runs a container in the guest with crun, not found on this host (run as root: apt-get install -y crun)');
+  // present: requireHostTools said so
+  const crun = (await findOnPath('crun'))!;
   mkdirSync(join(dir, 'lib'), { recursive: true });
   copyFileSync(crun, join(dir, 'crun'));
   chmodSync(join(dir, 'crun'), 0o755);

@@ -11,7 +11,7 @@ import { requireHostTools } from '../sys/host-tools.js';
 import { bootGuest, type HotplugSlots } from '../sys/qemu.js';
 import { CDI_UNIT_PATH, HOOK_PATH } from '../steps/nvidia/toolkit.js';
 import { TaskLog } from '../sys/task-log.js';
-import { formatValue, parseRequested } from '../sys/kconfig/options.js';
+import { formatValue, parseDotConfig, parseRequested, type OptionValue } from '../sys/kconfig/options.js';
 import { openCache, prepareOut, type CliEnv, type PipelineOptions } from './context.js';
 import { abortOnSignals } from './signals.js';
 import { guestChecks, hotplugChecks, parseChecks, verifyInit, type CheckResult, type GuestCheck } from './verify-init.js';
@@ -92,7 +92,8 @@ export async function verifyCommand(opts: VerifyOptions, env: CliEnv): Promise<n
     const checks = guestChecks({ release, options: [...new Set(options)], modules, loadNames: driver?.result.loadNames, signer: driver?.result.signer, hook, driverVersion: driver?.result.driverVersion, sigEnforced });
     // Kata's way into the guest: a share with the container's files, overlays, an OCI runtime
     const toolkitMode = toolkit?.result.mode as 'oci-hook' | 'cdi' | undefined;
-    const containers = await planContainerChecks(loaded.graph.tasks, config ? readFileSync(join(config.outDir, 'config'), 'utf8') : '', toolkitMode, work, signals.signal);
+    const built = config ? parseDotConfig(readFileSync(join(config.outDir, 'config'), 'utf8')) : undefined;
+    const containers = await planContainerChecks(loaded.graph.tasks, built, toolkitMode, work, signals.signal);
     checks.push(...containers.checks);
     const machine = loaded.graph.tasks.some((t) => t.id === 'driver') ? 'q35' : 'pc';
     // the NVIDIA topologies Kata uses on q35: a PCIe root port with native hotplug for a large BAR
@@ -179,20 +180,19 @@ function bootGuestWith(o: Parameters<typeof bootVerify>[0], initrd: string, bar:
  * kernel can run containers (a share, the runtime and its bundles prepared on the host); what
  * cannot run is reported with its reason.
  */
-async function planContainerChecks(tasks: { kind: string; files: Record<string, unknown> }[], config: string, toolkitMode: 'oci-hook' | 'cdi' | undefined, work: string, signal: AbortSignal): Promise<ContainerPlan> {
+async function planContainerChecks(tasks: { kind: string; files: Record<string, unknown> }[], config: Map<string, OptionValue> | undefined, toolkitMode: 'oci-hook' | 'cdi' | undefined, work: string, signal: AbortSignal): Promise<ContainerPlan> {
   const minimal = tasks.find((t) => t.kind === 'kernel-config')?.files.baseConfig === kernelProfileFiles('minimal').baseConfig;
   const plan: ContainerPlan = { checks: [], results: [] };
-  const vsock = vsockCheck(config, existsSync('/dev/vhost-vsock'));
+  const vsock = vsockCheck(config ?? new Map(), existsSync('/dev/vhost-vsock'));
   if ('check' in vsock) {
     plan.checks.push(vsock.check);
     plan.vsockCid = vsock.cid;
   } else plan.results.push({ name: 'vsock', pass: true, skipped: true, detail: vsock.why });
   const missing = config ? missingContainerOptions(config) : ['the built kernel config'];
-  if (missing.length) {
+  if (!config || missing.length) {
     plan.results.push(...containerChecksNotRun([...CONTAINER_CHECKS, ...toolkitCheck(toolkitMode)], missing, minimal));
     return plan;
   }
-  await requireHostTools('verify-containers');
   const noVirtiofs = missingContainerOptions(config, VIRTIOFS_NEEDS);
   const virtiofsd = findVirtiofsd();
   if (noVirtiofs.length) plan.results.push(...containerChecksNotRun(['share-virtiofs'], noVirtiofs, minimal));

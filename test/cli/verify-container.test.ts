@@ -5,18 +5,20 @@ import { describe, expect, it } from 'vitest';
 import { CONTAINER_CHECKS, CONTAINER_NEEDS, containerChecks, containerChecksNotRun, toolkitCheck, missingContainerOptions, vsockCheck } from '../../src/cli/verify-container.js';
 import { containerSpec, findVirtiofsd, prepareContainerShare, startVirtiofsd } from '../../src/cli/verify-share.js';
 import { verifyInit } from '../../src/cli/verify-init.js';
+import { parseDotConfig } from '../../src/sys/kconfig/options.js';
 import { CDI_UNIT_PATH, HOOK_PATH } from '../../src/steps/nvidia/toolkit.js';
 import { buildToolkitDebs } from '../fixtures/toolkit.js';
 import { testDir } from '../helpers.js';
 
 const fullConfig = CONTAINER_NEEDS.map((o) => `CONFIG_${o}=y`).join('\n');
+const parsed = (text: string) => parseDotConfig(text);
 
 describe('verify: the container checks, host side', () => {
   it('names the options a kernel lacks to run containers the way Kata does', () => {
-    expect(missingContainerOptions(fullConfig)).toEqual([]);
+    expect(missingContainerOptions(parsed(fullConfig))).toEqual([]);
     const config = fullConfig.replace('CONFIG_OVERLAY_FS=y', '# CONFIG_OVERLAY_FS is not set').replace('CONFIG_USER_NS=y\n', '');
-    expect(missingContainerOptions(config)).toEqual(['CONFIG_OVERLAY_FS', 'CONFIG_USER_NS']);
-    expect(missingContainerOptions('CONFIG_OVERLAY_FS=m')).toContain('CONFIG_OVERLAY_FS');
+    expect(missingContainerOptions(parsed(config))).toEqual(['CONFIG_OVERLAY_FS', 'CONFIG_USER_NS']);
+    expect(missingContainerOptions(parsed('CONFIG_OVERLAY_FS=m'))).toContain('CONFIG_OVERLAY_FS');
   });
 
   it('a kernel without them: skipped on the minimal profile, failed on any other, the options named', () => {
@@ -38,9 +40,9 @@ describe('verify: the container checks, host side', () => {
   });
 
   it('vsock: skipped with the reason where the host or the kernel cannot, a check with a CID where both can', () => {
-    expect(vsockCheck('CONFIG_VIRTIO_VSOCKETS=y', false)).toEqual({ why: expect.stringContaining('no /dev/vhost-vsock') });
-    expect(vsockCheck('', true)).toEqual({ why: 'the kernel lacks CONFIG_VIRTIO_VSOCKETS' });
-    const ok = vsockCheck('CONFIG_VIRTIO_VSOCKETS=y', true);
+    expect(vsockCheck(parsed('CONFIG_VIRTIO_VSOCKETS=y'), false)).toEqual({ why: expect.stringContaining('no /dev/vhost-vsock') });
+    expect(vsockCheck(parsed(''), true)).toEqual({ why: 'the kernel lacks CONFIG_VIRTIO_VSOCKETS' });
+    const ok = vsockCheck(parsed('CONFIG_VIRTIO_VSOCKETS=y'), true);
     expect('cid' in ok && ok.cid >= 3 && ok.check.name === 'vsock').toBe(true);
   });
 
