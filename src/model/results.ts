@@ -80,8 +80,11 @@ export type DriverModulesResult = {
   driverVersion: string;
   kernelRelease: string;
   moduleType: 'open' | 'proprietary';
-  /** What was built: the .run's own tree, a tree with NVIDIA's prebuilt cores, or the full source release. */
-  from: 'run' | 'tree' | 'release';
+  /**
+   * What was built: on the host, the .run's own tree, a tree with NVIDIA's prebuilt cores, or the
+   * full source release; or (installer) by nvidia-installer from the .run in the build root.
+   */
+  from: 'run' | 'tree' | 'release' | 'installer';
   /** The file the modules came from (the .run or the source tarball). */
   sourceFile: string;
   /** Folder in the entry laid out as the rootfs: lib/modules/<release>/… */
@@ -181,6 +184,7 @@ export type StepResults = {
   rootfs: RootfsResult;
   driver: DriverResult;
   'driver-modules': DriverModulesResult;
+  'installer-modules': DriverModulesResult;
   'driver-packages': DriverResult;
   toolkit: ToolkitResult;
   image: ImageResult;

@@ -84,15 +84,16 @@ export function compileTaskGraph(p: Pipeline, options: CompileOptions = {}): Tas
     const patches: TaskSpec['files'] = d.patches.length ? { patches: d.patches } : {};
     const fromSource = d.source === 'source';
     if (fromSource) tasks.push(driverModulesTask(d, runUrl, patches));
+    if (d.source === 'run') tasks.push(buildRootTask(p), installerModulesTask(d, runUrl, patches));
     if (d.source === 'apt') tasks.push(driverPackagesTask(p, d, patches, driverSigning));
     else tasks.push({
       id: 'driver',
       kind: 'driver',
-      upstream: { packages: 'kernel-debs', rootfs: 'rootfs', ...(fromSource ? { modules: 'driver-modules' } : {}), ...driverSigning.upstream },
-      title: fromSource ? `install the NVIDIA ${d.version} modules, firmware and user-mode driver in the rootfs` : `install the NVIDIA ${d.version} driver in the rootfs`,
+      upstream: { packages: 'kernel-debs', rootfs: 'rootfs', modules: 'driver-modules', ...driverSigning.upstream },
+      title: `install the NVIDIA ${d.version} modules, firmware and user-mode driver in the rootfs`,
       // The pinned sha256 is the .run's identity: its path or URL does not change the result.
       params: { version: d.version, sha256: d.sha256!, url: runUrl, ...(fromSource ? { source: 'source' } : {}), moduleType: d.moduleType, installerArgs: d.installerArgs, ...driverSigning.params },
-      files: { ...(fromSource ? {} : patches), ...driverSigning.files },
+      files: driverSigning.files,
       ...(d.path ? { locations: { run: d.path } } : {}),
     });
     const t = p.toolkit;
@@ -147,6 +148,29 @@ function driverModulesTask(d: NonNullable<Pipeline['driver']>, runUrl: string | 
     params: { version: d.version, moduleType: d.moduleType, run: { sha256: d.sha256!, url: runUrl }, tarball: m ? { urls: m.path ? [] : urls, sha256: m.sha256 } : null },
     files: patches,
     ...(Object.keys(locations).length ? { locations } : {}),
+  };
+}
+
+/**
+ * driver.source: run — the root nvidia-installer builds the modules in: the guest's distro and
+ * suite with the recipe's base packages and the build-only ones (rootfs.extraPackages), none of
+ * the guest's own packages, so a change to those leaves the modules built.
+ */
+function buildRootTask(p: Pipeline): TaskSpec {
+  const task = rootfsTask(p, p.rootfs.extraPackages);
+  return { ...task, id: 'build-root', title: `create the ${p.rootfs.distro} ${p.rootfs.suite} build root nvidia-installer builds the modules in`, params: { ...task.params, packages: [] } };
+}
+
+/** driver.source: run — nvidia-installer builds NVIDIA's modules in the build root. */
+function installerModulesTask(d: NonNullable<Pipeline['driver']>, runUrl: string | null, patches: TaskSpec['files']): TaskSpec {
+  return {
+    id: 'driver-modules',
+    kind: 'installer-modules',
+    upstream: { packages: 'kernel-debs', root: 'build-root' },
+    title: `build the NVIDIA ${d.version} ${d.moduleType} kernel modules with nvidia-installer in the build root`,
+    params: { version: d.version, sha256: d.sha256!, url: runUrl, moduleType: d.moduleType, installerArgs: d.installerArgs },
+    files: patches,
+    ...(d.path ? { locations: { run: d.path } } : {}),
   };
 }
 

@@ -7,6 +7,7 @@ import { kernelSource } from './kernel/kernel-source.js';
 import { driver } from './nvidia/driver.js';
 import { driverModules } from './nvidia/driver-modules.js';
 import { driverPackages } from './nvidia/driver-packages.js';
+import { installerModules } from './nvidia/installer-modules.js';
 import { toolkit } from './nvidia/toolkit.js';
 import { rootfs } from './rootfs/rootfs.js';
 import { createStepRegistry, type StepRegistry } from '../model/step.js';
@@ -15,5 +16,5 @@ import { vgpuImage } from './vgpu/vgpu-image.js';
 
 /** Every step kind a pipeline can use. */
 export function builtinSteps(): StepRegistry {
-  return createStepRegistry([kernelSource, kernelConfig, kernelBuild, kernelDebs, rootfs, driverModules, driver, driverPackages, toolkit, image, sbom, vgpuHostModules, vgpuImage]);
+  return createStepRegistry([kernelSource, kernelConfig, kernelBuild, kernelDebs, rootfs, driverModules, installerModules, driver, driverPackages, toolkit, image, sbom, vgpuHostModules, vgpuImage]);
 }

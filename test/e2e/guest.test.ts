@@ -123,6 +123,15 @@ describe('nvidia guest end to end (kernel → rootfs → driver → toolkit → 
     const toolkit = manifest.tasks.find((t: { id: string }) => t.id === 'toolkit').result;
     expect(toolkit.purged).toEqual(expect.arrayContaining(['gcc', 'make', `linux-headers-${release}`]));
     expect(toolkit.sizeAfterBytes).toBeLessThan(toolkit.sizeBeforeBytes);
+    // nvidia-installer built them in the build root; the guest got them with its user-mode install
+    expect(manifest.tasks.find((t: { id: string }) => t.id === 'driver-modules').result).toMatchObject({ from: 'installer', driverVersion: NVIDIA_VERSION, kernelRelease: release, modules: driver.modules });
+  });
+
+  it("a change to the guest's package list reruns the rootfs and the driver's install, never the module build", async () => {
+    const plan = await run(cliBin, ['plan', '--json', ...args, '--set', 'rootfs.packages=[jq]']);
+    expect(plan.code, plan.stderr).toBe(0);
+    const status = Object.fromEntries((JSON.parse(plan.stdout) as { tasks: { id: string; status: string }[] }).tasks.map((t) => [t.id, t.status]));
+    expect(status).toMatchObject({ 'kernel-build': 'cached', 'kernel-debs': 'cached', 'build-root': 'cached', 'driver-modules': 'cached', rootfs: 'run', driver: 'run', toolkit: 'run' });
   });
 
   it('makes an ext4 image with the hook, no host identity, and the Kata snippet', () => {

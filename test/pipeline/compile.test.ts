@@ -9,6 +9,7 @@ import { canonicalJson } from '../../src/model/json.js';
 import { GuestError } from '../../src/model/errors.js';
 import { taskDeps } from '../../src/model/task.js';
 import { driverModules } from '../../src/steps/nvidia/driver-modules.js';
+import { installerModules } from '../../src/steps/nvidia/installer-modules.js';
 import { testDir } from '../helpers.js';
 
 const SHA = 'b'.repeat(64);
@@ -17,9 +18,9 @@ const intel = () => compileTaskGraph(loadPipeline({ vendor: 'intel' }).pipeline)
 const deps = (g: ReturnType<typeof nvidia>) => Object.fromEntries(g.tasks.map((t) => [t.id, taskDeps(t)]));
 
 describe('compileTaskGraph', () => {
-  it('gives the nvidia pipeline exactly its nine tasks and their dependencies', () => {
+  it('gives the nvidia pipeline exactly its eleven tasks and their dependencies', () => {
     const g = nvidia();
-    expect(g.tasks.map((t) => t.id)).toEqual(['kernel-source', 'kernel-config', 'kernel-build', 'kernel-debs', 'rootfs', 'driver', 'toolkit', 'image', 'sbom']);
+    expect(g.tasks.map((t) => t.id)).toEqual(['kernel-source', 'kernel-config', 'kernel-build', 'kernel-debs', 'rootfs', 'build-root', 'driver-modules', 'driver', 'toolkit', 'image', 'sbom']);
     expect(deps(g)).toEqual({
       'kernel-source': [],
       'kernel-config': ['kernel-source'],
@@ -27,14 +28,34 @@ describe('compileTaskGraph', () => {
       // packaging reads the source again, at the same stable path as the build (kernelTreePaths)
       'kernel-debs': ['kernel-source', 'kernel-build'],
       rootfs: [],
-      driver: ['kernel-debs', 'rootfs'],
+      'build-root': [],
+      // nvidia-installer builds the modules in the build root, never in the guest's rootfs
+      'driver-modules': ['kernel-debs', 'build-root'],
+      driver: ['kernel-debs', 'rootfs', 'driver-modules'],
       toolkit: ['driver'],
       image: ['toolkit'],
       // the SBOM reads the image, the rootfs it was made from, the kernel and the driver's results
       sbom: ['image', 'toolkit', 'rootfs', 'kernel-debs', 'kernel-source', 'driver'],
     });
+    expect(g.tasks.find((t) => t.id === 'driver-modules')!.kind).toBe('installer-modules');
     // what NVIDIA's modules need of the kernel is checked once the .config is final
     expect(g.tasks.find((t) => t.id === 'kernel-config')!.params.driverNeeds).toEqual(expect.arrayContaining([expect.objectContaining({ symbol: 'X86_PAT' }), expect.objectContaining({ symbol: 'MMU_NOTIFIER' })]));
+  });
+
+  it('with driver.source: run, the guest\'s own packages are not part of the module build (the build root has only the build-only ones)', () => {
+    const withPackages = (packages: string, extra = '[gcc, make]') => compileTaskGraph(loadPipeline({ vendor: 'nvidia', sets: [`driver.sha256=${SHA}`, `rootfs.packages=${packages}`, `rootfs.extraPackages=${extra}`, 'driver.patches=[]'] }).pipeline);
+    const task = (g: ReturnType<typeof nvidia>, id: string) => g.tasks.find((t) => t.id === id)!;
+    const a = withPackages('[]');
+    const b = withPackages('[jq, curl]');
+    expect(task(a, 'build-root').params).toMatchObject({ packages: [], extraPackages: ['gcc', 'make'], suite: 'bookworm' });
+    expect(task(b, 'rootfs').params.packages).toEqual(['jq', 'curl']);
+    expect(task(b, 'build-root')).toEqual(task(a, 'build-root'));
+    expect(task(b, 'driver-modules')).toEqual(task(a, 'driver-modules'));
+    // the build-only packages are what the modules are built with: they change the build root
+    expect(task(withPackages('[]', '[gcc, make, libelf1]'), 'build-root').params.extraPackages).toEqual(['gcc', 'make', 'libelf1']);
+    // the .run's pinned sha256 is its identity: another URL is the same build
+    const url = (u: string) => compileTaskGraph(loadPipeline({ vendor: 'nvidia', sets: [`driver.sha256=${SHA}`, `driver.url=${u}`] }).pipeline).tasks.find((t) => t.id === 'driver-modules')!;
+    expect(installerModules.identity!(url('https://a.example/x/NVIDIA-Linux-x86_64-550.127.05.run').params as never)).toEqual(installerModules.identity!(url('https://b.example/y/NVIDIA-Linux-x86_64-550.127.05.run').params as never));
   });
 
   it('with driver.source: source, builds the modules on the kernel tree alone, beside the rootfs', () => {

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256File } from '../../src/sys/hash.js';
 import { TaskLog } from '../../src/sys/task-log.js';
 import { driver } from '../../src/steps/nvidia/driver.js';
+import { installerModules } from '../../src/steps/nvidia/installer-modules.js';
 import { toolkit } from '../../src/steps/nvidia/toolkit.js';
 import type { StepContext } from '../../src/model/step.js';
 import { buildDriverRun, buildNvidiaRun, moduleImports, NVIDIA_VERSION, nvidiaModuleSourceRelease, openKernelResizePatch, type DriverRun } from '../fixtures/driver.js';
@@ -50,14 +51,14 @@ beforeAll(() => {
   patch = openKernelResizePatch(sharedCacheDir(), fixtures);
 }, 600_000);
 
-describe('driver and toolkit refuse bad inputs before touching the rootfs', () => {
+describe('driver tasks and toolkit refuse bad inputs before touching a rootfs', () => {
   const headers = debsUpstream(['linux-image-6.1.1-nvidia-gpu', 'linux-headers-6.1.1-nvidia-gpu']);
   const params = { version: NVIDIA_VERSION, url: null, moduleType: 'open', installerArgs: [] };
 
   it('rejects a driver whose sha256 does not match the pin', async () => {
     const dir = testDir();
     const ctx = stepContext(dir, { params: { ...params, sha256: 'a'.repeat(64) }, locations: { run: good.file }, upstream: { packages: headers } });
-    await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_CHECKSUM_MISMATCH', message: expect.stringContaining(`sha256 is ${good.sha256}, the pipeline pins ${'a'.repeat(64)}`) });
+    await expect(installerModules.run(ctx)).rejects.toMatchObject({ code: 'E_CHECKSUM_MISMATCH', message: expect.stringContaining(`sha256 is ${good.sha256}, the pipeline pins ${'a'.repeat(64)}`) });
   });
 
   it('rejects a file that is not a makeself archive', async () => {
@@ -65,7 +66,7 @@ describe('driver and toolkit refuse bad inputs before touching the rootfs', () =
     const fake = join(dir, `NVIDIA-Linux-x86_64-${NVIDIA_VERSION}.run`);
     writeFileSync(fake, '#!/bin/sh\necho I am not an installer\n');
     const ctx = stepContext(dir, { params: { ...params, sha256: await sha256File(fake) }, locations: { run: fake }, upstream: { packages: headers } });
-    await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_NOT_MAKESELF', message: expect.stringContaining('is not a self-extracting NVIDIA .run archive') });
+    await expect(installerModules.run(ctx)).rejects.toMatchObject({ code: 'E_NOT_MAKESELF', message: expect.stringContaining('is not a self-extracting NVIDIA .run archive') });
   });
 
   it('rejects a damaged archive whose --check fails', async () => {
@@ -76,27 +77,27 @@ describe('driver and toolkit refuse bad inputs before touching the rootfs', () =
     writeFileSync(damaged, bytes);
     const sha = createHash('sha256').update(bytes).digest('hex');
     const ctx = stepContext(dir, { params: { ...params, sha256: sha }, locations: { run: damaged }, upstream: { packages: headers } });
-    await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_ARCHIVE_CORRUPT' });
+    await expect(installerModules.run(ctx)).rejects.toMatchObject({ code: 'E_ARCHIVE_CORRUPT' });
   });
 
   it('fails when kernel-debs made no linux-headers package', async () => {
     const dir = testDir();
     const ctx = stepContext(dir, { params: { ...params, sha256: good.sha256 }, locations: { run: good.file }, upstream: { packages: debsUpstream(['linux-image-6.1.1-nvidia-gpu']) } });
-    await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_HEADERS_MISSING', message: expect.stringContaining('no linux-headers-6.1.1-nvidia-gpu package') });
+    await expect(installerModules.run(ctx)).rejects.toMatchObject({ code: 'E_HEADERS_MISSING', message: expect.stringContaining('no linux-headers-6.1.1-nvidia-gpu package') });
   });
 
   it('refuses a .run whose .manifest names another version than driver.version, before the rootfs', async () => {
     const dir = testDir();
     const other = buildDriverRun(dir, NVIDIA_VERSION, { manifestVersion: '535.230.02' });
     const ctx = stepContext(dir, { params: { ...params, sha256: other.sha256 }, locations: { run: other.file }, upstream: { packages: headers } });
-    await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_VERSION_MISMATCH', message: `driver NVIDIA-Linux-x86_64-${NVIDIA_VERSION}.run holds driver 535.230.02 (its .manifest), but driver.version says ${NVIDIA_VERSION}: make them the same` });
+    await expect(installerModules.run(ctx)).rejects.toMatchObject({ code: 'E_VERSION_MISMATCH', message: `driver NVIDIA-Linux-x86_64-${NVIDIA_VERSION}.run holds driver 535.230.02 (its .manifest), but driver.version says ${NVIDIA_VERSION}: make them the same` });
   });
 
   it('refuses a .run without .manifest: nvidia-installer could not install from it', async () => {
     const dir = testDir();
     const bare = buildDriverRun(dir, NVIDIA_VERSION, { manifestVersion: null });
     const ctx = stepContext(dir, { params: { ...params, sha256: bare.sha256 }, locations: { run: bare.file }, upstream: { packages: headers } });
-    await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_NOT_MAKESELF', message: expect.stringContaining('has no .manifest: it is not an NVIDIA driver package') });
+    await expect(installerModules.run(ctx)).rejects.toMatchObject({ code: 'E_NOT_MAKESELF', message: expect.stringContaining('has no .manifest: it is not an NVIDIA driver package') });
   });
 
   it('refuses, by name, a patch that does not apply, and changes nothing', async () => {
@@ -104,9 +105,16 @@ describe('driver and toolkit refuse bad inputs before touching the rootfs', () =
     const stale = join(dir, 'stale.patch');
     writeFileSync(stale, readFileSync(patch, 'utf8').replaceAll('requested_size', 'wanted_size'));
     const ctx = stepContext(dir, { params: { ...params, sha256: good.sha256 }, files: { patches: [patch, stale] }, locations: { run: good.file }, upstream: { packages: headers } });
-    const err = await driver.run(ctx).catch((e) => e);
+    const err = await installerModules.run(ctx).catch((e) => e);
     expect(err.code).toBe('E_DRIVER_PATCH');
     expect(err.message).toMatch(new RegExp(`^driver\\.patches\\[1\\] stale\\.patch does not apply to NVIDIA-Linux-x86_64-${NVIDIA_VERSION.replace(/\./g, '\\.')}\\.run: .*FAILED`));
+  });
+
+  it("the driver task refuses kernel modules of another driver release, before the rootfs (user-mode and kernel parts talk only when they are one release)", async () => {
+    const dir = testDir();
+    const modules = { dir: '/nonexistent', result: { driverVersion: '535.230.02', kernelRelease: '6.1.1-nvidia-gpu', moduleType: 'open', from: 'installer', sourceFile: 'NVIDIA-Linux-x86_64-535.230.02.run', tree: 'modules', modules: ['kernel/drivers/video/nvidia.ko'] } };
+    const ctx = stepContext(dir, { params: { ...params, sha256: good.sha256 }, locations: { run: good.file }, upstream: { packages: headers, modules } });
+    await expect(driver.run(ctx)).rejects.toMatchObject({ code: 'E_VERSION_MISMATCH', message: `driver NVIDIA-Linux-x86_64-${NVIDIA_VERSION}.run has the user-mode driver ${NVIDIA_VERSION}, but the kernel modules built from NVIDIA-Linux-x86_64-535.230.02.run are 535.230.02 for 6.1.1-nvidia-gpu: use the .run of the modules' release` });
   });
 
   it('rejects toolkit packages whose versions disagree, listing each', async () => {

@@ -24,8 +24,8 @@ type ModulesParams = {
 };
 type ModulesInputs = { source: KernelSourceResult; build: KernelBuildResult };
 
-/** Where the installed modules go in the entry: laid out as the rootfs (lib/modules/<release>/…). */
-const TREE = 'modules';
+/** Where a module task's modules go in its entry (this one's and installer-modules'): laid out as the rootfs (lib/modules/<release>/…). */
+export const MODULE_TREE = 'modules';
 
 /**
  * driver-modules (driver.source: source): NVIDIA's kernel modules built on the host against the
@@ -89,7 +89,7 @@ async function buildModules(ctx: StepContext<ModulesParams, ModulesInputs>): Pro
     const first = firstCompilerError(ctx.log.tail(400));
     throw new GuestError('E_DRIVER_INSTALL', `the ${p.moduleType} kernel modules of driver ${version} (${name}) did not build for kernel ${release}${first ? `: ${first}` : ' (see the driver-modules task log)'}`, { cause: err, details: err instanceof GuestError ? err.details : [] });
   }
-  const installRoot = join(ctx.outDir, TREE);
+  const installRoot = join(ctx.outDir, MODULE_TREE);
   mkdirSync(installRoot, { recursive: true });
   // depmod runs in the rootfs, where every module of the kernel is
   await makeIn(buildDir, [`INSTALL_MOD_PATH=${installRoot}`, 'DEPMOD=/bin/true', 'modules_install']);
@@ -99,7 +99,7 @@ async function buildModules(ctx: StepContext<ModulesParams, ModulesInputs>): Pro
   if (!nvidia) throw new GuestError('E_DRIVER_INSTALL', `building ${name} installed no nvidia.ko under lib/modules/${release}`);
   await checkBuiltModule(ctx, join(modulesDir, nvidia), { release, version, moduleType: p.moduleType, source: name });
   ctx.log.info(`driver ${version} (${p.moduleType}, ${from}) built for ${release}: ${modules.join(', ')}`);
-  return { driverVersion: version, kernelRelease: release, moduleType: p.moduleType, from, sourceFile: name, tree: TREE, modules };
+  return { driverVersion: version, kernelRelease: release, moduleType: p.moduleType, from, sourceFile: name, tree: MODULE_TREE, modules };
 }
 
 /** The extracted source: the .run's tree, or the tarball fetched (mirrors, resume, sha256) or read locally. */

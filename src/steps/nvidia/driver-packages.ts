@@ -12,6 +12,7 @@ import { lockAddedPackages, type LockedPackages } from '../../sys/apt-private.js
 import { checkAddedPackages, fetchPinnedDebs, pinnedDebFiles, stageLockedRepository } from '../../sys/local-repo.js';
 import type { JsonObject } from '../../model/json.js';
 import { applyPatches, checkBuiltModule, findModules, firstCompilerError, signModules, stripModules, type ModuleSigningParams } from './driver-tree.js';
+import { STAGE } from './installer.js';
 
 type PackagesParams = {
   version: string;
@@ -36,7 +37,6 @@ export function dkmsPins(packages: string[]): string[] {
   return packages.filter((n) => /-dkms(:[a-z0-9-]+)?=/.test(n));
 }
 
-const STAGE = 'var/tmp/gpu-guest';
 const LIST = 'etc/apt/sources.list.d/gpu-guest-driver.list';
 const KEYRING = 'etc/apt/keyrings/gpu-guest-driver.gpg';
 const DKMS_CONF = 'etc/dkms/framework.conf.d/gpu-guest.conf';

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { GuestError } from '../../model/errors.js';
 import { checkPinnedFile, downloadVerified, stepDownloadOptions } from '../../sys/download.js';
 import { redact } from '../../model/redact.js';
-import type { PreflightContext, StepContext } from '../../model/step.js';
+import type { PreflightContext, StepContext, StepDefinition } from '../../model/step.js';
 import { assertMakeselfArchive } from '../../sys/makeself.js';
 import { basename } from 'node:path';
 import { downloadsPath, type StoreFile } from '../../sys/store.js';
@@ -51,3 +51,12 @@ export async function preflightDriverRun(ctx: PreflightContext, o: { path?: stri
   await checkPinnedFile(o.path, o.sha256, o.what, 'the pipeline pins', ctx.sha256);
   assertMakeselfArchive(o.path, o.what);
 }
+
+/** The pipeline's .run as a task reads it: its pin and URL in the params, its local path a location. */
+type RunPin = { version: string; sha256: string; url: string | null };
+
+/** preflight and downloads of a task that reads the pipeline's .run (the driver, and installer-modules). */
+export const driverRunInput: Pick<StepDefinition<RunPin>, 'preflight' | 'downloads'> = {
+  preflight: (p, _files, ctx) => preflightDriverRun(ctx, { path: ctx.locations.run, url: p.url, version: p.version, sha256: p.sha256, what: 'driver', key: 'driver.version' }),
+  downloads: (p, task) => driverRunDownload({ path: task.locations?.run, url: p.url, version: p.version, sha256: p.sha256, what: 'driver' }),
+};
