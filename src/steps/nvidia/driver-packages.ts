@@ -5,14 +5,14 @@ import { GuestError } from '../../model/errors.js';
 import type { DriverResult, KernelBuildResult, KernelPackagesResult, RootfsResult } from '../../model/results.js';
 import type { StepContext, StepDefinition } from '../../model/step.js';
 import { installedPackages, withChroot, type ChrootSession } from '../../sys/chroot.js';
-import { packRootfs, unpackRootfs } from '../../sys/rootfs-tar.js';
+import { packRootfs } from '../../sys/rootfs-tar.js';
 import { readRecipe, type Recipe } from '../rootfs/recipe.js';
 import { lockedRootfs } from '../rootfs/rootfs.js';
 import { lockAddedPackages, type LockedPackages } from '../../sys/apt-private.js';
 import { checkAddedPackages, fetchPinnedDebs, pinnedDebFiles, stageLockedRepository } from '../../sys/local-repo.js';
 import type { JsonObject } from '../../model/json.js';
 import { applyPatches, checkBuiltModule, findModules, firstCompilerError, signModules, stripModules, type ModuleSigningParams } from './driver-tree.js';
-import { STAGE } from './installer.js';
+import { STAGE, stageRootfs } from './installer.js';
 
 type PackagesParams = {
   version: string;
@@ -96,10 +96,7 @@ async function installDriverPackages(ctx: StepContext<PackagesParams, PackagesIn
   const recipe = readRecipe(ctx.files.recipe as string);
 
   const root = join(ctx.workDir, 'root');
-  await unpackRootfs(ctx.log, join(ctx.upstream.rootfs.dir, ctx.upstream.rootfs.result.tarball), root, ctx.signal);
-  const stage = join(root, STAGE);
-  mkdirSync(stage, { recursive: true });
-  for (const d of [image, headers]) copyFileSync(join(debs.dir, d.file), join(stage, d.file));
+  const stage = await stageRootfs(ctx, ctx.upstream.rootfs, root, { dir: debs.dir, wanted: [image, headers] });
   let unstage: (() => void) | undefined;
   if (lockedDebs) {
     // apt in the chroot sees only a repository of exactly the locked .debs (the guest's own sources stay as they are)

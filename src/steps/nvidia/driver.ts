@@ -62,7 +62,7 @@ async function installDriver(ctx: StepContext<DriverParams, DriverInputs>): Prom
   }
 
   const root = join(ctx.workDir, 'root');
-  const stage = await stageRootfs(ctx, ctx.upstream.rootfs, root, extracted, { dir: debs.dir, wanted });
+  const stage = await stageRootfs(ctx, ctx.upstream.rootfs, root, { dir: debs.dir, wanted }, extracted);
   cpSync(join(built.dir, built.result.tree, 'lib/modules'), join(stage, 'modules'), { recursive: true });
 
   await withChroot(root, ctx, async (chroot) => {

@@ -52,7 +52,7 @@ async function buildWithInstaller(ctx: StepContext<InstallerModulesParams, Insta
   const run = await extractCheckedRun(ctx, { path: ctx.locations.run, url: p.url, version: p.version, sha256: p.sha256 }, extracted);
   await applyPatches(ctx, ctx.files.patches, extracted, basename(run));
   const root = join(ctx.workDir, 'root');
-  await stageRootfs(ctx, ctx.upstream.root, root, extracted, { dir: debs.dir, wanted });
+  await stageRootfs(ctx, ctx.upstream.root, root, { dir: debs.dir, wanted }, extracted);
 
   await withChroot(root, ctx, async (chroot) => {
     await installKernelDebs(chroot, wanted);

@@ -22,14 +22,14 @@ export const INSTALLER_ARGS = ['--silent', '--no-x-check', '--no-nouveau-check',
 type Deb = KernelPackagesResult['packages'][number];
 
 /**
- * A rootfs unpacked into `root` with the extracted driver folder moved to /<STAGE>/driver and the
- * kernel's debs beside it. Returns the staging folder on the host.
+ * A rootfs unpacked into `root` with the kernel's debs in /<STAGE> and, when given, the extracted
+ * driver folder moved to /<STAGE>/driver. Returns the staging folder on the host.
  */
-export async function stageRootfs(ctx: StepContext, rootfs: UpstreamOutput<RootfsTarballResult>, root: string, extracted: string, debs: { dir: string; wanted: Deb[] }): Promise<string> {
+export async function stageRootfs(ctx: StepContext, rootfs: UpstreamOutput<RootfsTarballResult>, root: string, debs: { dir: string; wanted: Deb[] }, extracted?: string): Promise<string> {
   await unpackRootfs(ctx.log, join(rootfs.dir, rootfs.result.tarball), root, ctx.signal);
   const stage = join(root, STAGE);
   mkdirSync(stage, { recursive: true });
-  renameSync(extracted, join(stage, 'driver'));
+  if (extracted) renameSync(extracted, join(stage, 'driver'));
   for (const d of debs.wanted) copyFileSync(join(debs.dir, d.file), join(stage, d.file));
   return stage;
 }
