@@ -217,20 +217,24 @@ describe('gpu-guest benchmarks', () => {
     const rawMs = Number(process.hrtime.bigint() - t0) / 1e6;
     expect(make.status, `raw make failed:\n${make.stderr.slice(-3000)}`).toBe(0);
     rmSync(raw, { recursive: true, force: true });
-    const gg = gpuGuest(['build', ...nvidia, '--until', 'kernel-build', '--force', 'kernel-build']);
+    // from scratch, as raw make: never from another kernel-build's object tree
+    const gg = gpuGuest(['build', ...nvidia, '--until', 'kernel-build', '--force', 'kernel-build'], { GPU_GUEST_KERNEL_SEED: '0' });
     record({ id: 'P4', name: 'kernel build, gpu-guest over raw make', value: (gg.ms / rawMs - 1) * 100, unit: '%', target: { atMost: 3 }, detail: `raw make bzImage modules ${seconds(rawMs)}, gpu-guest build --until kernel-build ${seconds(gg.ms)}` });
   });
 
-  it('P6 kernel rebuild after a one-line fragment change, with ccache, against a cold build', () => {
+  it('P6 kernel rebuild after a one-line fragment change (from the earlier object tree, with ccache), against a cold build', () => {
     gpuGuest(['build', ...nvidia, '--until', 'kernel-config']);
     const ccache = { GPU_GUEST_CCACHE: '1', CCACHE_DIR: join(work, 'ccache') };
-    const cold = gpuGuest(['build', ...nvidia, '--until', 'kernel-build', '--force', 'kernel-build'], ccache);
+    const cold = gpuGuest(['build', ...nvidia, '--until', 'kernel-build', '--force', 'kernel-build'], { ...ccache, GPU_GUEST_KERNEL_SEED: '0' });
     const oneLine = join(work, 'one-line.conf');
     writeFileSync(oneLine, 'CONFIG_PRINTK_TIME=y\n');
     const warm = gpuGuest(['build', ...nvidia, '--until', 'kernel-build', '--fragment', oneLine], ccache);
     expect(ran(warm.summary!)).toContain('kernel-build');
+    const log = readFileSync(join(out, 'nvidia-test', 'logs', 'kernel-build.log'), 'utf8');
+    expect(log).toMatch(/starting from the object tree of kernel-build/);
+    const compiled = log.split('\n').filter((l) => /^\s+CC( \[M\])?\s/.test(l)).length;
     const stats = spawnSync('ccache', ['--print-stats'], { encoding: 'utf8', env: { ...process.env, ...ccache } }).stdout;
     const hits = /direct_cache_hit\t(\d+)/.exec(stats)?.[1];
-    record({ id: 'P6', name: 'kernel rebuild after a one-line change with ccache / cold', value: warm.ms / cold.ms, unit: '×', target: { atMost: 0.35 }, detail: `cold (empty ccache) ${seconds(cold.ms)}, after the change ${seconds(warm.ms)}${hits ? `, ccache direct hits ${hits}` : ''}` });
+    record({ id: 'P6', name: 'kernel rebuild after a one-line change / cold', value: warm.ms / cold.ms, unit: '×', target: { atMost: 0.35 }, detail: `cold (ccache, empty) ${seconds(cold.ms)}, after the change ${seconds(warm.ms)}: ${compiled} files compiled, from the earlier object tree${hits ? `; ccache direct hits ${hits}` : ''}` });
   });
 });

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { open, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { open, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { GuestError, messageOf } from '../model/errors.js';
@@ -49,6 +49,8 @@ export interface Scratch {
 export interface CacheStore {
   readonly root: string;
   get(key: string): Promise<CacheEntry | undefined>;
+  /** The committed entries of a step kind in the local cache (never the remote's), without marking them used. */
+  entriesOf(kind: string): Promise<CacheEntry[]>;
   /** Holds the key's lock until the returned release() runs; onWait hears who holds it meanwhile. */
   lock(key: string, onWait: (holder: string) => void, signal?: AbortSignal): Promise<() => Promise<void>>;
   begin(key: string): Promise<Scratch>;
@@ -130,6 +132,21 @@ export class LocalCacheStore implements CacheStore {
     } catch {
       return undefined;
     }
+  }
+
+  async entriesOf(kind: string): Promise<CacheEntry[]> {
+    const root = join(this.root, 'entries');
+    if (!existsSync(root)) return [];
+    const found: CacheEntry[] = [];
+    for (const key of await readdir(root)) {
+      try {
+        const meta = JSON.parse(await readFile(join(root, key, 'meta.json'), 'utf8')) as EntryMeta;
+        if (meta.kind === kind && meta.key === key) found.push({ key, outDir: join(root, key, 'out'), meta });
+      } catch {
+        // a folder without readable metadata is no entry (prune removes it)
+      }
+    }
+    return found;
   }
 
   async lock(key: string, onWait: (holder: string) => void, signal?: AbortSignal): Promise<() => Promise<void>> {

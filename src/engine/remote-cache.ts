@@ -67,6 +67,10 @@ export class RemoteCacheStore implements CacheStore {
     }
   }
 
+  entriesOf(kind: string): Promise<CacheEntry[]> {
+    return this.local.entriesOf(kind);
+  }
+
   lock(key: string, onWait: (holder: string) => void, signal?: AbortSignal): Promise<() => Promise<void>> {
     return this.local.lock(key, onWait, signal);
   }

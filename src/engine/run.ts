@@ -184,6 +184,7 @@ async function executeStep(t: PlannedTask, spec: TaskSpec, step: AnyStep, env: T
     log,
     signal: opts.signal,
     progress: (label, done, total) => bus.emit({ type: 'task:progress', time: Date.now(), id: t.id, label, done, total }),
+    earlier: async (kind) => (await store.entriesOf(kind)).map((e) => ({ key: e.key, outDir: e.outDir, material: e.meta.material, result: e.meta.result })),
     cacheDir: store.root,
     sourceDate: opts.sourceDate,
     network: opts.network ?? true,

@@ -1,6 +1,6 @@
 import type { StoreFile } from '../sys/store.js';
 import type { Json, JsonObject } from './json.js';
-import type { TaskSpec } from './task.js';
+import type { KeyMaterial, TaskSpec } from './task.js';
 
 /** Where a step writes its narration and its commands' output. */
 export interface StepLog {
@@ -18,6 +18,14 @@ export interface UpstreamOutput<R extends JsonObject = JsonObject> {
   dir: string;
   /** What the upstream step returned. */
   result: R;
+}
+
+/** A committed entry of the local cache, as a step may read it (never write there: entries are immutable). */
+export interface EarlierEntry {
+  key: string;
+  outDir: string;
+  material: KeyMaterial;
+  result: JsonObject;
 }
 
 /** The upstream roles a step reads, each with the result type it expects. */
@@ -44,6 +52,11 @@ export interface StepContext<P extends object = JsonObject, U extends UpstreamRe
   signal: AbortSignal;
   /** Reports progress (bytes downloaded …) to the progress view. */
   progress(label: string, done: number, total?: number): void;
+  /**
+   * The local cache's committed entries of a step kind, another build's included: a kernel build
+   * starts from the object tree of the nearest earlier one. Reads only.
+   */
+  earlier(kind: string): Promise<EarlierEntry[]>;
   /** The cache folder, for steps that keep shared state there (stale mount records …). */
   cacheDir: string;
   /** Seconds since the epoch: the one date stamped into artifacts. */

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, closeSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
@@ -111,6 +111,39 @@ describe('nvidia kernel path end to end (kernel.org-style mirror → debs)', () 
     expect(r.stdout).toMatch(/cached kernel-debs/);
   }, 600_000);
 
+  it('builds another configuration from the nearest object tree, compiling what it changes; the first configuration built again from that tree is the cold build, byte for byte', async () => {
+    const manifest = JSON.parse(readFileSync(join(out, 'nvidia-test/manifest.json'), 'utf8'));
+    const keyOf = (id: string): string => manifest.tasks.find((t: { id: string }) => t.id === id).key;
+    const dir = suiteDir('gpu-guest-seed-');
+    const cache = join(dir, 'cache');
+    mkdirSync(join(cache, 'entries'), { recursive: true });
+    // the shared entries as hard links: an entry is never written, and a seed is copied before make runs
+    for (const id of ['kernel-source', 'kernel-config', 'kernel-build']) execFileSync('cp', ['-al', join(sharedCacheDir(), 'entries', keyOf(id)), join(cache, 'entries')]);
+    const build = (o: string, ...more: string[]) => run(cliBin, ['build', '--until', 'kernel-build', '--pipeline', pipelineFile, '--cache-dir', cache, '--out-dir', join(dir, o), ...more]);
+    const logOf = (o: string) => readFileSync(join(dir, o, 'nvidia-test/logs/kernel-build.log'), 'utf8');
+    const compiled = (log: string) => log.split('\n').filter((l) => /^ {2}CC( \[M\])? /.test(l)).map((l) => l.trim().split(/\s+/).pop());
+    // a one-line change and a module the guest did not have
+    const change = join(dir, 'change.conf');
+    writeFileSync(change, 'CONFIG_PRINTK_TIME=y\nCONFIG_DUMMY=m\n');
+    const changed = await build('changed', '--fragment', change);
+    expect(changed.code, `${changed.stdout}\n${changed.stderr}`).toBe(0);
+    expect(logOf('changed')).toContain(`starting from the object tree of kernel-build ${keyOf('kernel-build').slice(0, 12)} (configuration symbols that differ: 2)`);
+    expect(compiled(logOf('changed'))).toEqual(expect.arrayContaining(['kernel/printk/printk.o', 'drivers/net/dummy.o']));
+    expect(compiled(logOf('changed')).length).toBeLessThan(40);
+    const changedKey = JSON.parse(readFileSync(join(dir, 'changed/nvidia-test/manifest.json'), 'utf8')).tasks.find((t: { id: string }) => t.id === 'kernel-build').key;
+    // the first configuration again, forced: never from its own entry, so from the changed one's tree
+    const again = await build('again', '--force', 'kernel-build');
+    expect(again.code, `${again.stdout}\n${again.stderr}`).toBe(0);
+    expect(logOf('again')).toContain(`starting from the object tree of kernel-build ${changedKey.slice(0, 12)}`);
+    expect(compiled(logOf('again'))).toContain('kernel/printk/printk.o');
+    const cold = packagedFiles(join(out, 'nvidia-test/kernel'), join(sharedCacheDir(), 'entries', keyOf('kernel-build'), 'out/build'));
+    const incremental = packagedFiles(join(dir, 'again/nvidia-test/kernel'), join(cache, 'entries', keyOf('kernel-build'), 'out/build'));
+    expect(incremental).toEqual(cold);
+    // the module the changed configuration had stays in the tree, outside what is packaged
+    expect(existsSync(join(cache, 'entries', keyOf('kernel-build'), 'out/build/drivers/net/dummy.ko'))).toBe(true);
+    expect(leakedMounts(cache)).toEqual([]);
+  }, 1_800_000);
+
   it('does nothing on a second run: every task comes from the cache', async () => {
     const again = await run(cliBin, ['build', '--until', 'kernel-debs', '--pipeline', pipelineFile, '--cache-dir', sharedCacheDir(), '--out-dir', out]);
     expect(again.code, again.stderr).toBe(0);
@@ -118,3 +151,18 @@ describe('nvidia kernel path end to end (kernel.org-style mirror → debs)', () 
     expect(again.stdout).toMatch(/0 to run/);
   });
 });
+
+/**
+ * sha256 by path of what a kernel build hands on: the published kernel files, the modules of
+ * modules.order, and what kernel-debs' linux-headers package copies from the object tree
+ * (builddeb: arch/x86/include, include, scripts, Module.symvers, objtool).
+ */
+function packagedFiles(published: string, tree: string): Record<string, string> {
+  const files: Record<string, string> = {};
+  const hash = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
+  for (const f of readdirSync(published)) files[`published/${f}`] = hash(join(published, f));
+  const modules = readFileSync(join(tree, 'modules.order'), 'utf8').split('\n').filter(Boolean).map((m) => m.replace(/\.o$/, '.ko'));
+  const listed = execFileSync('find', ['arch/x86/include', 'include', 'scripts', '-type', 'f'], { cwd: tree, encoding: 'utf8' }).split('\n').filter(Boolean);
+  for (const f of [...modules, ...listed, 'Module.symvers', 'modules.builtin', 'modules.builtin.modinfo', 'tools/objtool/objtool']) files[f] = hash(join(tree, f));
+  return files;
+}

@@ -33,6 +33,18 @@ describe('cache prune', () => {
     expect(Date.now() - statSync(meta).mtimeMs).toBeLessThan(60_000);
   });
 
+  it("lists the committed entries of a kind (a kernel build's seeds), never a scratch folder, without counting it as a use", async () => {
+    const { root, store } = await cacheWith([{ key: 'a'.repeat(64), mib: 0, daysAgo: 30 }]);
+    const running = await store.begin('b'.repeat(64));
+    mkdirSync(join(root, 'entries', 'c'.repeat(64)));
+    const found = await store.entriesOf('image');
+    expect(found.map((e) => e.key)).toEqual(['a'.repeat(64)]);
+    expect(found[0]!.outDir).toBe(join(root, 'entries', 'a'.repeat(64), 'out'));
+    expect(await store.entriesOf('kernel-build')).toEqual([]);
+    expect(Date.now() - statSync(join(root, 'entries', 'a'.repeat(64), 'meta.json')).mtimeMs).toBeGreaterThan(29 * DAY);
+    await store.discard(running);
+  });
+
   it('removes entries unused for longer than --older-than, then the least recently used beyond --max-size', async () => {
     const [old, mid, fresh, newest] = ['1', '2', '3', '4'].map((c) => c.repeat(64)) as [string, string, string, string];
     const { root } = await cacheWith([

@@ -220,6 +220,7 @@ describe('image: a mkfs.ext4 failure keeps its own cause', () => {
         log,
         signal: new AbortController().signal,
         progress: () => undefined,
+        earlier: async () => [],
         cacheDir: join(dir, 'cache'),
         sourceDate: 1704067200,
         network: true,

@@ -31,6 +31,7 @@ function stepContext(dir: string, over: Partial<StepContext<any, any>>): StepCon
     log,
     signal: new AbortController().signal,
     progress: () => undefined,
+    earlier: async () => [],
     cacheDir: join(dir, 'cache'),
     sourceDate: 1704067200,
     network: true,
