@@ -68,6 +68,8 @@ interface Case {
   /** The message: names the input, says what to do. */
   message: RegExp;
   cwd?: (dir: string) => string;
+  /** Environment variables of the run, beside the test's own. */
+  env?: NodeJS.ProcessEnv;
 }
 
 const intel = (dir: string, kernel = '  version: "6.1"\n  source:\n    tarball: apt:linux-source-6.1\n', extra = '') => writePipeline(dir, 'intel', kernel, extra);
@@ -95,6 +97,8 @@ const cases: Case[] = [
   { name: '--set of an unknown key', args: () => ['plan', '--vendor', 'intel', '--set', 'kernal.version=6.1'], code: 'E_SET_PATH', exit: 2, message: /--set kernal\.version=6\.1: no key 'kernal' at the top level \(known keys/ },
   { name: '--set past the end of a list', args: () => ['plan', '--vendor', 'intel', '--set', 'kernel.fragments[5]=x.conf'], code: 'E_SET_PATH', exit: 2, message: /--set kernel\.fragments\[5\]=x\.conf: kernel\.fragments has 1 item\(s\); index \[5\] would leave a gap/ },
   { name: '--set of text for a number', args: () => ['plan', '--vendor', 'intel', '--set', 'image.marginMiB=lots'], code: 'E_SET_PATH', exit: 2, message: /--set image\.marginMiB=lots: expected a number, found 'lots'/ },
+  { name: 'GPU_GUEST_KERNEL_SEED=no', args: () => ['build', '--vendor', 'intel'], env: { GPU_GUEST_KERNEL_SEED: 'no' }, code: 'E_USAGE', exit: 2, message: /GPU_GUEST_KERNEL_SEED=no: expected 0 or 1 \(or unset it\)/ },
+  { name: 'GPU_GUEST_CCACHE=yes', args: () => ['build', '--vendor', 'intel'], env: { GPU_GUEST_CCACHE: 'yes' }, code: 'E_USAGE', exit: 2, message: /GPU_GUEST_CCACHE=yes: expected 0 or 1 \(or unset it\)/ },
   { name: '--jobs 0', args: () => ['build', '--vendor', 'intel', '--jobs', '0'], code: 'E_USAGE', exit: 2, message: /--jobs 0: expected a whole number of 1 or more/ },
   { name: 'a verify --kernel-arg with a blank', args: () => ['verify', '--vendor', 'intel', '--kernel-arg', 'quiet splash'], code: 'E_USAGE', exit: 2, message: /--kernel-arg 'quiet splash': expected one kernel parameter, name or name=value without blanks or quotes \(repeat the flag for more\)/ },
   { name: 'an unknown task for --until', args: () => ['plan', '--vendor', 'intel', '--until', 'kernel'], code: 'E_UNKNOWN_TASK', exit: 2, message: /--until kernel: no such task in intel \(tasks: kernel-source/ },
@@ -172,7 +176,7 @@ describe('the catalogue of bad inputs', () => {
     const args = c.args(dir);
     const common = [...(args.includes('--cache-dir') ? [] : ['--cache-dir', cache]), ...(args.includes('--out-dir') || args[0] !== 'build' ? [] : ['--out-dir', out])];
     const begun = Date.now();
-    const r = spawnSync(process.execPath, [cliBin, ...args, ...common], { cwd: c.cwd?.(dir) ?? repoRoot, encoding: 'utf8', timeout: 60_000, env: { ...process.env, CI: 'true' } });
+    const r = spawnSync(process.execPath, [cliBin, ...args, ...common], { cwd: c.cwd?.(dir) ?? repoRoot, encoding: 'utf8', timeout: 60_000, env: { ...process.env, CI: 'true', ...c.env } });
     const took = Date.now() - begun;
     expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(c.exit);
     expect(r.stderr).toMatch(new RegExp(`^error: ${c.code}: `, 'm'));

@@ -26,6 +26,7 @@ import { pushEntry, type PushOptions } from './push.js';
 import { TaskLog } from '../sys/task-log.js';
 import { lockForBuild, withBundledPipeline } from './lock.js';
 import { bundleForBuild } from './fetch.js';
+import { checkKernelSwitches } from '../sys/kbuild.js';
 
 export interface BuildOptions extends PipelineOptions, Selection, PushOptions {
   /** After a successful build, push the vGPU manager image (nvidia-vgpu). */
@@ -53,6 +54,7 @@ export interface BuildOptions extends PipelineOptions, Selection, PushOptions {
 /** gpu-guest build: plan, run what is not cached, lay the outputs out. Returns the exit status. */
 export async function buildCommand(opts: BuildOptions, env: CliEnv): Promise<number> {
   const jobs = parseJobs(opts.jobs);
+  checkKernelSwitches(env.env);
   if (opts.summary !== undefined) checkOutputFile('--summary', opts.summary);
   const loaded = env.loadGraph(await withBundledPipeline(opts));
   assertOutUsable(loaded.pipelineOut);

@@ -34,6 +34,18 @@ export function jobs(): number {
   return Math.max(1, cpus().length);
 }
 
+/**
+ * The environment switches of kernel builds, checked before a build starts: GPU_GUEST_CCACHE (1:
+ * compile with ccache) and GPU_GUEST_KERNEL_SEED (0: never start from an earlier kernel's object
+ * tree). Anything but 0 or 1 is refused rather than read as off or on.
+ */
+export function checkKernelSwitches(env: NodeJS.ProcessEnv): void {
+  for (const name of ['GPU_GUEST_CCACHE', 'GPU_GUEST_KERNEL_SEED']) {
+    const value = env[name];
+    if (value !== undefined && value !== '' && value !== '0' && value !== '1') throw new GuestError('E_USAGE', `${name}=${value}: expected 0 or 1 (or unset it)`);
+  }
+}
+
 /** The compiler command kernel builds use when the host has ccache. */
 const CCACHE_CC = 'ccache gcc';
 

@@ -30,7 +30,7 @@ type SeedContext = Pick<StepContext, 'key' | 'earlier'>;
 /**
  * The earlier kernel-build entry whose .config is nearest (fewest symbols differ), among those of the
  * same step version, source tarball (sha256) and compiler. Never this key's own entry: a forced
- * rebuild (`--force kernel-build`) compiles from scratch.
+ * rebuild (`--force kernel-build`) does not reuse the tree it is replacing.
  */
 export async function nearestObjectTree(ctx: SeedContext, want: { sourceSha256: string; compiler: string; config: Map<string, OptionValue>; stepVersion: number }): Promise<Seed | undefined> {
   if (process.env[SEED_ENV] === '0') return undefined;
