@@ -123,15 +123,10 @@ export class LocalCacheStore implements CacheStore {
   }
 
   async get(key: string): Promise<CacheEntry | undefined> {
-    const dir = join(this.root, 'entries', key);
-    try {
-      const meta = JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as EntryMeta;
-      // meta.json's mtime is the entry's last use: `cache prune` removes the least recently used first
-      if (!this.readOnly) await utimes(join(dir, 'meta.json'), new Date(), new Date()).catch(() => undefined);
-      return { key, outDir: join(dir, 'out'), meta };
-    } catch {
-      return undefined;
-    }
+    const entry = await this.readEntry(key);
+    // meta.json's mtime is the entry's last use: `cache prune` removes the least recently used first
+    if (entry && !this.readOnly) await utimes(join(this.root, 'entries', key, 'meta.json'), new Date(), new Date()).catch(() => undefined);
+    return entry;
   }
 
   async entriesOf(kind: string): Promise<CacheEntry[]> {
@@ -139,14 +134,20 @@ export class LocalCacheStore implements CacheStore {
     if (!existsSync(root)) return [];
     const found: CacheEntry[] = [];
     for (const key of await readdir(root)) {
-      try {
-        const meta = JSON.parse(await readFile(join(root, key, 'meta.json'), 'utf8')) as EntryMeta;
-        if (meta.kind === kind && meta.key === key) found.push({ key, outDir: join(root, key, 'out'), meta });
-      } catch {
-        // a folder without readable metadata is no entry (prune removes it)
-      }
+      const entry = await this.readEntry(key);
+      if (entry?.meta.kind === kind && entry.meta.key === key) found.push(entry);
     }
     return found;
+  }
+
+  /** The entry of a key as its meta.json records it, or undefined when that is missing or unreadable (prune removes such a folder). */
+  private async readEntry(key: string): Promise<CacheEntry | undefined> {
+    const dir = join(this.root, 'entries', key);
+    try {
+      return { key, outDir: join(dir, 'out'), meta: JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as EntryMeta };
+    } catch {
+      return undefined;
+    }
   }
 
   async lock(key: string, onWait: (holder: string) => void, signal?: AbortSignal): Promise<() => Promise<void>> {

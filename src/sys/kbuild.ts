@@ -34,13 +34,18 @@ export function jobs(): number {
   return Math.max(1, cpus().length);
 }
 
+/** 1: kernel and module builds compile with ccache (see ccache()). */
+export const CCACHE_ENV = 'GPU_GUEST_CCACHE';
+/** 0: a kernel build never starts from an earlier kernel's object tree (steps/kernel/object-tree.ts). */
+export const KERNEL_SEED_ENV = 'GPU_GUEST_KERNEL_SEED';
+
 /**
  * The environment switches of kernel builds, checked before a build starts: GPU_GUEST_CCACHE (1:
  * compile with ccache) and GPU_GUEST_KERNEL_SEED (0: never start from an earlier kernel's object
  * tree). Anything but 0 or 1 is refused rather than read as off or on.
  */
 export function checkKernelSwitches(env: NodeJS.ProcessEnv): void {
-  for (const name of ['GPU_GUEST_CCACHE', 'GPU_GUEST_KERNEL_SEED']) {
+  for (const name of [CCACHE_ENV, KERNEL_SEED_ENV]) {
     const value = env[name];
     if (value !== undefined && value !== '' && value !== '0' && value !== '1') throw new GuestError('E_USAGE', `${name}=${value}: expected 0 or 1 (or unset it)`);
   }
@@ -60,7 +65,7 @@ const CCACHE_CC = 'ccache gcc';
  * command line and would otherwise compile the whole kernel again.
  */
 export async function ccache(cacheDir: string, builtWith?: string): Promise<{ args: string[]; env: NodeJS.ProcessEnv; compiler: string }> {
-  const wanted = builtWith === undefined ? process.env.GPU_GUEST_CCACHE === '1' : builtWith === CCACHE_CC;
+  const wanted = builtWith === undefined ? process.env[CCACHE_ENV] === '1' : builtWith === CCACHE_CC;
   if (!wanted) return { args: [], env: {}, compiler: builtWith ?? 'gcc' };
   if (!(await findOnPath('ccache'))) {
     if (builtWith === CCACHE_CC) throw new GuestError('E_MISSING_TOOL', `this kernel was built with CC="${CCACHE_CC}", and kbuild recompiles everything for another compiler: install ccache (apt-get install ccache) to package it or build modules against it`);

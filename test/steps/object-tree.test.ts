@@ -1,7 +1,8 @@
 import { existsSync, mkdirSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { copyObjectTree, nearestObjectTree, pruneConfigStamps, SEED_ENV } from '../../src/steps/kernel/object-tree.js';
+import { copyObjectTree, nearestObjectTree, pruneConfigStamps } from '../../src/steps/kernel/object-tree.js';
+import { KERNEL_SEED_ENV } from '../../src/sys/kbuild.js';
 import { parseDotConfig } from '../../src/sys/kconfig/options.js';
 import { TaskLog } from '../../src/sys/task-log.js';
 import type { EarlierEntry } from '../../src/model/step.js';
@@ -34,7 +35,7 @@ function context(key: string, builds: EarlierEntry[]) {
 const want = (config: string, compiler = 'gcc') => ({ sourceSha256: TARBALL, compiler, config: parseDotConfig(config), stepVersion: 4 });
 
 afterEach(() => {
-  delete process.env[SEED_ENV];
+  delete process.env[KERNEL_SEED_ENV];
 });
 
 describe('incremental kernel builds: the object tree a new build starts from', () => {
@@ -61,7 +62,7 @@ describe('incremental kernel builds: the object tree a new build starts from', (
     const dir = testDir();
     const builds = [buildEntry(dir, 'near', 'CONFIG_A=y\n')];
     expect(await nearestObjectTree(context('k', []), want('CONFIG_A=y\n'))).toBeUndefined();
-    process.env[SEED_ENV] = '0';
+    process.env[KERNEL_SEED_ENV] = '0';
     expect(await nearestObjectTree(context('k', builds), want('CONFIG_A=y\n'))).toBeUndefined();
   });
 

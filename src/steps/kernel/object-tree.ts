@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { runLogged } from '../../sys/exec.js';
+import { KERNEL_SEED_ENV } from '../../sys/kbuild.js';
 import { parseDotConfig, type OptionValue } from '../../sys/kconfig/options.js';
 import type { StepContext } from '../../model/step.js';
 
@@ -15,7 +16,6 @@ import type { StepContext } from '../../model/step.js';
  * (scripts/ rebuilt, include/config/ pruned), so the kernel, its modules and packages are the cold
  * build's, byte for byte (measured: README's kernel-build section). GPU_GUEST_KERNEL_SEED=0 turns it off.
  */
-export const SEED_ENV = 'GPU_GUEST_KERNEL_SEED';
 
 export interface Seed {
   key: string;
@@ -33,7 +33,7 @@ type SeedContext = Pick<StepContext, 'key' | 'earlier'>;
  * rebuild (`--force kernel-build`) does not reuse the tree it is replacing.
  */
 export async function nearestObjectTree(ctx: SeedContext, want: { sourceSha256: string; compiler: string; config: Map<string, OptionValue>; stepVersion: number }): Promise<Seed | undefined> {
-  if (process.env[SEED_ENV] === '0') return undefined;
+  if (process.env[KERNEL_SEED_ENV] === '0') return undefined;
   const tarballOf = new Map((await ctx.earlier('kernel-source')).map((e) => [e.key, e.result.sha256]));
   let best: Seed | undefined;
   for (const e of await ctx.earlier('kernel-build')) {
